@@ -1,0 +1,51 @@
+# crmsync: Keap <-> Customcrm two-way sync.
+# A fresh clone needs nothing but Python 3.11 and `make <target>`:
+# every target that needs the virtualenv creates it first.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help sync test lint typecheck sandbox extract plan status docs bench clean lock
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+sync: $(STAMP) ## run the sync (the bundled sandboxes with demo data when no endpoint is configured)
+	$(BIN)/crmsync sync
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+sandbox: $(STAMP) ## serve both sandboxes with demo data in the foreground
+	$(BIN)/crmsync sandbox
+
+extract: $(STAMP) ## run the ingest step alone
+	$(BIN)/crmsync extract
+
+bench: $(STAMP) ## the quick benchmark set (10,000 records per kind)
+	$(BIN)/python -m bench.run --quick
+
+lock: ## re-pin every dependency into constraints.txt (needs network to PyPI)
+	rm -rf /tmp/crmsync-lock && $(PYTHON) -m venv /tmp/crmsync-lock
+	/tmp/crmsync-lock/bin/pip install --quiet -e '.[dev]'
+	/tmp/crmsync-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean: ## remove the virtualenv and local data (the sandboxes' demo data and the DuckDB file)
+	rm -rf $(VENV) data build .pytest_cache .mypy_cache .ruff_cache
