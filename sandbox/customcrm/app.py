@@ -341,7 +341,11 @@ class CustomcrmSandbox:
 
     def _list(self, resource: str, request: Request) -> dict[str, Any]:
         params = request.query_params
-        errors = []
+        errors = [
+            {"field": name, "message": "unknown query parameter"}
+            for name in params
+            if name not in ("updated_since", "include_deleted", "external_ref", "limit", "cursor")
+        ]
         limit = 100
         if "limit" in params:
             try:

@@ -16,7 +16,10 @@ import pycountry
 
 from sandbox.timefmt import keap_plus0000, keap_z
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_RE = re.compile(  # dot-atom local part, host name with an alphabetic last label
+    r"^(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
 ALPHA3 = frozenset(c.alpha_3 for c in pycountry.countries)
 
 

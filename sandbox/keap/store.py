@@ -108,18 +108,19 @@ class KeapStore:
         return email, name, sku
 
     def insert_many(
-        self, resource: str, docs: Iterable[dict[str, Any]], at_us: int | None = None
+        self, resource: str, docs: Iterable[dict[str, Any]], stamps: Iterable[int] | None = None
     ) -> list[int]:
-        """Insert documents (bulk path of the demo generator, and POST)."""
+        """Insert documents (POST, and the demo generator's bulk load with its own timestamps)."""
         batch = list(docs)
+        times = list(stamps) if stamps is not None else [None] * len(batch)
         with self.lock:
             self.db.execute("begin")
             try:
                 ids = list(self._next_ids(resource, len(batch)))
                 rows = []
-                for record_id, doc in zip(ids, batch, strict=True):
+                for record_id, doc, stamp in zip(ids, batch, times, strict=True):
                     doc = {**doc, "id": str(record_id)}
-                    now = at_us or self.clock.now_us()
+                    now = stamp or self.clock.now_us()
                     rows.append(
                         (resource, record_id, now, now, *self._keys(resource, doc), json.dumps(doc))
                     )

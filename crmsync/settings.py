@@ -1,0 +1,113 @@
+"""Configuration: the same names everywhere (environment, `.env`, CLI options, docs).
+
+| name | meaning |
+|---|---|
+| KEAP_API_URL | Keap REST v2 base (default https://api.infusionsoft.com/crm/rest/v2) |
+| KEAP_API_KEY | personal access token or service account key (header X-Keap-API-Key) |
+| KEAP_ACCESS_TOKEN, KEAP_REFRESH_TOKEN, KEAP_CLIENT_ID, KEAP_CLIENT_SECRET | OAuth2 |
+| KEAP_TOKEN_URL | OAuth token endpoint (default https://api.infusionsoft.com/token) |
+| CUSTOMCRM_API_URL, CUSTOMCRM_API_TOKEN | the Customcrm API and its bearer token |
+| CRMSYNC_DB | the DuckDB file (default data/crmsync.duckdb) |
+
+With neither a Keap nor a Customcrm endpoint configured, the sync runs against
+the bundled sandboxes with demo data (`sandbox_mode`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+DEFAULT_KEAP_API_URL = "https://api.infusionsoft.com/crm/rest/v2"
+DEFAULT_KEAP_TOKEN_URL = "https://api.infusionsoft.com/token"
+DEFAULT_DB = "data/crmsync.duckdb"
+
+KEAP_SECRETS = ("KEAP_API_KEY", "KEAP_ACCESS_TOKEN", "KEAP_REFRESH_TOKEN", "KEAP_CLIENT_SECRET")
+
+
+class ConfigurationError(Exception):
+    """The configuration cannot work; the message says what to set."""
+
+
+def _secret() -> str | None:
+    return field(default=None, repr=False)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Settings:
+    keap_api_url: str = DEFAULT_KEAP_API_URL
+    keap_token_url: str = DEFAULT_KEAP_TOKEN_URL
+    keap_api_key: str | None = _secret()
+    keap_access_token: str | None = _secret()
+    keap_refresh_token: str | None = _secret()
+    keap_client_id: str | None = None
+    keap_client_secret: str | None = _secret()
+    customcrm_api_url: str | None = None
+    customcrm_api_token: str | None = _secret()
+    db_path: Path = Path(DEFAULT_DB)
+    keap_configured: bool = False
+    customcrm_configured: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, dotenv: str | Path = ".env") -> Settings:
+        """Environment first, then `.env` for what the environment leaves unset."""
+        values: dict[str, str] = {}
+        if env is None:
+            if Path(dotenv).is_file():
+                values.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+            values.update(os.environ)
+        else:
+            values.update(env)
+
+        def get(name: str) -> str | None:
+            value = values.get(name, "").strip()
+            return value or None
+
+        keap_configured = any(get(n) for n in ("KEAP_API_URL", *KEAP_SECRETS))
+        customcrm_configured = any(get(n) for n in ("CUSTOMCRM_API_URL", "CUSTOMCRM_API_TOKEN"))
+        return cls(
+            keap_api_url=(get("KEAP_API_URL") or DEFAULT_KEAP_API_URL).rstrip("/"),
+            keap_token_url=get("KEAP_TOKEN_URL") or DEFAULT_KEAP_TOKEN_URL,
+            keap_api_key=get("KEAP_API_KEY"),
+            keap_access_token=get("KEAP_ACCESS_TOKEN"),
+            keap_refresh_token=get("KEAP_REFRESH_TOKEN"),
+            keap_client_id=get("KEAP_CLIENT_ID"),
+            keap_client_secret=get("KEAP_CLIENT_SECRET"),
+            customcrm_api_url=(get("CUSTOMCRM_API_URL") or "").rstrip("/") or None,
+            customcrm_api_token=get("CUSTOMCRM_API_TOKEN"),
+            db_path=Path(get("CRMSYNC_DB") or DEFAULT_DB),
+            keap_configured=keap_configured,
+            customcrm_configured=customcrm_configured,
+        )
+
+    @property
+    def sandbox_mode(self) -> bool:
+        """Neither system configured: run against the bundled sandboxes."""
+        return not (self.keap_configured or self.customcrm_configured)
+
+    @property
+    def state_dir(self) -> Path:
+        """dlt's working folder and other state live beside the DuckDB file."""
+        return self.db_path.parent / (self.db_path.stem + ".state")
+
+    def validate(self) -> None:
+        """Raise ConfigurationError naming what is missing; sandbox mode needs nothing."""
+        if self.sandbox_mode:
+            return
+        problems = []
+        if not self.keap_configured:
+            problems.append("Keap is not configured: set KEAP_API_KEY (or the KEAP_* OAuth settings)")
+        elif not (self.keap_api_key or self.keap_access_token or self.keap_refresh_token):
+            problems.append("KEAP_API_KEY, or KEAP_ACCESS_TOKEN/KEAP_REFRESH_TOKEN for OAuth, is required")
+        elif self.keap_refresh_token and not (self.keap_client_id and self.keap_client_secret):
+            problems.append("OAuth refresh needs KEAP_CLIENT_ID and KEAP_CLIENT_SECRET")
+        if not self.customcrm_api_url:
+            problems.append("CUSTOMCRM_API_URL is not set")
+        if not self.customcrm_api_token:
+            problems.append("CUSTOMCRM_API_TOKEN is not set")
+        if problems:
+            raise ConfigurationError("; ".join(problems))
