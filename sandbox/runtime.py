@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import socket
 import threading
@@ -29,6 +30,20 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+
+class DroppedConnection(ConnectionAbortedError):
+    """Raised on purpose to make uvicorn drop a connection mid-answer."""
+
+
+class _QuietDrops(logging.Filter):
+    """uvicorn logs every exception from an app; an injected drop is not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], DroppedConnection))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
 
 
 class TokenBucket:
@@ -305,7 +320,7 @@ class SandboxMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": b'{"', "more_body": True})
-        raise ConnectionAbortedError("sandbox fault: connection dropped after commit")
+        raise DroppedConnection("sandbox fault: connection dropped after commit")
 
     async def _reply(
         self, send: Send, status: int, body: dict[str, Any], ctype: str, headers: dict[str, str]

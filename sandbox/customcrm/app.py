@@ -437,6 +437,10 @@ def _field_error(error: ValidationError) -> dict[str, str]:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return {"field": ".".join(filter(None, [path, extra[0] if extra else ""])),
                 "message": "unknown field"}  # fmt: skip
+    if error.validator == "anyOf" and all("required" in sub for sub in error.validator_value):
+        names = [name for sub in error.validator_value for name in sub["required"]]
+        return {"field": ".".join(filter(None, [path, names[0]])),
+                "message": f"at least one of {', '.join(names)} must have a value"}  # fmt: skip
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         return {"field": ".".join(filter(None, [path, missing])), "message": "required"}

@@ -1,0 +1,124 @@
+"""The Customcrm client (shared/customcrm/CONTRACT.md): cursor lists, ETag/If-Match,
+Idempotency-Key, merge patches, soft deletes and the batch endpoint."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from connectors.errors import ProtocolError
+from connectors.http import ApiClient, Clock, Pacer, RetryPolicy, Sleep
+
+RESOURCES = ("customers", "contacts", "orders", "products")
+BATCH_LIMIT = 100
+PAGE_LIMIT = 500
+
+
+class CustomcrmPacer(Pacer):
+    """Reads `RateLimit-Remaining`/`RateLimit-Reset`: when nothing is left, waits for the reset."""
+
+    def __init__(self, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+        self.clock, self.sleep = clock, sleep
+        self.remaining: float | None = None
+        self.reset_at = 0.0
+        self.lock = threading.Lock()
+
+    def before(self) -> float:
+        with self.lock:
+            wait = 0.0
+            if self.remaining is not None and self.remaining < 1:
+                wait = max(0.0, self.reset_at - self.clock())
+            if self.remaining is not None:
+                self.remaining -= 1
+        if wait > 0:
+            self.sleep(wait)
+        return wait
+
+    def after(self, response: httpx.Response) -> None:
+        try:
+            remaining = float(response.headers["ratelimit-remaining"])
+            reset = float(response.headers.get("ratelimit-reset", "1"))
+        except (KeyError, ValueError):
+            return
+        with self.lock:
+            self.remaining = remaining
+            self.reset_at = self.clock() + max(reset, 0.05 if remaining < 1 else 0.0)
+
+
+class CustomcrmClient(ApiClient):
+    system = "customcrm"
+
+    def pages(self, resource: str, *, updated_since: str | None = None, include_deleted: bool = True,
+              external_ref: str | None = None, limit: int = PAGE_LIMIT,
+              ) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+        """Every page, ordered by (UpdatedAt, Id); a cursor resumes strictly after the last record."""
+        query: dict[str, Any] = {"limit": limit, "include_deleted": str(include_deleted).lower()}
+        if updated_since:
+            query["updated_since"] = updated_since
+        if external_ref:
+            query["external_ref"] = external_ref
+        page = 0
+        while True:
+            page += 1
+            response = self.request("GET", f"/{resource}", params=query)
+            try:
+                body = response.json()
+                items, cursor = body["data"], body["next_cursor"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ProtocolError(
+                    f"Customcrm {resource} page {page} does not parse: {type(exc).__name__} {exc}",
+                    system="customcrm", method="GET", url=f"/{resource}",
+                ) from None  # fmt: skip
+            yield items
+            if not cursor:
+                return
+            query = {**query, "cursor": cursor}
+
+    def get(self, resource: str, record_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/{resource}/{record_id}", record_id=record_id).json()  # type: ignore[no-any-return]
+
+    def create(self, resource: str, data: dict[str, Any], idempotency_key: str | None = None,
+               record_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.request(  # type: ignore[no-any-return]
+            "POST", f"/{resource}", json=data, headers=headers,
+            idempotent=idempotency_key is not None, record_id=record_id,
+        ).json()  # fmt: skip
+
+    def update(self, resource: str, record_id: str, patch: dict[str, Any],
+               if_match: str | None = None) -> dict[str, Any]:  # fmt: skip
+        headers = {"Content-Type": "application/merge-patch+json"}
+        if if_match:
+            headers["If-Match"] = if_match
+        return self.request("PATCH", f"/{resource}/{record_id}", json=patch, headers=headers,  # type: ignore[no-any-return]
+                            record_id=record_id).json()  # fmt: skip
+
+    def delete(self, resource: str, record_id: str, if_match: str | None = None) -> None:
+        headers = {"If-Match": if_match} if if_match else None
+        self.request("DELETE", f"/{resource}/{record_id}", headers=headers, record_id=record_id)
+
+    def batch(self, resource: str, operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Up to 100 operations; each result stands on its own. Safe to retry only
+        when every create carries an idempotency key."""
+        if not 0 < len(operations) <= BATCH_LIMIT:
+            raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} operations, not {len(operations)}")
+        idempotent = all(op["op"] != "create" or op.get("idempotency_key") for op in operations)
+        response = self.request("POST", f"/{resource}/batch", json={"operations": operations},
+                                idempotent=idempotent)  # fmt: skip
+        results = response.json().get("results")
+        if not isinstance(results, list) or len(results) != len(operations):
+            raise ProtocolError(f"Customcrm {resource}/batch answered {len(results or [])} results for "
+                                f"{len(operations)} operations", system="customcrm")  # fmt: skip
+        return results
+
+
+def customcrm_client(*, base_url: str, token: str, pacer: Pacer | None = None,
+                     retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None,
+                     sleep: Sleep = time.sleep) -> CustomcrmClient:  # fmt: skip
+    return CustomcrmClient(base_url, headers={"Authorization": f"Bearer {token}"},
+                           pacer=pacer or CustomcrmPacer(sleep=sleep), retry=retry,
+                           transport=transport, sleep=sleep)  # fmt: skip

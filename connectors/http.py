@@ -1,0 +1,209 @@
+"""The HTTP floor both clients stand on: pacing, bounded retries, request counts.
+
+A `Pacer` decides when the next request may go (before) and learns from each
+answer's limit headers (after). `ApiClient.request` retries what is worth
+retrying (429 always, since an API answers it before doing anything; 5xx and
+transport failures only when the request is idempotent), honours `Retry-After`,
+and otherwise backs off exponentially with full jitter.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from connectors.errors import (
+    ApiError,
+    RateLimited,
+    RetryableError,
+    TransportFailure,
+    error_for_response,
+    safe_url,
+)
+
+Sleep = Callable[[float], None]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.25
+    max_delay: float = 30.0
+    max_retry_after: float = 300.0
+
+    def delay(self, attempt: int, error: ApiError, rng: random.Random) -> float:
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return min(error.retry_after, self.max_retry_after)
+        return rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))  # full jitter
+
+
+@dataclass
+class RequestStats:
+    """What a client sent: the figures benchmarks and `sync` summaries print."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    slept_s: float = 0.0
+    by_endpoint: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "rate_limited": self.rate_limited,
+            "slept_s": round(self.slept_s, 3),
+            "by_endpoint": dict(self.by_endpoint),
+        }
+
+
+class Pacer:
+    """No pacing; subclasses read an API's limit headers."""
+
+    def before(self) -> float:
+        """Block until a request may go; return the seconds waited."""
+        return 0.0
+
+    def after(self, response: httpx.Response) -> None:
+        return None
+
+
+class LocalBucket:
+    """A token bucket on this side of the wire, thread-safe."""
+
+    def __init__(self, capacity: float, rate: float, clock: Clock = time.monotonic) -> None:
+        self.capacity, self.rate, self.clock = capacity, rate, clock
+        self.tokens, self.stamp = capacity, clock()
+        self.lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def reserve(self) -> float:
+        """Take a token (possibly going negative) and return how long to wait for it."""
+        with self.lock:
+            self._refill()
+            self.tokens -= 1
+            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def cap(self, available: float) -> None:
+        """The server says fewer tokens are left than we think: believe it."""
+        with self.lock:
+            self._refill()
+            self.tokens = min(self.tokens, available)
+
+    def reconfigure(self, capacity: float, rate: float) -> None:
+        with self.lock:
+            self._refill()
+            if (capacity, rate) != (self.capacity, self.rate):
+                self.tokens = min(self.tokens, capacity)
+                self.capacity, self.rate = capacity, rate
+
+
+class ApiClient:
+    system = "api"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        headers: dict[str, str] | None = None,
+        pacer: Pacer | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 60.0,
+        sleep: Sleep = time.sleep,
+        seed: int | None = None,
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            auth=auth,
+            headers={"Accept": "application/json", "User-Agent": "crmsync/0.1", **(headers or {})},
+            timeout=timeout,
+            transport=transport,
+        )
+        self.pacer = pacer or Pacer()
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.rng = random.Random(seed)
+        self.stats = RequestStats()
+        self._stats_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool | None = None,
+        record_id: str | None = None,
+    ) -> httpx.Response:
+        """Send, pacing and retrying; return a 2xx answer or raise an `ApiError`."""
+        if idempotent is None:
+            idempotent = method.upper() != "POST"
+        endpoint = f"{method.upper()} {_template(path)}"
+        attempt = 0
+        while True:
+            waited = self.pacer.before()
+            self._count(endpoint, waited)
+            try:
+                response = self.http.request(method, path, params=params, json=json, headers=headers)
+            except httpx.TransportError as exc:
+                error: ApiError = TransportFailure(
+                    f"no complete answer ({type(exc).__name__})",
+                    system=self.system,
+                    method=method.upper(),
+                    url=safe_url(self.http.build_request(method, path).url),
+                    reason=str(exc)[:200],
+                    record_id=record_id,
+                )
+            else:
+                self.pacer.after(response)
+                if response.is_success:
+                    return response
+                error = error_for_response(self.system, response, record_id)
+            if isinstance(error, RateLimited):
+                with self._stats_lock:
+                    self.stats.rate_limited += 1
+            retry_ok = isinstance(error, RateLimited) or (isinstance(error, RetryableError) and idempotent)
+            attempt += 1
+            if not retry_ok or attempt >= self.retry.max_attempts:
+                raise error
+            pause = self.retry.delay(attempt, error, self.rng)
+            with self._stats_lock:
+                self.stats.retries += 1
+                self.stats.slept_s += pause
+            self.sleep(pause)
+
+    def _count(self, endpoint: str, waited: float) -> None:
+        with self._stats_lock:
+            self.stats.requests += 1
+            self.stats.by_endpoint[endpoint] += 1
+            self.stats.slept_s += waited
+
+
+def _template(path: str) -> str:
+    parts = [("{id}" if any(ch.isdigit() for ch in part) else part) for part in path.split("/")]
+    return "/".join(parts)

@@ -1,0 +1,223 @@
+"""The Keap REST v2 client: auth (API key or OAuth with rotating refresh
+tokens), pacing from Keap's throttle headers, paging, and the record calls
+the ingest and the push share."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Generator, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+
+from connectors.errors import AuthError, ProtocolError, error_for_response
+from connectors.http import ApiClient, Clock, LocalBucket, Pacer, RetryPolicy, Sleep
+from connectors.tokens import TokenSet, TokenStore
+
+LIST_KEYS = {
+    "contacts": "contacts",
+    "companies": "companies",
+    "opportunities": "opportunities",
+    "products": "products",
+    "opportunities/stages": "stages",
+}
+
+
+class KeapPacer(Pacer):
+    """Stays under Keap's limits: a per-second and a per-minute bucket on our side,
+    corrected by what `x-keap-product-throttle-*` says is left.
+
+    Defaults are the published figures for keys (10/s, 240/min); the per-minute
+    figure follows the `x-keap-product-throttle-limit` header (1,500 for OAuth).
+    Requests arrive at Keap a little unevenly, so the buckets keep a margin:
+    one token of burst and a few percent of rate.
+    """
+
+    MARGIN = 0.97
+
+    def __init__(self, per_second: float = 10, per_minute: float = 240,
+                 clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:  # fmt: skip
+        self.second = LocalBucket(per_second - 1, per_second * self.MARGIN, clock)
+        self.minute = LocalBucket(per_minute - 1, per_minute / 60 * self.MARGIN, clock)
+        self.sleep = sleep
+        self.quota_exhausted_until: str | None = None
+
+    def before(self) -> float:
+        wait = max(self.minute.reserve(), self.second.reserve())
+        if wait > 0:
+            self.sleep(wait)
+        return wait
+
+    def after(self, response: httpx.Response) -> None:
+        headers = response.headers
+        limit = _number(headers.get("x-keap-product-throttle-limit"))
+        unit = headers.get("x-keap-product-throttle-time-unit", "minute")
+        if limit and unit == "minute":
+            self.minute.reconfigure(limit - 1, limit / 60 * self.MARGIN)
+        available = _number(headers.get("x-keap-product-throttle-available"))
+        if available is not None:
+            self.minute.cap(available - 1)
+        quota = _number(headers.get("x-keap-product-quota-available"))
+        if quota is not None and quota <= 0:
+            self.quota_exhausted_until = headers.get("x-keap-product-quota-expiry-time", "tomorrow")
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.split("|")[0])
+    except ValueError:
+        return None
+
+
+class ApiKeyAuth(httpx.Auth):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["X-Keap-API-Key"] = self.key
+        yield request
+
+
+class OAuth(httpx.Auth):
+    """Bearer access token; refreshed when expired or answered 401, rotation stored first."""
+
+    def __init__(self, *, token_url: str, client_id: str | None, client_secret: str | None,
+                 access_token: str | None, refresh_token: str | None, store: TokenStore,
+                 transport: httpx.BaseTransport | None = None, clock: Clock = time.time) -> None:  # fmt: skip
+        self.token_url = token_url
+        self.client_id, self.client_secret = client_id, client_secret
+        self.env_refresh = refresh_token
+        self.store = store
+        self.tokens: TokenSet = store.load(access_token, refresh_token)
+        self.transport = transport
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.refreshes = 0
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self.tokens.access_token is None or self.tokens.expired(self.clock()):
+            self.refresh(stale=self.tokens.access_token)
+        sent_with = self.tokens.access_token
+        request.headers["Authorization"] = f"Bearer {sent_with}"
+        response = yield request
+        if response.status_code == 401 and self.tokens.refresh_token:
+            self.refresh(stale=sent_with)
+            request.headers["Authorization"] = f"Bearer {self.tokens.access_token}"
+            yield request
+
+    def refresh(self, stale: str | None) -> None:
+        with self.lock:
+            if self.tokens.access_token != stale and self.tokens.access_token is not None:
+                return  # another thread refreshed already
+            if not (self.tokens.refresh_token and self.client_id and self.client_secret):
+                raise AuthError("Keap's access token expired and no refresh token/client is configured",
+                                system="keap")  # fmt: skip
+            basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+            with httpx.Client(transport=self.transport, timeout=30) as client:
+                response = client.post(
+                    self.token_url,
+                    headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
+                    data={"grant_type": "refresh_token", "refresh_token": self.tokens.refresh_token},
+                )
+            if response.status_code != 200:
+                error = error_for_response("keap", response)
+                raise AuthError(
+                    "Keap refused the OAuth refresh; re-authorize and set KEAP_REFRESH_TOKEN",
+                    system="keap", method="POST", url=error.url, status=response.status_code,
+                    reason=error.reason,
+                )  # fmt: skip
+            body = response.json()
+            tokens = TokenSet(
+                access_token=body["access_token"],
+                refresh_token=body.get("refresh_token", self.tokens.refresh_token),
+                expires_at=self.clock() + float(body.get("expires_in", 86400)),
+            )
+            self.store.save(tokens, self.env_refresh)  # durable before it is used
+            self.tokens = tokens
+            self.refreshes += 1
+
+
+class KeapClient(ApiClient):
+    system = "keap"
+
+    def pages(self, resource: str, params: dict[str, Any] | None = None,
+              page_size: int = 1000) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+        """Every page of a list, following `next_page_token` (opaque, or a whole URL)."""
+        key = LIST_KEYS[resource]
+        query: dict[str, Any] = {**(params or {}), "page_size": page_size}
+        page = 0
+        while True:
+            page += 1
+            response = self.request("GET", f"/{resource}", params=query)
+            try:
+                body = response.json()
+                items = body[key]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ProtocolError(
+                    f"Keap {resource} page {page} does not parse: {type(exc).__name__} {exc}",
+                    system="keap", method="GET", url=f"/{resource}",
+                ) from None  # fmt: skip
+            if not isinstance(items, list):
+                raise ProtocolError(f"Keap {resource} page {page}: '{key}' is not a list", system="keap")
+            yield items
+            token = body.get("next_page_token")
+            if not token:
+                return
+            if token.startswith(("http://", "https://")):  # captured once: a whole URL as token
+                token = parse_qs(urlparse(token).query).get("page_token", [""])[0]
+            query = {**query, "page_token": token}
+
+    def get(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
+        params = {"fields": ",".join(fields)} if fields else None
+        return self.request("GET", f"/{resource}/{record_id}", params=params, record_id=record_id).json()  # type: ignore[no-any-return]
+
+    def create(self, resource: str, body: dict[str, Any], params: dict[str, str] | None = None,
+               record_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """POST is not idempotent in Keap: a failure without an answer is not retried here."""
+        return self.request("POST", f"/{resource}", json=body, params=params, record_id=record_id).json()  # type: ignore[no-any-return]
+
+    def update(self, resource: str, record_id: str, body: dict[str, Any],
+               update_mask: list[str]) -> dict[str, Any]:  # fmt: skip
+        return self.request(  # type: ignore[no-any-return]
+            "PATCH", f"/{resource}/{record_id}", params={"update_mask": ",".join(update_mask)},
+            json=body, record_id=record_id,
+        ).json()  # fmt: skip
+
+    def delete(self, resource: str, record_id: str) -> None:
+        self.request("DELETE", f"/{resource}/{record_id}", record_id=record_id)
+
+
+def keap_client(
+    *,
+    base_url: str,
+    api_key: str | None = None,
+    access_token: str | None = None,
+    refresh_token: str | None = None,
+    client_id: str | None = None,
+    client_secret: str | None = None,
+    token_url: str = "https://api.infusionsoft.com/token",
+    token_store: TokenStore | None = None,
+    pacer: Pacer | None = None,
+    retry: RetryPolicy | None = None,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Sleep = time.sleep,
+) -> KeapClient:
+    """A Keap client for a personal/service key, or for OAuth when no key is given."""
+    auth: httpx.Auth
+    if api_key:
+        auth = ApiKeyAuth(api_key)
+    elif access_token or refresh_token:
+        if token_store is None:
+            raise ValueError("OAuth needs a token store to keep rotated refresh tokens")
+        auth = OAuth(token_url=token_url, client_id=client_id, client_secret=client_secret,
+                     access_token=access_token, refresh_token=refresh_token, store=token_store,
+                     transport=transport)  # fmt: skip
+    else:
+        raise AuthError("Keap needs KEAP_API_KEY, or KEAP_ACCESS_TOKEN/KEAP_REFRESH_TOKEN", system="keap")
+    return KeapClient(base_url, auth=auth, pacer=pacer or KeapPacer(sleep=sleep), retry=retry,
+                      transport=transport, sleep=sleep)  # fmt: skip
