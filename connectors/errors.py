@@ -9,9 +9,10 @@
     │   ├── NotFound        404
     │   ├── Conflict        409 (a uniqueness rule)
     │   └── PreconditionFailed  412 (the record changed since it was read)
+    ├── ProtocolError       an answer that does not parse as the API promised:
+    │                       stop reading that resource, keep what was read
     └── FatalError          stop the run with one clear line
-        ├── AuthError       401, 403, a refused OAuth refresh
-        └── ProtocolError   an answer that does not parse as the API promised
+        └── AuthError       401, 403, a refused OAuth refresh
 
 Status codes map to classes in one place: `error_for_response`. Errors carry
 their context (system, method, URL without query secrets, status, the API's
@@ -106,8 +107,8 @@ class AuthError(FatalError):
     pass
 
 
-class ProtocolError(FatalError):
-    pass
+class ProtocolError(ApiError):
+    """The answer does not parse; the message names the resource and the page."""
 
 
 @dataclass

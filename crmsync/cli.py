@@ -14,7 +14,10 @@ from typing import Any
 
 import click
 
+from connectors.errors import FatalError
 from crmsync.settings import ConfigurationError, Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
 
 
 class Context:
@@ -35,7 +38,7 @@ class CrmsyncGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigurationError, OSError, ValueError) as exc:
+        except (ConfigurationError, FatalError, OSError, ValueError) as exc:
             if "--debug" in sys.argv:
                 raise
             click.secho(f"crmsync: {exc}", fg="red", err=True)
@@ -104,6 +107,44 @@ def sandbox(data_dir: Path, keap_port: int, customcrm_port: int, size: int | Non
         pass
     finally:
         boxes.stop()
+
+
+@main.command()
+@click.option("--full", is_flag=True, help="Also list every Keap id and mark records deleted in Keap.")
+@click.option("--full-every", type=int, default=24, envvar="CRMSYNC_KEAP_FULL_PASS_EVERY", show_default=True,
+              help="Run that full pass every N runs.")  # fmt: skip
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.pass_obj
+def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
+    """Read what changed in Keap and Customcrm into the DuckDB file (the ingest step alone)."""
+    from crmsync.progress import extract_progress
+    from crmsync.run import endpoints, run_extract
+    from pipelines.ingest import IngestOptions
+
+    settings = obj.settings
+    with endpoints(settings) as found:
+        if not quiet:
+            click.echo(f"extracting from {found.description} into {settings.db_path}", err=True)
+        with extract_progress(quiet) as progress:
+            reports = run_extract(settings, found, IngestOptions(full, full_every), progress)
+    code = EXIT_OK
+    for report in reports:
+        if not quiet:
+            click.echo(f"{report.system}: {report.requests} requests ({report.retries} retried, "
+                       f"{report.rate_limited} rate-limited){' with a full pass' if report.full_pass else ''}")  # fmt: skip
+            for counts in report.resources.values():
+                click.echo(f"  {counts.resource:<14} {counts.records:>8} records {counts.pages:>5} pages"
+                           f"{f'  {counts.rejected} rejected' if counts.rejected else ''}"
+                           f"{f'  {counts.deleted} deleted' if counts.deleted else ''}")  # fmt: skip
+        if any(c.rejected for c in report.resources.values()) and code == EXIT_OK:
+            code = EXIT_REJECTED
+        for error in report.errors:
+            click.secho(f"crmsync: {error}", fg="red", err=True)
+            code = EXIT_FAILED
+    if code == EXIT_REJECTED and not quiet:
+        click.echo("some records could not be loaded: see raw_keap.ingest_rejections / "
+                   "raw_customcrm.ingest_rejections", err=True)  # fmt: skip
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,44 @@
+"""Live output: progress bars on a terminal, plain lines in logs and CI."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from pipelines.common import ProgressCallback
+
+
+@contextmanager
+def extract_progress(quiet: bool = False, stream: TextIO | None = None) -> Iterator[ProgressCallback]:
+    """A callback (system, resource, pages, records) shown as a live line per resource
+    on a terminal, or as a plain line every 10 pages otherwise."""
+    stream = stream or sys.stderr
+    if quiet:
+        yield lambda *args: None
+        return
+    if not stream.isatty():
+        def plain(system: str, resource: str, pages: int, records: int) -> None:
+            if pages == 1 or pages % 10 == 0:
+                click.echo(f"extract {system}.{resource}: page {pages}, {records} records", err=True)
+
+        yield plain
+        return
+    console = Console(file=stream)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[pages]} pages"),
+               TextColumn("{task.completed} records"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=False) as bars:
+        tasks: dict[str, int] = {}
+
+        def live(system: str, resource: str, pages: int, records: int) -> None:
+            key = f"{system}.{resource}"
+            if key not in tasks:
+                tasks[key] = bars.add_task(key, total=None, pages=0)
+            bars.update(tasks[key], completed=records, pages=pages)
+
+        yield live

@@ -1,0 +1,80 @@
+"""The ingest step: both sources loaded into the DuckDB file, one raw dataset per system.
+
+dlt keeps its working folder in the state folder beside the DuckDB file
+(`<db>.state/dlt`), so the DuckDB file and that folder are the whole state;
+dlt also keeps its pipeline state inside the DuckDB file and restores it when
+the folder is gone. The two pipelines run one after the other: DuckDB takes
+one writer at a time, and dlt closes its connection when a load ends.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import dlt
+
+from connectors.customcrm import CustomcrmClient
+from connectors.errors import ProtocolError
+from connectors.keap import KeapClient
+from pipelines.common import ExtractReport, ProgressCallback
+from pipelines.customcrm import customcrm_source
+from pipelines.keap import keap_source
+
+KEAP_DATASET = "raw_keap"
+CUSTOMCRM_DATASET = "raw_customcrm"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    full_pass: bool = False  # Keap: list every id now and mark what is gone
+    full_pass_every: int = 24  # ... and on this schedule, in runs
+    overlap: timedelta = timedelta(seconds=2)
+
+
+def _pipeline(name: str, db_path: Path, state_dir: Path, dataset: str) -> dlt.Pipeline:
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    os.environ["DLT_DATA_DIR"] = str(state_dir / "dlt")  # not the home directory
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    return dlt.pipeline(
+        pipeline_name=name,
+        pipelines_dir=str(state_dir / "dlt" / "pipelines"),
+        destination=dlt.destinations.duckdb(str(db_path)),
+        dataset_name=dataset,
+    )
+
+
+def _load(pipeline: dlt.Pipeline, source: object, report: ExtractReport) -> None:
+    info = pipeline.run(source)
+    if info.has_failed_jobs:
+        failed = [job.failed_message for package in info.load_packages for job in package.jobs["failed_jobs"]]
+        raise ProtocolError(f"{report.system}: the load into DuckDB failed: {failed[:3]}", system=report.system)
+
+
+def extract(db_path: Path, state_dir: Path, keap: KeapClient, customcrm: CustomcrmClient,
+            options: IngestOptions | None = None,
+            progress: ProgressCallback | None = None) -> list[ExtractReport]:  # fmt: skip
+    """Read what changed in both systems and merge it into the raw datasets."""
+    options = options or IngestOptions()
+    reports = []
+    keap_report = ExtractReport("keap")
+    source = keap_source(keap, keap_report, overlap=options.overlap, full_pass=options.full_pass,
+                         full_pass_every=options.full_pass_every, progress=progress)  # fmt: skip
+    before = keap.stats.requests, keap.stats.retries, keap.stats.rate_limited
+    _load(_pipeline("crmsync_keap", db_path, state_dir, KEAP_DATASET), source, keap_report)
+    keap_report.requests = keap.stats.requests - before[0]
+    keap_report.retries = keap.stats.retries - before[1]
+    keap_report.rate_limited = keap.stats.rate_limited - before[2]
+    reports.append(keap_report)
+
+    crm_report = ExtractReport("customcrm")
+    source = customcrm_source(customcrm, crm_report, overlap=options.overlap, progress=progress)
+    before = customcrm.stats.requests, customcrm.stats.retries, customcrm.stats.rate_limited
+    _load(_pipeline("crmsync_customcrm", db_path, state_dir, CUSTOMCRM_DATASET), source, crm_report)
+    crm_report.requests = customcrm.stats.requests - before[0]
+    crm_report.retries = customcrm.stats.retries - before[1]
+    crm_report.rate_limited = customcrm.stats.rate_limited - before[2]
+    reports.append(crm_report)
+    return reports
