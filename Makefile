@@ -25,7 +25,10 @@ $(STAMP): pyproject.toml constraints.txt
 sync: $(STAMP) ## run the sync (the bundled sandboxes with demo data when no endpoint is configured)
 	$(BIN)/crmsync sync
 
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) ## lint, type-check and run the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff and mypy

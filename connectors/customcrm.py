@@ -52,9 +52,15 @@ class CustomcrmPacer(Pacer):
 class CustomcrmClient(ApiClient):
     system = "customcrm"
 
-    def pages(self, resource: str, *, updated_since: str | None = None, include_deleted: bool = True,
-              external_ref: str | None = None, limit: int = PAGE_LIMIT,
-              ) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+    def pages(
+        self,
+        resource: str,
+        *,
+        updated_since: str | None = None,
+        include_deleted: bool = True,
+        external_ref: str | None = None,
+        limit: int = PAGE_LIMIT,
+    ) -> Iterator[list[dict[str, Any]]]:
         """Every page, ordered by (UpdatedAt, Id); a cursor resumes strictly after the last record."""
         query: dict[str, Any] = {"limit": limit, "include_deleted": str(include_deleted).lower()}
         if updated_since:
@@ -71,8 +77,10 @@ class CustomcrmClient(ApiClient):
             except (ValueError, KeyError, TypeError) as exc:
                 raise ProtocolError(
                     f"Customcrm {resource} page {page} does not parse: {type(exc).__name__} {exc}",
-                    system="customcrm", method="GET", url=f"/{resource}",
-                ) from None  # fmt: skip
+                    system="customcrm",
+                    method="GET",
+                    url=f"/{resource}",
+                ) from None
             yield items
             if not cursor:
                 return
@@ -81,21 +89,36 @@ class CustomcrmClient(ApiClient):
     def get(self, resource: str, record_id: str) -> dict[str, Any]:
         return self.request("GET", f"/{resource}/{record_id}", record_id=record_id).json()  # type: ignore[no-any-return]
 
-    def create(self, resource: str, data: dict[str, Any], idempotency_key: str | None = None,
-               record_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def create(
+        self,
+        resource: str,
+        data: dict[str, Any],
+        idempotency_key: str | None = None,
+        record_id: str | None = None,
+    ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self.request(  # type: ignore[no-any-return]
-            "POST", f"/{resource}", json=data, headers=headers,
-            idempotent=idempotency_key is not None, record_id=record_id,
-        ).json()  # fmt: skip
+            "POST",
+            f"/{resource}",
+            json=data,
+            headers=headers,
+            idempotent=idempotency_key is not None,
+            record_id=record_id,
+        ).json()
 
-    def update(self, resource: str, record_id: str, patch: dict[str, Any],
-               if_match: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def update(
+        self, resource: str, record_id: str, patch: dict[str, Any], if_match: str | None = None
+    ) -> dict[str, Any]:
         headers = {"Content-Type": "application/merge-patch+json"}
         if if_match:
             headers["If-Match"] = if_match
-        return self.request("PATCH", f"/{resource}/{record_id}", json=patch, headers=headers,  # type: ignore[no-any-return]
-                            record_id=record_id).json()  # fmt: skip
+        return self.request(
+            "PATCH",
+            f"/{resource}/{record_id}",
+            json=patch,
+            headers=headers,  # type: ignore[no-any-return]
+            record_id=record_id,
+        ).json()
 
     def delete(self, resource: str, record_id: str, if_match: str | None = None) -> None:
         headers = {"If-Match": if_match} if if_match else None
@@ -107,18 +130,33 @@ class CustomcrmClient(ApiClient):
         if not 0 < len(operations) <= BATCH_LIMIT:
             raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} operations, not {len(operations)}")
         idempotent = all(op["op"] != "create" or op.get("idempotency_key") for op in operations)
-        response = self.request("POST", f"/{resource}/batch", json={"operations": operations},
-                                idempotent=idempotent)  # fmt: skip
+        response = self.request(
+            "POST", f"/{resource}/batch", json={"operations": operations}, idempotent=idempotent
+        )
         results = response.json().get("results")
         if not isinstance(results, list) or len(results) != len(operations):
-            raise ProtocolError(f"Customcrm {resource}/batch answered {len(results or [])} results for "
-                                f"{len(operations)} operations", system="customcrm")  # fmt: skip
+            raise ProtocolError(
+                f"Customcrm {resource}/batch answered {len(results or [])} results for "
+                f"{len(operations)} operations",
+                system="customcrm",
+            )
         return results
 
 
-def customcrm_client(*, base_url: str, token: str, pacer: Pacer | None = None,
-                     retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None,
-                     sleep: Sleep = time.sleep) -> CustomcrmClient:  # fmt: skip
-    return CustomcrmClient(base_url, headers={"Authorization": f"Bearer {token}"},
-                           pacer=pacer or CustomcrmPacer(sleep=sleep), retry=retry,
-                           transport=transport, sleep=sleep)  # fmt: skip
+def customcrm_client(
+    *,
+    base_url: str,
+    token: str,
+    pacer: Pacer | None = None,
+    retry: RetryPolicy | None = None,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Sleep = time.sleep,
+) -> CustomcrmClient:
+    return CustomcrmClient(
+        base_url,
+        headers={"Authorization": f"Bearer {token}"},
+        pacer=pacer or CustomcrmPacer(sleep=sleep),
+        retry=retry,
+        transport=transport,
+        sleep=sleep,
+    )

@@ -38,8 +38,13 @@ class KeapPacer(Pacer):
 
     MARGIN = 0.97
 
-    def __init__(self, per_second: float = 10, per_minute: float = 240,
-                 clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:  # fmt: skip
+    def __init__(
+        self,
+        per_second: float = 10,
+        per_minute: float = 240,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> None:
         self.second = LocalBucket(per_second - 1, per_second * self.MARGIN, clock)
         self.minute = LocalBucket(per_minute - 1, per_minute / 60 * self.MARGIN, clock)
         self.sleep = sleep
@@ -86,9 +91,18 @@ class ApiKeyAuth(httpx.Auth):
 class OAuth(httpx.Auth):
     """Bearer access token; refreshed when expired or answered 401, rotation stored first."""
 
-    def __init__(self, *, token_url: str, client_id: str | None, client_secret: str | None,
-                 access_token: str | None, refresh_token: str | None, store: TokenStore,
-                 transport: httpx.BaseTransport | None = None, clock: Clock = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        token_url: str,
+        client_id: str | None,
+        client_secret: str | None,
+        access_token: str | None,
+        refresh_token: str | None,
+        store: TokenStore,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock = time.time,
+    ) -> None:
         self.token_url = token_url
         self.client_id, self.client_secret = client_id, client_secret
         self.env_refresh = refresh_token
@@ -115,8 +129,9 @@ class OAuth(httpx.Auth):
             if self.tokens.access_token != stale and self.tokens.access_token is not None:
                 return  # another thread refreshed already
             if not (self.tokens.refresh_token and self.client_id and self.client_secret):
-                raise AuthError("Keap's access token expired and no refresh token/client is configured",
-                                system="keap")  # fmt: skip
+                raise AuthError(
+                    "Keap's access token expired and no refresh token/client is configured", system="keap"
+                )
             basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
             with httpx.Client(transport=self.transport, timeout=30) as client:
                 response = client.post(
@@ -128,9 +143,12 @@ class OAuth(httpx.Auth):
                 error = error_for_response("keap", response)
                 raise AuthError(
                     "Keap refused the OAuth refresh; re-authorize and set KEAP_REFRESH_TOKEN",
-                    system="keap", method="POST", url=error.url, status=response.status_code,
+                    system="keap",
+                    method="POST",
+                    url=error.url,
+                    status=response.status_code,
                     reason=error.reason,
-                )  # fmt: skip
+                )
             body = response.json()
             tokens = TokenSet(
                 access_token=body["access_token"],
@@ -145,8 +163,9 @@ class OAuth(httpx.Auth):
 class KeapClient(ApiClient):
     system = "keap"
 
-    def pages(self, resource: str, params: dict[str, Any] | None = None,
-              page_size: int = 1000) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+    def pages(
+        self, resource: str, params: dict[str, Any] | None = None, page_size: int = 1000
+    ) -> Iterator[list[dict[str, Any]]]:
         """Every page of a list, following `next_page_token` (opaque, or a whole URL)."""
         key = LIST_KEYS[resource]
         query: dict[str, Any] = {**(params or {}), "page_size": page_size}
@@ -160,8 +179,10 @@ class KeapClient(ApiClient):
             except (ValueError, KeyError, TypeError) as exc:
                 raise ProtocolError(
                     f"Keap {resource} page {page} does not parse: {type(exc).__name__} {exc}",
-                    system="keap", method="GET", url=f"/{resource}",
-                ) from None  # fmt: skip
+                    system="keap",
+                    method="GET",
+                    url=f"/{resource}",
+                ) from None
             if not isinstance(items, list):
                 raise ProtocolError(f"Keap {resource} page {page}: '{key}' is not a list", system="keap")
             yield items
@@ -176,17 +197,26 @@ class KeapClient(ApiClient):
         params = {"fields": ",".join(fields)} if fields else None
         return self.request("GET", f"/{resource}/{record_id}", params=params, record_id=record_id).json()  # type: ignore[no-any-return]
 
-    def create(self, resource: str, body: dict[str, Any], params: dict[str, str] | None = None,
-               record_id: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def create(
+        self,
+        resource: str,
+        body: dict[str, Any],
+        params: dict[str, str] | None = None,
+        record_id: str | None = None,
+    ) -> dict[str, Any]:
         """POST is not idempotent in Keap: a failure without an answer is not retried here."""
         return self.request("POST", f"/{resource}", json=body, params=params, record_id=record_id).json()  # type: ignore[no-any-return]
 
-    def update(self, resource: str, record_id: str, body: dict[str, Any],
-               update_mask: list[str]) -> dict[str, Any]:  # fmt: skip
+    def update(
+        self, resource: str, record_id: str, body: dict[str, Any], update_mask: list[str]
+    ) -> dict[str, Any]:
         return self.request(  # type: ignore[no-any-return]
-            "PATCH", f"/{resource}/{record_id}", params={"update_mask": ",".join(update_mask)},
-            json=body, record_id=record_id,
-        ).json()  # fmt: skip
+            "PATCH",
+            f"/{resource}/{record_id}",
+            params={"update_mask": ",".join(update_mask)},
+            json=body,
+            record_id=record_id,
+        ).json()
 
     def delete(self, resource: str, record_id: str) -> None:
         self.request("DELETE", f"/{resource}/{record_id}", record_id=record_id)
@@ -214,10 +244,22 @@ def keap_client(
     elif access_token or refresh_token:
         if token_store is None:
             raise ValueError("OAuth needs a token store to keep rotated refresh tokens")
-        auth = OAuth(token_url=token_url, client_id=client_id, client_secret=client_secret,
-                     access_token=access_token, refresh_token=refresh_token, store=token_store,
-                     transport=transport)  # fmt: skip
+        auth = OAuth(
+            token_url=token_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            access_token=access_token,
+            refresh_token=refresh_token,
+            store=token_store,
+            transport=transport,
+        )
     else:
         raise AuthError("Keap needs KEAP_API_KEY, or KEAP_ACCESS_TOKEN/KEAP_REFRESH_TOKEN", system="keap")
-    return KeapClient(base_url, auth=auth, pacer=pacer or KeapPacer(sleep=sleep), retry=retry,
-                      transport=transport, sleep=sleep)  # fmt: skip
+    return KeapClient(
+        base_url,
+        auth=auth,
+        pacer=pacer or KeapPacer(sleep=sleep),
+        retry=retry,
+        transport=transport,
+        sleep=sleep,
+    )

@@ -54,20 +54,39 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data/sandbox"),
-              envvar="CRMSYNC_SANDBOX_DIR", show_default=True,
-              help="Where the sandboxes keep their SQLite files.")  # fmt: skip
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("data/sandbox"),
+    envvar="CRMSYNC_SANDBOX_DIR",
+    show_default=True,
+    help="Where the sandboxes keep their SQLite files.",
+)
 @click.option("--keap-port", type=int, default=8765, show_default=True)
 @click.option("--customcrm-port", type=int, default=8766, show_default=True)
 @click.option("--size", type=int, default=None, help="Demo records per kind (default 25 on first start).")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--reset", is_flag=True, help="Delete the sandboxes' data first.")
-@click.option("--keap-limits", type=click.Choice(["published", "off"]), default="published",
-              show_default=True, help="Keap's published rate limits, or none.")  # fmt: skip
-@click.option("--customcrm-limits", type=click.Choice(["default", "off"]), default="default",
-              show_default=True)  # fmt: skip
-def sandbox(data_dir: Path, keap_port: int, customcrm_port: int, size: int | None, seed: int,
-            reset: bool, keap_limits: str, customcrm_limits: str) -> None:  # fmt: skip
+@click.option(
+    "--keap-limits",
+    type=click.Choice(["published", "off"]),
+    default="published",
+    show_default=True,
+    help="Keap's published rate limits, or none.",
+)
+@click.option(
+    "--customcrm-limits", type=click.Choice(["default", "off"]), default="default", show_default=True
+)
+def sandbox(
+    data_dir: Path,
+    keap_port: int,
+    customcrm_port: int,
+    size: int | None,
+    seed: int,
+    reset: bool,
+    keap_limits: str,
+    customcrm_limits: str,
+) -> None:
     """Serve the Keap and Customcrm sandboxes in the foreground, with demo data."""
     from sandbox.bundle import DEMO_SIZE, Sandboxes
 
@@ -111,8 +130,14 @@ def sandbox(data_dir: Path, keap_port: int, customcrm_port: int, size: int | Non
 
 @main.command()
 @click.option("--full", is_flag=True, help="Also list every Keap id and mark records deleted in Keap.")
-@click.option("--full-every", type=int, default=24, envvar="CRMSYNC_KEAP_FULL_PASS_EVERY", show_default=True,
-              help="Run that full pass every N runs.")  # fmt: skip
+@click.option(
+    "--full-every",
+    type=int,
+    default=24,
+    envvar="CRMSYNC_KEAP_FULL_PASS_EVERY",
+    show_default=True,
+    help="Run that full pass every N runs.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.pass_obj
 def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
@@ -130,20 +155,27 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
     code = EXIT_OK
     for report in reports:
         if not quiet:
-            click.echo(f"{report.system}: {report.requests} requests ({report.retries} retried, "
-                       f"{report.rate_limited} rate-limited){' with a full pass' if report.full_pass else ''}")  # fmt: skip
+            click.echo(
+                f"{report.system}: {report.requests} requests ({report.retries} retried, "
+                f"{report.rate_limited} rate-limited){' with a full pass' if report.full_pass else ''}"
+            )
             for counts in report.resources.values():
-                click.echo(f"  {counts.resource:<14} {counts.records:>8} records {counts.pages:>5} pages"
-                           f"{f'  {counts.rejected} rejected' if counts.rejected else ''}"
-                           f"{f'  {counts.deleted} deleted' if counts.deleted else ''}")  # fmt: skip
+                click.echo(
+                    f"  {counts.resource:<14} {counts.records:>8} records {counts.pages:>5} pages"
+                    f"{f'  {counts.rejected} rejected' if counts.rejected else ''}"
+                    f"{f'  {counts.deleted} deleted' if counts.deleted else ''}"
+                )
         if any(c.rejected for c in report.resources.values()) and code == EXIT_OK:
             code = EXIT_REJECTED
         for error in report.errors:
             click.secho(f"crmsync: {error}", fg="red", err=True)
             code = EXIT_FAILED
     if code == EXIT_REJECTED and not quiet:
-        click.echo("some records could not be loaded: see raw_keap.ingest_rejections / "
-                   "raw_customcrm.ingest_rejections", err=True)  # fmt: skip
+        click.echo(
+            "some records could not be loaded: see raw_keap.ingest_rejections / "
+            "raw_customcrm.ingest_rejections",
+            err=True,
+        )
     sys.exit(code)
 
 

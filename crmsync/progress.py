@@ -9,7 +9,7 @@ from typing import TextIO
 
 import click
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from pipelines.common import ProgressCallback
 
@@ -23,6 +23,7 @@ def extract_progress(quiet: bool = False, stream: TextIO | None = None) -> Itera
         yield lambda *args: None
         return
     if not stream.isatty():
+
         def plain(system: str, resource: str, pages: int, records: int) -> None:
             if pages == 1 or pages % 10 == 0:
                 click.echo(f"extract {system}.{resource}: page {pages}, {records} records", err=True)
@@ -30,10 +31,15 @@ def extract_progress(quiet: bool = False, stream: TextIO | None = None) -> Itera
         yield plain
         return
     console = Console(file=stream)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[pages]} pages"),
-               TextColumn("{task.completed} records"), TimeElapsedColumn())  # fmt: skip
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.fields[pages]} pages"),
+        TextColumn("{task.completed} records"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bars:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def live(system: str, resource: str, pages: int, records: int) -> None:
             key = f"{system}.{resource}"

@@ -61,12 +61,15 @@ def endpoints(settings: Settings, sandbox_dir: Path = SANDBOX_DIR) -> Iterator[E
     assert settings.customcrm_api_url and settings.customcrm_api_token  # validate() said so
     found = Endpoints(
         keap=keap_client(
-            base_url=settings.keap_api_url, api_key=settings.keap_api_key,
-            access_token=settings.keap_access_token, refresh_token=settings.keap_refresh_token,
-            client_id=settings.keap_client_id, client_secret=settings.keap_client_secret,
+            base_url=settings.keap_api_url,
+            api_key=settings.keap_api_key,
+            access_token=settings.keap_access_token,
+            refresh_token=settings.keap_refresh_token,
+            client_id=settings.keap_client_id,
+            client_secret=settings.keap_client_secret,
             token_url=settings.keap_token_url,
             token_store=TokenStore(settings.state_dir / "keap_oauth.json"),
-        ),  # fmt: skip
+        ),
         customcrm=customcrm_client(base_url=settings.customcrm_api_url, token=settings.customcrm_api_token),
         description=f"Keap at {settings.keap_api_url}, Customcrm at {settings.customcrm_api_url}",
     )
@@ -76,6 +79,7 @@ def endpoints(settings: Settings, sandbox_dir: Path = SANDBOX_DIR) -> Iterator[E
         found.close()
 
 
-def run_extract(settings: Settings, found: Endpoints, options: IngestOptions,
-                progress: ProgressCallback | None = None) -> list[ExtractReport]:  # fmt: skip
+def run_extract(
+    settings: Settings, found: Endpoints, options: IngestOptions, progress: ProgressCallback | None = None
+) -> list[ExtractReport]:
     return extract(settings.db_path, settings.state_dir, found.keap, found.customcrm, options, progress)

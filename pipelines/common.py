@@ -105,8 +105,11 @@ class Cursor:
         if self.newest is None:
             return
         floor = self.newest - self.overlap
-        kept = {k: v for k, v in self.seen.items()
-                if (parse_timestamp(v) or floor) >= floor and k not in self.window}  # fmt: skip
+        kept = {
+            k: v
+            for k, v in self.seen.items()
+            if (parse_timestamp(v) or floor) >= floor and k not in self.window
+        }
         kept.update({k: text for k, (text, stamp) in self.window.items() if stamp >= floor})
         self.state["cursor"] = self.newest.isoformat()
         self.state["seen"] = kept
@@ -133,8 +136,9 @@ def parse_timestamp(value: Any) -> datetime | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def raw_row(record: dict[str, Any], id_field: str, cursor_field: str | None,
-            extracted_at: datetime) -> dict[str, Any]:  # fmt: skip
+def raw_row(
+    record: dict[str, Any], id_field: str, cursor_field: str | None, extracted_at: datetime
+) -> dict[str, Any]:
     stamp = record.get(cursor_field) if cursor_field else None
     return {
         "id": str(record[id_field]),
@@ -163,17 +167,26 @@ def check_record(record: Any, id_field: str, cursor_field: str | None) -> tuple[
 
 
 def raw_rows(table: str, rows: list[dict[str, Any]]) -> Any:
-    hints = dlt.mark.make_hints(table_name=table, write_disposition="merge", primary_key="id",
-                                columns=RAW_COLUMNS)  # fmt: skip
+    hints = dlt.mark.make_hints(
+        table_name=table, write_disposition="merge", primary_key="id", columns=RAW_COLUMNS
+    )
     return dlt.mark.with_hints(rows, hints, create_table_variant=True)
 
 
-def rejection(resource: str, page: int, index: int, field_name: str, reason: str, record: Any,
-              at: datetime) -> Any:  # fmt: skip
+def rejection(
+    resource: str, page: int, index: int, field_name: str, reason: str, record: Any, at: datetime
+) -> Any:
     record_id = record.get("id") or record.get("Id") if isinstance(record, dict) else None
-    row = {"id": str(record_id or f"{resource}/page {page}/item {index}"), "resource": resource,
-           "page": page, "field": field_name, "reason": reason, "record": repr(record)[:2000],
-           "rejected_at": at}  # fmt: skip
-    hints = dlt.mark.make_hints(table_name="ingest_rejections", write_disposition="append",
-                                columns=REJECTION_COLUMNS)  # fmt: skip
+    row = {
+        "id": str(record_id or f"{resource}/page {page}/item {index}"),
+        "resource": resource,
+        "page": page,
+        "field": field_name,
+        "reason": reason,
+        "record": repr(record)[:2000],
+        "rejected_at": at,
+    }
+    hints = dlt.mark.make_hints(
+        table_name="ingest_rejections", write_disposition="append", columns=REJECTION_COLUMNS
+    )
     return dlt.mark.with_hints(row, hints, create_table_variant=True)

@@ -50,18 +50,31 @@ def _load(pipeline: dlt.Pipeline, source: object, report: ExtractReport) -> None
     info = pipeline.run(source)
     if info.has_failed_jobs:
         failed = [job.failed_message for package in info.load_packages for job in package.jobs["failed_jobs"]]
-        raise ProtocolError(f"{report.system}: the load into DuckDB failed: {failed[:3]}", system=report.system)
+        raise ProtocolError(
+            f"{report.system}: the load into DuckDB failed: {failed[:3]}", system=report.system
+        )
 
 
-def extract(db_path: Path, state_dir: Path, keap: KeapClient, customcrm: CustomcrmClient,
-            options: IngestOptions | None = None,
-            progress: ProgressCallback | None = None) -> list[ExtractReport]:  # fmt: skip
+def extract(
+    db_path: Path,
+    state_dir: Path,
+    keap: KeapClient,
+    customcrm: CustomcrmClient,
+    options: IngestOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[ExtractReport]:
     """Read what changed in both systems and merge it into the raw datasets."""
     options = options or IngestOptions()
     reports = []
     keap_report = ExtractReport("keap")
-    source = keap_source(keap, keap_report, overlap=options.overlap, full_pass=options.full_pass,
-                         full_pass_every=options.full_pass_every, progress=progress)  # fmt: skip
+    source = keap_source(
+        keap,
+        keap_report,
+        overlap=options.overlap,
+        full_pass=options.full_pass,
+        full_pass_every=options.full_pass_every,
+        progress=progress,
+    )
     before = keap.stats.requests, keap.stats.retries, keap.stats.rate_limited
     _load(_pipeline("crmsync_keap", db_path, state_dir, KEAP_DATASET), source, keap_report)
     keap_report.requests = keap.stats.requests - before[0]

@@ -33,9 +33,10 @@ class Sandboxes:
 
     @property
     def is_empty(self) -> bool:
-        return self.keap.store.count("contacts") == 0 and self.customcrm.store.counts()[
-            "customers"
-        ] == {"live": 0, "deleted": 0}
+        return self.keap.store.count("contacts") == 0 and self.customcrm.store.counts()["customers"] == {
+            "live": 0,
+            "deleted": 0,
+        }
 
     def seed_demo(self, size: int = DEMO_SIZE, seed: int = 42) -> DemoSummary:
         return generate(self.keap.store, self.customcrm.store, size=size, seed=seed)

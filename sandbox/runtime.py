@@ -407,4 +407,3 @@ def serving(app: ASGIApp, port: int = 0) -> Iterator[ServerThread]:
         yield server
     finally:
         server.stop()
-

@@ -59,9 +59,6 @@ def crm(sandboxes: Sandboxes) -> Iterator[httpx.Client]:
 
 def admin(client: httpx.Client, root: str, path: str, body: dict | None = None) -> dict:
     """Call a sandbox's admin endpoint (`/_sandbox/...`) on its server root."""
-    if body is None:
-        response = client.get(root + path)
-    else:
-        response = client.post(root + path, json=body)
+    response = client.get(root + path) if body is None else client.post(root + path, json=body)
     response.raise_for_status()
     return response.json()

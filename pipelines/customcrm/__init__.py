@@ -17,7 +17,6 @@ import dlt
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError, FatalError
 from pipelines.common import (
-    RAW_COLUMNS,
     Cursor,
     ExtractReport,
     ProgressCallback,
@@ -49,13 +48,22 @@ def _tombstone(resource: str, record: dict[str, Any], extracted_at: datetime) ->
         "external_refs": record.get("ExternalRefs") or {},
         "_extracted_at": extracted_at,
     }
-    hints = dlt.mark.make_hints(table_name="tombstones", write_disposition="merge",
-                                primary_key=["resource", "id"], columns=TOMBSTONE_COLUMNS)  # fmt: skip
+    hints = dlt.mark.make_hints(
+        table_name="tombstones",
+        write_disposition="merge",
+        primary_key=["resource", "id"],
+        columns=TOMBSTONE_COLUMNS,
+    )
     return dlt.mark.with_hints(row, hints, create_table_variant=True)
 
 
-def _records(client: CustomcrmClient, resource: str, overlap: timedelta, report: ExtractReport,
-             progress: ProgressCallback | None) -> Any:  # fmt: skip
+def _records(
+    client: CustomcrmClient,
+    resource: str,
+    overlap: timedelta,
+    report: ExtractReport,
+    progress: ProgressCallback | None,
+) -> Any:
     @dlt.resource(name=resource)  # hints travel with each item: see pipelines.common
     def records() -> Iterator[Any]:
         cursor = Cursor(dlt.current.resource_state(), overlap)
@@ -95,7 +103,11 @@ def _records(client: CustomcrmClient, resource: str, overlap: timedelta, report:
 
 
 @dlt.source(name="customcrm", max_table_nesting=0)
-def customcrm_source(client: CustomcrmClient, report: ExtractReport, *,
-                     overlap: timedelta = timedelta(seconds=2),
-                     progress: ProgressCallback | None = None) -> Sequence[Any]:  # fmt: skip
+def customcrm_source(
+    client: CustomcrmClient,
+    report: ExtractReport,
+    *,
+    overlap: timedelta = timedelta(seconds=2),
+    progress: ProgressCallback | None = None,
+) -> Sequence[Any]:
     return [_records(client, resource, overlap, report, progress) for resource in RESOURCES]

@@ -14,8 +14,9 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def read_changes(client: CustomcrmClient, resource: str, since: datetime | None,
-                 overlap: timedelta) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+def read_changes(
+    client: CustomcrmClient, resource: str, since: datetime | None, overlap: timedelta
+) -> Iterator[list[dict[str, Any]]]:
     """Records and tombstones updated since the cursor (inclusive, less the overlap),
     oldest first: every page leaves a safe cursor behind it."""
     updated_since = rfc3339(since - overlap) if since else None

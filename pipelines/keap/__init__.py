@@ -42,8 +42,13 @@ DELETION_COLUMNS: dict[str, Any] = {
 }
 
 
-def _records(client: KeapClient, spec: KeapResource, overlap: timedelta, report: ExtractReport,
-             progress: ProgressCallback | None) -> Any:  # fmt: skip
+def _records(
+    client: KeapClient,
+    spec: KeapResource,
+    overlap: timedelta,
+    report: ExtractReport,
+    progress: ProgressCallback | None,
+) -> Any:
     @dlt.resource(name=spec.name)  # hints travel with each item: see pipelines.common
     def records() -> Iterator[Any]:
         cursor = Cursor(dlt.current.resource_state(), overlap)
@@ -108,8 +113,9 @@ def _known_ids(resource: str) -> set[str]:
             try:
                 rows = sql.execute_sql(
                     f"select id from {table} where id not in "
-                    f"(select id from {deletions} where resource = %s)", resource,
-                )  # fmt: skip
+                    f"(select id from {deletions} where resource = %s)",
+                    resource,
+                )
             except Exception:  # no deletions table yet
                 rows = sql.execute_sql(f"select id from {table}")
     except Exception:  # nothing loaded yet
@@ -118,8 +124,9 @@ def _known_ids(resource: str) -> set[str]:
 
 
 def _deletions(client: KeapClient, report: ExtractReport, full_pass: bool, every: int) -> Any:
-    @dlt.resource(name="deletions", write_disposition="merge", primary_key=["resource", "id"],
-                  columns=DELETION_COLUMNS)  # fmt: skip
+    @dlt.resource(
+        name="deletions", write_disposition="merge", primary_key=["resource", "id"], columns=DELETION_COLUMNS
+    )
     def deletions() -> Iterator[Any]:
         state = dlt.current.resource_state()
         runs = int(state.get("runs_since_full_pass", 0)) + 1
@@ -143,17 +150,25 @@ def _deletions(client: KeapClient, report: ExtractReport, full_pass: bool, every
             missing = known - present
             counts.deleted += len(missing)
             if missing:
-                yield [{"resource": spec.name, "id": record_id, "detected_at": detected_at}
-                       for record_id in sorted(missing)]  # fmt: skip
+                yield [
+                    {"resource": spec.name, "id": record_id, "detected_at": detected_at}
+                    for record_id in sorted(missing)
+                ]
         state["runs_since_full_pass"] = 0 if complete else runs
 
     return deletions
 
 
 @dlt.source(name="keap", max_table_nesting=0)
-def keap_source(client: KeapClient, report: ExtractReport, *, overlap: timedelta = timedelta(seconds=2),
-                full_pass: bool = False, full_pass_every: int = 24,
-                progress: ProgressCallback | None = None) -> Sequence[Any]:  # fmt: skip
+def keap_source(
+    client: KeapClient,
+    report: ExtractReport,
+    *,
+    overlap: timedelta = timedelta(seconds=2),
+    full_pass: bool = False,
+    full_pass_every: int = 24,
+    progress: ProgressCallback | None = None,
+) -> Sequence[Any]:
     """`full_pass` forces the ids-only pass that finds deletions; otherwise it runs
     every `full_pass_every` runs (counted in dlt state, committed with each load)."""
     resources = [_records(client, spec, overlap, report, progress) for spec in RESOURCES]

@@ -17,8 +17,9 @@ def filter_timestamp(value: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-def read_changes(client: KeapClient, resource: KeapResource, since: datetime | None,
-                 overlap: timedelta) -> Iterator[Page]:  # fmt: skip
+def read_changes(
+    client: KeapClient, resource: KeapResource, since: datetime | None, overlap: timedelta
+) -> Iterator[Page]:
     """The records changed since the cursor (less the overlap), page by page.
 
     `filter_asc` resources ask Keap for them with a time filter. `desc_until`

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
@@ -42,20 +42,34 @@ REFERENCES = {  # field -> the resource it must name a live record of
     "contacts": {"CustomerId": "customers"},
     "orders": {"ContactId": "contacts", "CustomerId": "customers"},
 }
-DEFAULTS = {"orders": {"Status": "open", "Currency": "USD"}, "products": {"Currency": "USD", "Active": True}}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "orders": {"Status": "open", "Currency": "USD"},
+    "products": {"Currency": "USD", "Active": True},
+}
 
 
 class Problem(Exception):
     """An RFC 9457 answer."""
 
-    TITLES = {
-        400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict",
-        412: "Precondition Failed", 413: "Content Too Large", 422: "Unprocessable Content",
-        429: "Too Many Requests", 500: "Internal Server Error",
-    }  # fmt: skip
+    TITLES: ClassVar[dict[int, str]] = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        404: "Not Found",
+        409: "Conflict",
+        412: "Precondition Failed",
+        413: "Content Too Large",
+        422: "Unprocessable Content",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+    }
 
-    def __init__(self, status: int, detail: str, errors: list[dict[str, str]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.errors, self.headers = status, detail, errors, headers or {}
 
@@ -126,8 +140,7 @@ class CustomcrmSandbox:
             routes += [
                 Route(f"{API_PREFIX}/{resource}", self.list_or_create, methods=["GET", "POST"]),
                 Route(f"{API_PREFIX}/{resource}/batch", self.batch, methods=["POST"]),
-                Route(f"{API_PREFIX}/{resource}/{{record_id}}", self.one,
-                      methods=["GET", "PATCH", "DELETE"]),  # fmt: skip
+                Route(f"{API_PREFIX}/{resource}/{{record_id}}", self.one, methods=["GET", "PATCH", "DELETE"]),
             ]
         self.app = Starlette(routes=routes, exception_handlers={Problem: self._on_problem})
         self.gateway = SandboxMiddleware(
@@ -135,8 +148,10 @@ class CustomcrmSandbox:
             api_prefix=API_PREFIX,
             authenticate=self.authenticate,
             limiter_for=CustomcrmLimiter,
-            unauthorized=lambda: (problem_body(401, "Missing or wrong bearer token"),
-                                  "application/problem+json"),  # fmt: skip
+            unauthorized=lambda: (
+                problem_body(401, "Missing or wrong bearer token"),
+                "application/problem+json",
+            ),
             server_error=lambda: (problem_body(500, "Internal error"), "application/problem+json"),
             throttled=lambda: (problem_body(429, "Rate limit exceeded"), "application/problem+json"),
             extra_admin=self.admin,
@@ -150,8 +165,9 @@ class CustomcrmSandbox:
 
     @cached_property
     def _registry(self) -> Registry:
-        return Registry().with_resource("urn:contract", Resource.from_contents(
-            self.contract, default_specification=DRAFT202012))  # fmt: skip
+        return Registry().with_resource(
+            "urn:contract", Resource.from_contents(self.contract, default_specification=DRAFT202012)
+        )
 
     def validator(self, schema_name: str) -> Draft202012Validator:
         cache = self.__dict__.setdefault("_validators", {})
@@ -216,44 +232,61 @@ class CustomcrmSandbox:
             key=lambda e: list(e.absolute_path),
         )
         if errors:
-            raise Problem(422, "The request does not satisfy the contract",
-                          [_field_error(e) for e in errors[:20]])  # fmt: skip
+            raise Problem(
+                422, "The request does not satisfy the contract", [_field_error(e) for e in errors[:20]]
+            )
 
     def _check_rules(self, resource: str, doc: dict[str, Any], own_id: str | None) -> None:
         if resource == "contacts" and not any(doc.get(k) for k in ("FirstName", "LastName", "Email")):
-            raise Problem(422, "A contact needs at least one of FirstName, LastName, Email",
-                          [{"field": "FirstName", "message": "FirstName, LastName or Email is required"}])  # fmt: skip
+            raise Problem(
+                422,
+                "A contact needs at least one of FirstName, LastName, Email",
+                [{"field": "FirstName", "message": "FirstName, LastName or Email is required"}],
+            )
         for field_name, target in REFERENCES.get(resource, {}).items():
             ref = doc.get(field_name)
             if ref is not None:
                 found = self.store.get(target, ref)
                 if found is None or found.deleted_us is not None:
-                    raise Problem(422, f"{field_name} {ref!r} does not name a live {target[:-1]}",
-                                  [{"field": field_name, "message": "must reference a live record"}])  # fmt: skip
+                    raise Problem(
+                        422,
+                        f"{field_name} {ref!r} does not name a live {target[:-1]}",
+                        [{"field": field_name, "message": "must reference a live record"}],
+                    )
         key = self.store.unique_key(resource, doc)
         if key is not None:
             holder = self.store.live_id_with_key(resource, key)
             if holder is not None and holder != own_id:
                 field_name = "Email" if resource == "contacts" else "Sku"
-                raise Problem(409, f"{field_name} {doc[field_name]!r} is already used by {holder}",
-                              [{"field": field_name, "message": f"already used by {holder}"}])  # fmt: skip
+                raise Problem(
+                    409,
+                    f"{field_name} {doc[field_name]!r} is already used by {holder}",
+                    [{"field": field_name, "message": f"already used by {holder}"}],
+                )
 
     # --- operations (shared by the single endpoints and the batch) ---------------------------
-    def do_create(self, resource: str, data: Any, idempotency_key: str | None,
-                  scope: str) -> tuple[int, dict[str, Any], dict[str, str]]:  # fmt: skip
+    def do_create(
+        self, resource: str, data: Any, idempotency_key: str | None, scope: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         body_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         if idempotency_key is not None:
             if not 0 < len(idempotency_key) <= 255:
-                raise Problem(422, "Idempotency-Key must be 1 to 255 characters",
-                              [{"field": "Idempotency-Key", "message": "length 1-255"}])  # fmt: skip
+                raise Problem(
+                    422,
+                    "Idempotency-Key must be 1 to 255 characters",
+                    [{"field": "Idempotency-Key", "message": "length 1-255"}],
+                )
             seen = self.store.idempotent(f"{scope}:{resource}", idempotency_key)
             if seen is not None:
                 if seen[0] != body_hash:
-                    raise Problem(422, "This Idempotency-Key was used with another body",
-                                  [{"field": "Idempotency-Key", "message": "reused with another body"}])  # fmt: skip
+                    raise Problem(
+                        422,
+                        "This Idempotency-Key was used with another body",
+                        [{"field": "Idempotency-Key", "message": "reused with another body"}],
+                    )
                 return seen[1], seen[2], {**_etag_location(resource, seen[2]), "Idempotent-Replayed": "true"}
         self._validate(resource, "Create", data)
-        doc = {k: None for k in self._fields_of(resource)}
+        doc: dict[str, Any] = {k: None for k in self._fields_of(resource)}
         doc.update(data)
         for key, default in DEFAULTS.get(resource, {}).items():
             if doc.get(key) is None:
@@ -278,11 +311,15 @@ class CustomcrmSandbox:
             return
         tags = [t.strip().removeprefix("W/") for t in if_match.split(",")]
         if f'"{row.version}"' not in tags:
-            raise Problem(412, f"If-Match {if_match} does not match the current version \"{row.version}\"",
-                          headers={"ETag": f'"{row.version}"'})  # fmt: skip
+            raise Problem(
+                412,
+                f'If-Match {if_match} does not match the current version "{row.version}"',
+                headers={"ETag": f'"{row.version}"'},
+            )
 
-    def do_update(self, resource: str, record_id: str, data: Any,
-                  if_match: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:  # fmt: skip
+    def do_update(
+        self, resource: str, record_id: str, data: Any, if_match: str | None
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         row = self._live(resource, record_id)
         self._validate(resource, "Patch", data)
         self._precondition(row, if_match)
@@ -297,8 +334,9 @@ class CustomcrmSandbox:
                         refs[system] = ref
                 doc["ExternalRefs"] = refs
             elif value is None and key in _required(self.contract, resource):
-                raise Problem(422, f"{key} is required and cannot be cleared",
-                              [{"field": key, "message": "required"}])  # fmt: skip
+                raise Problem(
+                    422, f"{key} is required and cannot be cleared", [{"field": key, "message": "required"}]
+                )
             elif value is None and key in DEFAULTS.get(resource, {}):
                 doc[key] = DEFAULTS[resource][key]
             else:
@@ -310,7 +348,9 @@ class CustomcrmSandbox:
         rendered = self.render(self.store.update(resource, row, doc))
         return 200, rendered, {"ETag": f'"{rendered["Version"]}"'}
 
-    def do_delete(self, resource: str, record_id: str, if_match: str | None) -> tuple[int, None, dict[str, str]]:
+    def do_delete(
+        self, resource: str, record_id: str, if_match: str | None
+    ) -> tuple[int, None, dict[str, str]]:
         row = self._live(resource, record_id)
         self._precondition(row, if_match)
         self.store.soft_delete(resource, row)
@@ -380,9 +420,13 @@ class CustomcrmSandbox:
         if errors:
             raise Problem(422, "Invalid query parameters", errors)
         rows = self.store.page(
-            resource, after=after, updated_since_us=since_us, include_deleted=include_deleted == "true",
-            external_ref=external_ref, limit=limit + 1,
-        )  # fmt: skip
+            resource,
+            after=after,
+            updated_since_us=since_us,
+            include_deleted=include_deleted == "true",
+            external_ref=external_ref,
+            limit=limit + 1,
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = _encode_cursor(rows[-1].updated_us, rows[-1].id) if more else None
@@ -409,16 +453,22 @@ class CustomcrmSandbox:
         scope = self._scope(request)
         results = []
         for op in data["operations"]:
+            result: dict[str, Any]
+            body: dict[str, Any] | None
             try:
                 if op["op"] == "create":
-                    status, body, _ = self.do_create(resource, op.get("data", {}), op.get("idempotency_key"), scope)
+                    status, body, _ = self.do_create(
+                        resource, op.get("data", {}), op.get("idempotency_key"), scope
+                    )
                 elif "id" not in op:
                     raise Problem(422, f"{op['op']} needs an id", [{"field": "id", "message": "required"}])
                 elif op["op"] == "update":
-                    status, body, _ = self.do_update(resource, op["id"], op.get("data", {}), op.get("if_match"))
+                    status, body, _ = self.do_update(
+                        resource, op["id"], op.get("data", {}), op.get("if_match")
+                    )
                 else:
                     status, body, _ = self.do_delete(resource, op["id"], op.get("if_match"))
-                result: dict[str, Any] = {"status": status}
+                result = {"status": status}
                 if body is not None:
                     result["data"] = body
             except Problem as exc:
@@ -435,12 +485,16 @@ def _field_error(error: ValidationError) -> dict[str, str]:
     path = ".".join(str(p) for p in error.absolute_path)
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return {"field": ".".join(filter(None, [path, extra[0] if extra else ""])),
-                "message": "unknown field"}  # fmt: skip
+        return {
+            "field": ".".join(filter(None, [path, extra[0] if extra else ""])),
+            "message": "unknown field",
+        }
     if error.validator == "anyOf" and all("required" in sub for sub in error.validator_value):
         names = [name for sub in error.validator_value for name in sub["required"]]
-        return {"field": ".".join(filter(None, [path, names[0]])),
-                "message": f"at least one of {', '.join(names)} must have a value"}  # fmt: skip
+        return {
+            "field": ".".join(filter(None, [path, names[0]])),
+            "message": f"at least one of {', '.join(names)} must have a value",
+        }
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         return {"field": ".".join(filter(None, [path, missing])), "message": "required"}
@@ -463,4 +517,3 @@ def _decode_cursor(cursor: str) -> tuple[int, str] | None:
         return int(stamp), record_id
     except (ValueError, UnicodeDecodeError, binascii.Error):
         return None
-

@@ -90,7 +90,7 @@ class CustomcrmStore:
             "where resource = ? and id = ?",
             (resource, record_id),
         ).fetchone()
-        return Row(*row[:5], json.loads(row[5])) if row else None
+        return Row(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) if row else None
 
     def live_id_with_key(self, resource: str, key: str) -> str | None:
         row = self.db.execute(
@@ -109,7 +109,8 @@ class CustomcrmStore:
         external_ref: tuple[str, str] | None,
         limit: int,
     ) -> list[Row]:
-        clauses, params = ["r.resource = ?"], [resource]
+        clauses: list[str] = ["r.resource = ?"]
+        params: list[Any] = [resource]
         join = ""
         if external_ref is not None:
             join = " inner join refs x on x.resource = r.resource and x.id = r.id"
@@ -129,7 +130,7 @@ class CustomcrmStore:
             "order by r.updated_us, r.id limit ?",
             [*params, limit],
         ).fetchall()
-        return [Row(*row[:5], json.loads(row[5])) for row in rows]
+        return [Row(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 
     # --- writes --------------------------------------------------------------------
     def _write_refs(self, resource: str, record_id: str, refs: dict[str, str]) -> None:
@@ -139,8 +140,9 @@ class CustomcrmStore:
             [(resource, system, value, record_id) for system, value in refs.items()],
         )
 
-    def insert(self, resource: str, doc: dict[str, Any], record_id: str | None = None,
-               at_us: int | None = None) -> Row:  # fmt: skip
+    def insert(
+        self, resource: str, doc: dict[str, Any], record_id: str | None = None, at_us: int | None = None
+    ) -> Row:
         with self.lock:
             now = at_us or self.clock.now_us()
             record_id = record_id or self.new_id(resource, now)
@@ -159,13 +161,18 @@ class CustomcrmStore:
             try:
                 self.db.executemany(
                     "insert into records values (?, ?, ?, ?, 1, null, ?, ?)",
-                    [(resource, rid, ts, ts, self.unique_key(resource, doc), json.dumps(doc))
-                     for rid, ts, doc in batch],  # fmt: skip
+                    [
+                        (resource, rid, ts, ts, self.unique_key(resource, doc), json.dumps(doc))
+                        for rid, ts, doc in batch
+                    ],
                 )
                 self.db.executemany(
                     "insert into refs values (?, ?, ?, ?)",
-                    [(resource, system, value, rid) for rid, _, doc in batch
-                     for system, value in (doc.get("ExternalRefs") or {}).items()],  # fmt: skip
+                    [
+                        (resource, system, value, rid)
+                        for rid, _, doc in batch
+                        for system, value in (doc.get("ExternalRefs") or {}).items()
+                    ],
                 )
                 self.db.execute("commit")
             except BaseException:
@@ -205,8 +212,7 @@ class CustomcrmStore:
         ).fetchone()
         return (row[0], row[1], json.loads(row[2])) if row else None
 
-    def remember(self, scope: str, key: str, body_hash: str, status: int,
-                 response: dict[str, Any]) -> None:  # fmt: skip
+    def remember(self, scope: str, key: str, body_hash: str, status: int, response: dict[str, Any]) -> None:
         with self.lock:
             self.db.execute(
                 "insert or replace into idempotency values (?, ?, ?, ?, ?, ?)",

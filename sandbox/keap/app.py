@@ -43,10 +43,15 @@ _ID_FILTERS = frozenset(
 REFRESH_TTL_S = 45 * 24 * 3600
 
 _STATUS_TEXT = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    500: "Internal Server Error",
     501: "Not Implemented",
-}  # fmt: skip
+}
 
 
 class KeapError(Exception):
@@ -113,8 +118,12 @@ class KeapSandbox:
             ),
             server_error=lambda: (v2_error_body(500, "Internal Server Error"), "application/json"),
             throttled=lambda: (
-                {"code": "429", "message": "Quota Exceeded", "status": "Request Throttled",
-                 "details": None},  # fmt: skip
+                {
+                    "code": "429",
+                    "message": "Quota Exceeded",
+                    "status": "Request Throttled",
+                    "details": None,
+                },
                 "application/json",
             ),
             open_paths=("/token",),
@@ -408,15 +417,24 @@ class KeapSandbox:
             ) from None
         company = body.get("company")
         if resource == "contacts" and company and self._lookup("companies", company["id"]) is None:
-            raise KeapError(400, f"Invalid company.id: company {company['id']} does not exist",
-                            [_detail("company.id", resource)])  # fmt: skip
+            raise KeapError(
+                400,
+                f"Invalid company.id: company {company['id']} does not exist",
+                [_detail("company.id", resource)],
+            )
         if resource == "opportunities":
             if body.get("contact_id") and self._lookup("contacts", body["contact_id"]) is None:
-                raise KeapError(400, f"Invalid contact_id: contact {body['contact_id']} does not exist",
-                                [_detail("contact_id", resource)])  # fmt: skip
+                raise KeapError(
+                    400,
+                    f"Invalid contact_id: contact {body['contact_id']} does not exist",
+                    [_detail("contact_id", resource)],
+                )
             if body.get("stage_id") and self.store.stage(body["stage_id"]) is None:
-                raise KeapError(400, f"Invalid stage_id: stage {body['stage_id']} does not exist",
-                                [_detail("stage_id", resource)])  # fmt: skip
+                raise KeapError(
+                    400,
+                    f"Invalid stage_id: stage {body['stage_id']} does not exist",
+                    [_detail("stage_id", resource)],
+                )
 
     async def create(self, request: Request, resource: str) -> Response:
         body = await self._body(request, resource)
@@ -445,8 +463,9 @@ class KeapSandbox:
             if option == "Email":
                 return found
             same_name = (found.get("given_name"), found.get("family_name")) == (
-                doc.get("given_name"), doc.get("family_name"),
-            )  # fmt: skip
+                doc.get("given_name"),
+                doc.get("family_name"),
+            )
             same_company = (found.get("company") or {}).get("id") == (doc.get("company") or {}).get("id")
             if same_name and (option == "EmailAndName" or same_company):
                 return found
@@ -461,8 +480,11 @@ class KeapSandbox:
         mask = [n.strip() for part in mask_raw for n in part.split(",") if n.strip()]
         unknown = [n for n in mask if n not in SPECS[resource].writable]
         if unknown:
-            raise KeapError(400, f"Invalid update_mask field '{unknown[0]}' for {resource}",
-                            [_detail(unknown[0], resource)])  # fmt: skip
+            raise KeapError(
+                400,
+                f"Invalid update_mask field '{unknown[0]}' for {resource}",
+                [_detail(unknown[0], resource)],
+            )
         names = mask or list(body)
         patch = {n: body.get(n) for n in names}
         self._check(resource, {k: v for k, v in patch.items() if v is not None}, creating=False)
@@ -473,8 +495,9 @@ class KeapSandbox:
             else:
                 doc[name] = value
         if resource == "opportunities" and not doc.get("opportunity_title"):
-            raise KeapError(400, "Invalid opportunity_title: is required",
-                            [_detail("opportunity_title", resource)])  # fmt: skip
+            raise KeapError(
+                400, "Invalid opportunity_title: is required", [_detail("opportunity_title", resource)]
+            )
         if resource == "products" and not doc.get("name"):
             raise KeapError(400, "Invalid name: is required", [_detail("name", resource)])
         self.store.replace(resource, doc)

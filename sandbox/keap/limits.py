@@ -58,6 +58,7 @@ class KeapLimiter(RateLimiter):
             return UNLIMITED
         if self.mode == "published":
             return PUBLISHED["oauth" if identity.startswith("oauth:") else "key"]
+        assert isinstance(self.mode, dict)
         return {**UNLIMITED, **self.mode}
 
     def check(self, identity: str) -> Limit:
@@ -75,9 +76,7 @@ class KeapLimiter(RateLimiter):
             window.day, window.day_used = today, 0
 
         body: dict[str, Any] | None = None
-        if window.day_used >= window.day_limit:
-            body = QUOTA_BODY
-        elif window.minute.available() < 1:
+        if window.day_used >= window.day_limit or window.minute.available() < 1:
             body = QUOTA_BODY
         elif window.second.available() < 1:
             body = SPIKE_BODY
@@ -90,9 +89,7 @@ class KeapLimiter(RateLimiter):
     @staticmethod
     def _headers(window: _Window, figures: dict[str, int]) -> dict[str, str]:
         minute_available = window.minute.available()
-        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
-            days=1
-        )
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
         expiry_ms = int(midnight.timestamp() * 1000)
         return {
             "x-keap-product-quota-limit": str(window.day_limit),
@@ -113,4 +110,3 @@ class KeapLimiter(RateLimiter):
             f"{250000 - min(250000, window.day_used)}",
             "x-keap-tenant-throttle-used": f"{min(10000, window.day_used)}|{window.day_used}",
         }
-

@@ -64,9 +64,18 @@ def _address(addr: Any, where: str, line_max: int | None = None) -> None:
     if not isinstance(addr, dict):
         raise KeapValidationError(where, "must be an object")
     allowed = {
-        "country", "line1", "line2", "locality", "region", "field", "country_code",
-        "postal_code", "region_code", "zip_code", "zip_four",
-    }  # fmt: skip
+        "country",
+        "line1",
+        "line2",
+        "locality",
+        "region",
+        "field",
+        "country_code",
+        "postal_code",
+        "region_code",
+        "zip_code",
+        "zip_four",
+    }
     unknown = set(addr) - allowed
     if unknown:
         raise KeapValidationError(f"{where}.{sorted(unknown)[0]}", "unknown property")
@@ -105,35 +114,69 @@ def _array_of(body: dict[str, Any], key: str, fields_allowed: set[str], enum: se
 
 
 def validate_contact(body: dict[str, Any], creating: bool) -> None:
-    for key, max_len in (("given_name", 40), ("family_name", 40), ("middle_name", 100),
-                         ("job_title", 255), ("website", 100), ("preferred_name", 100),
-                         ("spouse_name", 100), ("prefix", None), ("suffix", None),
-                         ("birth_date", None), ("anniversary_date", None), ("owner_id", None),
-                         ("contact_type", None), ("time_zone", None), ("preferred_locale", None),
-                         ("leadsource_id", None), ("referral_code", None),
-                         ("assistant_name", 20), ("assistant_phone", 15),
-                         ("billing_information", 100)):  # fmt: skip
+    for key, max_len in (
+        ("given_name", 40),
+        ("family_name", 40),
+        ("middle_name", 100),
+        ("job_title", 255),
+        ("website", 100),
+        ("preferred_name", 100),
+        ("spouse_name", 100),
+        ("prefix", None),
+        ("suffix", None),
+        ("birth_date", None),
+        ("anniversary_date", None),
+        ("owner_id", None),
+        ("contact_type", None),
+        ("time_zone", None),
+        ("preferred_locale", None),
+        ("leadsource_id", None),
+        ("referral_code", None),
+        ("assistant_name", 20),
+        ("assistant_phone", 15),
+        ("billing_information", 100),
+    ):
         _str(body, key, max_len)
     for key in ("birth_date", "anniversary_date"):
         if body.get(key) and not re.match(r"^\d{4}-\d\d-\d\d", body[key]):
             raise KeapValidationError(key, "must be a date (YYYY-MM-DD)")
-    emails = _array_of(body, "email_addresses", {"email", "field", "opt_in_reason"},
-                       {"EMAIL1", "EMAIL2", "EMAIL3"})  # fmt: skip
+    emails = _array_of(
+        body, "email_addresses", {"email", "field", "opt_in_reason"}, {"EMAIL1", "EMAIL2", "EMAIL3"}
+    )
     for index, item in enumerate(emails):
-        _email(item.get("email"), f"email_addresses[{index}].email",
-               75 if item.get("field") == "EMAIL1" else 254)  # fmt: skip
-    phones = _array_of(body, "phone_numbers", {"number", "field", "type", "extension", "number_e164"},
-                       {f"PHONE{i}" for i in range(1, 6)})  # fmt: skip
+        _email(
+            item.get("email"), f"email_addresses[{index}].email", 75 if item.get("field") == "EMAIL1" else 254
+        )
+    phones = _array_of(
+        body,
+        "phone_numbers",
+        {"number", "field", "type", "extension", "number_e164"},
+        {f"PHONE{i}" for i in range(1, 6)},
+    )
     for index, item in enumerate(phones):
         number = item.get("number")
         if not isinstance(number, str) or not number.strip():
             raise KeapValidationError(f"phone_numbers[{index}].number", "is required")
         if item["field"] in ("PHONE1", "PHONE2", "PHONE3") and len(number) > 40:
             raise KeapValidationError(f"phone_numbers[{index}].number", "must be at most 40 characters")
-    addresses = _array_of(body, "addresses", {
-        "country", "line1", "line2", "locality", "region", "field", "country_code",
-        "postal_code", "region_code", "zip_code", "zip_four",
-    }, {"BILLING", "SHIPPING", "OTHER"})  # fmt: skip
+    addresses = _array_of(
+        body,
+        "addresses",
+        {
+            "country",
+            "line1",
+            "line2",
+            "locality",
+            "region",
+            "field",
+            "country_code",
+            "postal_code",
+            "region_code",
+            "zip_code",
+            "zip_four",
+        },
+        {"BILLING", "SHIPPING", "OTHER"},
+    )
     for index, item in enumerate(addresses):
         _address(item, f"addresses[{index}]", 75 if item["field"] == "BILLING" else None)
     _array_of(body, "fax_numbers", {"number", "type", "field"}, {"FAX1", "FAX2"})
@@ -147,17 +190,39 @@ def validate_contact(body: dict[str, Any], creating: bool) -> None:
 
 
 def validate_company(body: dict[str, Any], creating: bool) -> None:
-    for key in ("company_name", "notes", "website", "suffix", "title", "first_name", "last_name",
-                "middle_name", "job_title", "preferred_name", "spouse_name", "owner_id",
-                "referral_code", "contact_type", "birth_date", "anniversary_date",
-                "assistant_name", "assistant_phone", "billing_information"):  # fmt: skip
+    for key in (
+        "company_name",
+        "notes",
+        "website",
+        "suffix",
+        "title",
+        "first_name",
+        "last_name",
+        "middle_name",
+        "job_title",
+        "preferred_name",
+        "spouse_name",
+        "owner_id",
+        "referral_code",
+        "contact_type",
+        "birth_date",
+        "anniversary_date",
+        "assistant_name",
+        "assistant_phone",
+        "billing_information",
+    ):
         _str(body, key, 100 if key == "company_name" else None)
     if creating and not (body.get("company_name") or "").strip():
         raise KeapValidationError("company_name", "is required")
     email = body.get("email_address")
     if email is not None:
-        if not isinstance(email, dict) or set(email) - {"email", "field", "opt_in_reason",
-                                                         "is_opt_in", "email_opt_status"}:  # fmt: skip
+        if not isinstance(email, dict) or set(email) - {
+            "email",
+            "field",
+            "opt_in_reason",
+            "is_opt_in",
+            "email_opt_status",
+        }:
             raise KeapValidationError("email_address", "must be an EmailAddress object")
         _email(email.get("email"), "email_address.email")
     for key in ("phone_number", "fax_number"):
@@ -172,8 +237,17 @@ def validate_company(body: dict[str, Any], creating: bool) -> None:
 
 
 def validate_opportunity(body: dict[str, Any], creating: bool) -> None:
-    for key in ("opportunity_title", "opportunity_notes", "next_action_notes", "contact_id",
-                "stage_id", "user_id", "affiliate_id", "estimated_close_time", "next_action_time"):  # fmt: skip
+    for key in (
+        "opportunity_title",
+        "opportunity_notes",
+        "next_action_notes",
+        "contact_id",
+        "stage_id",
+        "user_id",
+        "affiliate_id",
+        "estimated_close_time",
+        "next_action_time",
+    ):
         _str(body, key)
     for key in ("projected_revenue_low", "projected_revenue_high"):
         _number(body, key)
@@ -192,12 +266,28 @@ def validate_opportunity(body: dict[str, Any], creating: bool) -> None:
 
 
 def validate_product(body: dict[str, Any], creating: bool) -> None:
-    for key in ("name", "sku", "description", "short_description", "top_html", "bottom_html",
-                "delivery_description"):  # fmt: skip
+    for key in (
+        "name",
+        "sku",
+        "description",
+        "short_description",
+        "top_html",
+        "bottom_html",
+        "delivery_description",
+    ):
         _str(body, key)
-    for key in ("active", "shippable", "taxable", "subscription_only", "storefront_hidden",
-                "country_taxable", "state_taxable", "city_taxable", "is_package",
-                "needs_digital_delivery"):  # fmt: skip
+    for key in (
+        "active",
+        "shippable",
+        "taxable",
+        "subscription_only",
+        "storefront_hidden",
+        "country_taxable",
+        "state_taxable",
+        "city_taxable",
+        "is_package",
+        "needs_digital_delivery",
+    ):
         _bool(body, key)
     _number(body, "weight")
     price = body.get("price")
@@ -226,8 +316,16 @@ def _clean(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 COMPANY_LIST_HIDDEN = frozenset(
-    {"address", "email_address", "phone_number", "fax_number", "notes", "custom_fields",
-     "create_time", "update_time"}  # fmt: skip
+    {
+        "address",
+        "email_address",
+        "phone_number",
+        "fax_number",
+        "notes",
+        "custom_fields",
+        "create_time",
+        "update_time",
+    }
 )
 
 
@@ -244,61 +342,163 @@ class ResourceSpec:
 
 
 CONTACT_WRITABLE = frozenset(
-    {"addresses", "company", "origin", "prefix", "suffix", "website", "anniversary_date",
-     "birth_date", "contact_type", "custom_fields", "email_addresses", "family_name", "fax_numbers",
-     "given_name", "job_title", "leadsource_id", "middle_name", "owner_id", "phone_numbers",
-     "preferred_locale", "preferred_name", "referral_code", "social_accounts", "source_type",
-     "spouse_name", "time_zone", "utm_parameters", "assistant_name", "assistant_phone",
-     "billing_information"}  # fmt: skip
+    {
+        "addresses",
+        "company",
+        "origin",
+        "prefix",
+        "suffix",
+        "website",
+        "anniversary_date",
+        "birth_date",
+        "contact_type",
+        "custom_fields",
+        "email_addresses",
+        "family_name",
+        "fax_numbers",
+        "given_name",
+        "job_title",
+        "leadsource_id",
+        "middle_name",
+        "owner_id",
+        "phone_numbers",
+        "preferred_locale",
+        "preferred_name",
+        "referral_code",
+        "social_accounts",
+        "source_type",
+        "spouse_name",
+        "time_zone",
+        "utm_parameters",
+        "assistant_name",
+        "assistant_phone",
+        "billing_information",
+    }
 )
 COMPANY_WRITABLE = frozenset(
-    {"address", "notes", "website", "suffix", "title", "company_name", "custom_fields",
-     "email_address", "fax_number", "phone_number", "anniversary_date", "assistant_name",
-     "assistant_phone", "billing_information", "birth_date", "contact_type", "first_name",
-     "job_title", "last_name", "middle_name", "preferred_name", "owner_id", "referral_code",
-     "spouse_name"}  # fmt: skip
+    {
+        "address",
+        "notes",
+        "website",
+        "suffix",
+        "title",
+        "company_name",
+        "custom_fields",
+        "email_address",
+        "fax_number",
+        "phone_number",
+        "anniversary_date",
+        "assistant_name",
+        "assistant_phone",
+        "billing_information",
+        "birth_date",
+        "contact_type",
+        "first_name",
+        "job_title",
+        "last_name",
+        "middle_name",
+        "preferred_name",
+        "owner_id",
+        "referral_code",
+        "spouse_name",
+    }
 )
 OPPORTUNITY_WRITABLE = frozenset(
-    {"opportunity_title", "next_action_time", "next_action_notes", "opportunity_notes",
-     "estimated_close_time", "include_in_forecast", "projected_revenue_low",
-     "projected_revenue_high", "contact_id", "stage_id", "user_id", "custom_fields",
-     "affiliate_id"}  # fmt: skip
+    {
+        "opportunity_title",
+        "next_action_time",
+        "next_action_notes",
+        "opportunity_notes",
+        "estimated_close_time",
+        "include_in_forecast",
+        "projected_revenue_low",
+        "projected_revenue_high",
+        "contact_id",
+        "stage_id",
+        "user_id",
+        "custom_fields",
+        "affiliate_id",
+    }
 )
 PRODUCT_WRITABLE = frozenset(
-    {"name", "sku", "price", "active", "description", "shippable", "weight", "taxable",
-     "inventory", "short_description", "subscription_only", "storefront_hidden",
-     "country_taxable", "state_taxable", "city_taxable", "top_html", "bottom_html", "is_package",
-     "needs_digital_delivery", "delivery_description"}  # fmt: skip
+    {
+        "name",
+        "sku",
+        "price",
+        "active",
+        "description",
+        "shippable",
+        "weight",
+        "taxable",
+        "inventory",
+        "short_description",
+        "subscription_only",
+        "storefront_hidden",
+        "country_taxable",
+        "state_taxable",
+        "city_taxable",
+        "top_html",
+        "bottom_html",
+        "is_package",
+        "needs_digital_delivery",
+        "delivery_description",
+    }
 )
 
 SPECS = {
     "contacts": ResourceSpec(
-        "contacts", "contact", CONTACT_WRITABLE, validate_contact,
+        "contacts",
+        "contact",
+        CONTACT_WRITABLE,
+        validate_contact,
         {"id": "id", "create_time": "create_us", "email": "email", "update_time": "update_us"},
-        frozenset({"start_update_time", "end_update_time", "ids", "contact_ids", "email",
-                   "company_id", "given_name", "family_name"}),
+        frozenset(
+            {
+                "start_update_time",
+                "end_update_time",
+                "ids",
+                "contact_ids",
+                "email",
+                "company_id",
+                "given_name",
+                "family_name",
+            }
+        ),
         list_hidden=frozenset({"custom_fields"}),
     ),
     "companies": ResourceSpec(
-        "companies", "company", COMPANY_WRITABLE, validate_company,
+        "companies",
+        "company",
+        COMPANY_WRITABLE,
+        validate_company,
         {"id": "id", "create_time": "create_us", "name": "name", "email": "email"},
         frozenset({"since_time", "until_time", "company_name", "name", "email", "company_id"}),
         list_hidden=COMPANY_LIST_HIDDEN,
     ),
     "opportunities": ResourceSpec(
-        "opportunities", "opportunity", OPPORTUNITY_WRITABLE, validate_opportunity,
-        {"created_time": "create_us", "update_time": "update_us", "opportunity_title": "name",
-         "next_action_time": "json_extract(doc, '$.next_action_time')",
-         "contact_name": "json_extract(doc, '$.contact_id')"},
+        "opportunities",
+        "opportunity",
+        OPPORTUNITY_WRITABLE,
+        validate_opportunity,
+        {
+            "created_time": "create_us",
+            "update_time": "update_us",
+            "opportunity_title": "name",
+            "next_action_time": "json_extract(doc, '$.next_action_time')",
+            "contact_name": "json_extract(doc, '$.contact_id')",
+        },
         frozenset({"stage_id", "contact_id", "ids", "opportunity_id", "opportunity_title", "user_id"}),
     ),
     "products": ResourceSpec(
-        "products", "product", PRODUCT_WRITABLE, validate_product,
+        "products",
+        "product",
+        PRODUCT_WRITABLE,
+        validate_product,
         {"name": "name", "sku": "sku", "last_updated_time": "update_us"},
         frozenset({"name", "sku", "product_id", "product_ids", "description", "short_description"}),
         accepts_fields=False,
     ),
-}  # fmt: skip
+}
 
 
 def format_price(amount: int, currency: str = "USD") -> dict[str, Any]:
@@ -354,9 +554,7 @@ def render(
             }
         )
         found_stage = stage(out.pop("stage_id", "") or "") or {}
-        out["stage"] = _clean(
-            {"id": doc.get("stage_id"), "name": found_stage.get("name"), "reasons": []}
-        )
+        out["stage"] = _clean({"id": doc.get("stage_id"), "name": found_stage.get("name"), "reasons": []})
     elif resource == "products":
         out["create_time"] = keap_plus0000(create_us)
         out["update_time"] = keap_plus0000(update_us)
@@ -369,8 +567,9 @@ def render(
     return _clean(out)
 
 
-def _reveal(resource: str, doc: dict[str, Any], create_us: int, update_us: int,
-            names: set[str]) -> dict[str, Any]:  # fmt: skip
+def _reveal(
+    resource: str, doc: dict[str, Any], create_us: int, update_us: int, names: set[str]
+) -> dict[str, Any]:
     """Properties a list hides by default, when asked for in `fields`."""
     out = {k: doc.get(k) for k in names if k in doc}
     if "update_time" in names:

@@ -79,9 +79,7 @@ class KeapStore:
 
     # --- ids ---------------------------------------------------------------
     def _next_ids(self, resource: str, count: int) -> range:
-        row = self.db.execute(
-            "select next_id from sequences where resource = ?", (resource,)
-        ).fetchone()
+        row = self.db.execute("select next_id from sequences where resource = ?", (resource,)).fetchone()
         start = row[0] if row else _FIRST_ID[resource]
         self.db.execute(
             "insert into sequences values (?, ?) on conflict(resource) do update set next_id = ?",
@@ -112,7 +110,7 @@ class KeapStore:
     ) -> list[int]:
         """Insert documents (POST, and the demo generator's bulk load with its own timestamps)."""
         batch = list(docs)
-        times = list(stamps) if stamps is not None else [None] * len(batch)
+        times: list[int | None] = list(stamps) if stamps is not None else [None] * len(batch)
         with self.lock:
             self.db.execute("begin")
             try:
@@ -121,9 +119,7 @@ class KeapStore:
                 for record_id, doc, stamp in zip(ids, batch, times, strict=True):
                     doc = {**doc, "id": str(record_id)}
                     now = stamp or self.clock.now_us()
-                    rows.append(
-                        (resource, record_id, now, now, *self._keys(resource, doc), json.dumps(doc))
-                    )
+                    rows.append((resource, record_id, now, now, *self._keys(resource, doc), json.dumps(doc)))
                 self.db.executemany("insert into records values (?,?,?,?,?,?,?,?)", rows)
                 self.db.execute("commit")
             except BaseException:
@@ -173,8 +169,7 @@ class KeapStore:
         for _, values in where:
             params.extend(values)
         sql = (
-            f"select doc, create_us, update_us from records where {clauses} "
-            f"order by {order} limit ? offset ?"
+            f"select doc, create_us, update_us from records where {clauses} order by {order} limit ? offset ?"
         )
         rows = self.db.execute(sql, [*params, limit, offset]).fetchall()
         return [(json.loads(doc), c, u) for doc, c, u in rows]

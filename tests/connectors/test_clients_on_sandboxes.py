@@ -66,11 +66,14 @@ def test_keap_throttle_headers_correct_the_local_bucket(sandboxes: Sandboxes) ->
 def _oauth(sandboxes: Sandboxes, store_path: Path, tokens: dict) -> object:
     creds = sandboxes.keap.credentials
     return keap_client(
-        base_url=sandboxes.keap_url, access_token=tokens["access_token"],
-        refresh_token=tokens["refresh_token"], client_id=creds.client_id,
-        client_secret=creds.client_secret, token_url=sandboxes.keap_root + "/token",
+        base_url=sandboxes.keap_url,
+        access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+        client_id=creds.client_id,
+        client_secret=creds.client_secret,
+        token_url=sandboxes.keap_root + "/token",
         token_store=TokenStore(store_path),
-    )  # fmt: skip
+    )
 
 
 def test_oauth_refresh_mid_run_rotates_and_persists_the_token(sandboxes: Sandboxes, tmp_path: Path) -> None:
@@ -117,16 +120,32 @@ def test_customcrm_pages_and_batch(sandboxes: Sandboxes) -> None:
         client.batch("customers", [{"op": "create", "data": {"Name": "x"}}] * 101)
 
 
-def test_customcrm_idempotent_creates_survive_commit_then_fail_without_duplicates(sandboxes: Sandboxes) -> None:
-    admin(httpx.Client(), sandboxes.customcrm_root, "/_sandbox/config",
-          {"faults": {"commit_then_fail": 0.3, "error_500": 0.1, "seed": 11}, "limits": "off"})  # fmt: skip
-    client = customcrm_client(base_url=sandboxes.customcrm_url, token=sandboxes.customcrm.credentials.token,
-                              sleep=lambda s: None)  # fmt: skip
+def test_customcrm_idempotent_creates_survive_commit_then_fail_without_duplicates(
+    sandboxes: Sandboxes,
+) -> None:
+    admin(
+        httpx.Client(),
+        sandboxes.customcrm_root,
+        "/_sandbox/config",
+        {"faults": {"commit_then_fail": 0.3, "error_500": 0.1, "seed": 11}, "limits": "off"},
+    )
+    client = customcrm_client(
+        base_url=sandboxes.customcrm_url, token=sandboxes.customcrm.credentials.token, sleep=lambda s: None
+    )
     for n in range(20):
-        client.create("customers", {"Name": f"Once {n}", "ExternalRefs": {"keap": str(n)}},
-                      idempotency_key=f"customers:keap:{n}")  # fmt: skip
-    batch = [{"op": "create", "data": {"Name": f"Batch {n}", "ExternalRefs": {"keap": f"b{n}"}},
-              "idempotency_key": f"customers:keap:b{n}"} for n in range(30)]  # fmt: skip
+        client.create(
+            "customers",
+            {"Name": f"Once {n}", "ExternalRefs": {"keap": str(n)}},
+            idempotency_key=f"customers:keap:{n}",
+        )
+    batch = [
+        {
+            "op": "create",
+            "data": {"Name": f"Batch {n}", "ExternalRefs": {"keap": f"b{n}"}},
+            "idempotency_key": f"customers:keap:b{n}",
+        }
+        for n in range(30)
+    ]
     for _ in range(3):  # a re-run sends the same keys again
         assert {r["status"] for r in client.batch("customers", batch)} == {201}
     admin(httpx.Client(), sandboxes.customcrm_root, "/_sandbox/config", {"faults": {}})

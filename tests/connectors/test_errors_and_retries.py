@@ -7,20 +7,43 @@ import pytest
 
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import (
-    AuthError, Conflict, NotFound, PreconditionFailed, RateLimited, RecordRejected, ServerError,
+    AuthError,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    RecordRejected,
+    ServerError,
     TransportFailure,
-)  # fmt: skip
+)
 from connectors.http import ApiClient, RetryPolicy
 from connectors.keap import KeapClient
 
-KEAP_400 = {"code": 400, "message": "Invalid given_name: must be at most 40 characters",
-            "status": "Bad Request", "details": [{"domain": "given_name", "resource": "contacts"}]}  # fmt: skip
-PROBLEM_422 = {"type": "t", "title": "Unprocessable Content", "status": 422, "detail": "invalid",
-               "errors": [{"field": "Email", "message": "not an email"}]}  # fmt: skip
-FAULT_401 = {"fault": {"faultstring": "Invalid Access Token",
-                       "detail": {"errorcode": "keymanagement.service.invalid_access_token"}}}  # fmt: skip
-FAULT_429 = {"fault": {"faultstring": "Rate limit quota violation",
-                       "detail": {"errorcode": "policies.ratelimit.QuotaViolation"}}}  # fmt: skip
+KEAP_400 = {
+    "code": 400,
+    "message": "Invalid given_name: must be at most 40 characters",
+    "status": "Bad Request",
+    "details": [{"domain": "given_name", "resource": "contacts"}],
+}
+PROBLEM_422 = {
+    "type": "t",
+    "title": "Unprocessable Content",
+    "status": 422,
+    "detail": "invalid",
+    "errors": [{"field": "Email", "message": "not an email"}],
+}
+FAULT_401 = {
+    "fault": {
+        "faultstring": "Invalid Access Token",
+        "detail": {"errorcode": "keymanagement.service.invalid_access_token"},
+    }
+}
+FAULT_429 = {
+    "fault": {
+        "faultstring": "Rate limit quota violation",
+        "detail": {"errorcode": "policies.ratelimit.QuotaViolation"},
+    }
+}
 QUOTA_429 = {"code": "429", "message": "Quota Exceeded", "status": "Request Throttled", "details": None}
 
 
@@ -29,31 +52,72 @@ QUOTA_429 = {"code": "429", "message": "Quota Exceeded", "status": "Request Thro
     [
         (400, KEAP_400, {}, RecordRejected, "given_name", "at most 40"),
         (422, PROBLEM_422, {}, RecordRejected, "Email", "invalid"),
-        (404, {"code": 404, "message": "Contact 9 not found", "status": "Not Found", "details": []}, {},
-         NotFound, None, "not found"),
-        (409, {"type": "t", "title": "Conflict", "status": 409, "detail": "Email is used",
-               "errors": [{"field": "Email", "message": "already used"}]}, {}, Conflict, "Email", "used"),
-        (412, {"type": "t", "title": "Precondition Failed", "status": 412, "detail": "stale"}, {},
-         PreconditionFailed, None, "stale"),
+        (
+            404,
+            {"code": 404, "message": "Contact 9 not found", "status": "Not Found", "details": []},
+            {},
+            NotFound,
+            None,
+            "not found",
+        ),
+        (
+            409,
+            {
+                "type": "t",
+                "title": "Conflict",
+                "status": 409,
+                "detail": "Email is used",
+                "errors": [{"field": "Email", "message": "already used"}],
+            },
+            {},
+            Conflict,
+            "Email",
+            "used",
+        ),
+        (
+            412,
+            {"type": "t", "title": "Precondition Failed", "status": 412, "detail": "stale"},
+            {},
+            PreconditionFailed,
+            None,
+            "stale",
+        ),
         (401, FAULT_401, {}, AuthError, None, "invalid_access_token"),
-        (403, {"code": 403, "message": "Forbidden", "status": "Forbidden", "details": []}, {}, AuthError,
-         None, "Forbidden"),
+        (
+            403,
+            {"code": 403, "message": "Forbidden", "status": "Forbidden", "details": []},
+            {},
+            AuthError,
+            None,
+            "Forbidden",
+        ),
         (429, FAULT_429, {}, RateLimited, None, "QuotaViolation"),
         (429, QUOTA_429, {"Retry-After": "7"}, RateLimited, None, "Quota Exceeded"),
-        (500, {"code": 500, "message": "Internal Server Error", "status": "x", "details": []}, {},
-         ServerError, None, "Internal"),
+        (
+            500,
+            {"code": 500, "message": "Internal Server Error", "status": "x", "details": []},
+            {},
+            ServerError,
+            None,
+            "Internal",
+        ),
         (503, "upstream down", {}, ServerError, None, "upstream"),
     ],
-)  # fmt: skip
-def test_status_body_and_headers_map_to_one_error_class(status: int, body: object, headers: dict,
-                                                        error: type, field: str | None, reason: str) -> None:  # fmt: skip
+)
+def test_status_body_and_headers_map_to_one_error_class(
+    status: int, body: object, headers: dict, error: type, field: str | None, reason: str
+) -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         if isinstance(body, str):
             return httpx.Response(status, text=body, headers=headers)
         return httpx.Response(status, json=body, headers=headers)
 
-    client = KeapClient("https://keap.test/crm/rest/v2", transport=httpx.MockTransport(answer),
-                        retry=RetryPolicy(max_attempts=1), sleep=lambda s: None)  # fmt: skip
+    client = KeapClient(
+        "https://keap.test/crm/rest/v2",
+        transport=httpx.MockTransport(answer),
+        retry=RetryPolicy(max_attempts=1),
+        sleep=lambda s: None,
+    )
     with pytest.raises(error) as caught:
         client.request("GET", "/contacts/9", record_id="9", params={"filter": "email==a@b.example"})
     raised = caught.value
@@ -75,7 +139,9 @@ def _flaky(sequence: list[object]) -> tuple[httpx.MockTransport, list[httpx.Requ
         if isinstance(step, Exception):
             raise step
         status, headers = step if isinstance(step, tuple) else (step, {})
-        return httpx.Response(status, json={"ok": True} if status < 400 else {"message": "x"}, headers=headers)
+        return httpx.Response(
+            status, json={"ok": True} if status < 400 else {"message": "x"}, headers=headers
+        )
 
     return httpx.MockTransport(answer), seen
 
@@ -107,8 +173,9 @@ def test_a_post_is_retried_on_429_which_is_answered_before_anything_happens() ->
 
 def test_retries_are_bounded() -> None:
     transport, seen = _flaky([503])
-    client = ApiClient("https://x.test", transport=transport, retry=RetryPolicy(max_attempts=4),
-                       sleep=lambda s: None)  # fmt: skip
+    client = ApiClient(
+        "https://x.test", transport=transport, retry=RetryPolicy(max_attempts=4), sleep=lambda s: None
+    )
     with pytest.raises(ServerError):
         client.request("GET", "/things")
     assert len(seen) == 4
@@ -117,8 +184,13 @@ def test_retries_are_bounded() -> None:
 def test_backoff_without_retry_after_grows_exponentially_with_jitter() -> None:
     transport, _ = _flaky([503] * 7 + [200])
     slept: list[float] = []
-    client = ApiClient("https://x.test", transport=transport, sleep=slept.append, seed=3,
-                       retry=RetryPolicy(max_attempts=10, base_delay=1, max_delay=100))  # fmt: skip
+    client = ApiClient(
+        "https://x.test",
+        transport=transport,
+        sleep=slept.append,
+        seed=3,
+        retry=RetryPolicy(max_attempts=10, base_delay=1, max_delay=100),
+    )
     client.request("GET", "/things")
     assert len(slept) == 7 and len(set(slept)) == 7
     assert all(0 <= s <= 2 ** (n + 1) for n, s in enumerate(slept))

@@ -16,8 +16,12 @@ def test_nothing_configured_means_the_bundled_sandboxes() -> None:
 
 
 def test_a_configured_pair_is_validated_and_secrets_stay_out_of_repr() -> None:
-    env = {"KEAP_API_KEY": "KeapAK-secret-value", "CUSTOMCRM_API_URL": "https://crm.example/api/v1/",
-           "CUSTOMCRM_API_TOKEN": "tok-secret", "CRMSYNC_DB": "/var/lib/crmsync/sync.duckdb"}  # fmt: skip
+    env = {
+        "KEAP_API_KEY": "KeapAK-secret-value",
+        "CUSTOMCRM_API_URL": "https://crm.example/api/v1/",
+        "CUSTOMCRM_API_TOKEN": "tok-secret",
+        "CRMSYNC_DB": "/var/lib/crmsync/sync.duckdb",
+    }
     settings = Settings.from_env(env)
     assert not settings.sandbox_mode
     settings.validate()
@@ -40,7 +44,9 @@ def test_half_a_configuration_is_refused_naming_what_is_missing(env: dict, messa
         Settings.from_env(env).validate()
 
 
-def test_dotenv_fills_what_the_environment_leaves_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dotenv_fills_what_the_environment_leaves_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dotenv = tmp_path / ".env"
     dotenv.write_text("CRMSYNC_DB=from-dotenv.duckdb\nCUSTOMCRM_API_TOKEN=dotenv-token\n")
     monkeypatch.setenv("CRMSYNC_DB", "from-env.duckdb")

@@ -58,10 +58,15 @@ def _no_sleep(seconds: float) -> None:
 @pytest.fixture
 def ingest(sandboxes: Sandboxes, tmp_path: Path) -> Iterator[Ingest]:
     sandboxes.seed_demo(size=1200, seed=5)
-    keap = keap_client(base_url=sandboxes.keap_url, api_key=sandboxes.keap.credentials.api_key,
-                       pacer=KeapPacer(per_second=1000, per_minute=100000), sleep=_no_sleep)  # fmt: skip
-    crm = customcrm_client(base_url=sandboxes.customcrm_url, token=sandboxes.customcrm.credentials.token,
-                           sleep=_no_sleep)  # fmt: skip
+    keap = keap_client(
+        base_url=sandboxes.keap_url,
+        api_key=sandboxes.keap.credentials.api_key,
+        pacer=KeapPacer(per_second=1000, per_minute=100000),
+        sleep=_no_sleep,
+    )
+    crm = customcrm_client(
+        base_url=sandboxes.customcrm_url, token=sandboxes.customcrm.credentials.token, sleep=_no_sleep
+    )
     admin(httpx.Client(), sandboxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
     yield Ingest(sandboxes, tmp_path / "crmsync.duckdb", tmp_path / "crmsync.state", keap, crm)
     keap.close()
@@ -86,9 +91,12 @@ def test_first_run_loads_everything_then_an_idle_run_costs_one_request_per_resou
     idle = ingest.run()
     keap_served, crm_served = ingest.served()
     assert keap_served["by_endpoint"] == {
-        "GET /companies": 1, "GET /contacts": 1, "GET /opportunities": 1, "GET /products": 1,
+        "GET /companies": 1,
+        "GET /contacts": 1,
+        "GET /opportunities": 1,
+        "GET /products": 1,
         "GET /opportunities/stages": 1,
-    }  # fmt: skip
+    }
     assert crm_served["by_endpoint"] == {f"GET /{t}": 1 for t in CRM_TABLES}
     assert all(r.records == 0 for name, r in idle["keap"].resources.items() if name != "stages")
     assert all(r.records == 0 for r in idle["customcrm"].resources.values())
@@ -99,20 +107,37 @@ def _edit_everything(boxes: Sandboxes) -> dict[str, str]:
     bearer = {"Authorization": f"Bearer {boxes.customcrm.credentials.token}"}
     edited = {}
     with httpx.Client(headers=key) as keap:
-        for resource, body in [("companies", {"notes": "edited"}), ("contacts", {"job_title": "edited"}),
-                               ("opportunities", {"opportunity_notes": "edited"}),
-                               ("products", {"description": "edited"})]:  # fmt: skip
+        for resource, body in [
+            ("companies", {"notes": "edited"}),
+            ("contacts", {"job_title": "edited"}),
+            ("opportunities", {"opportunity_notes": "edited"}),
+            ("products", {"description": "edited"}),
+        ]:
             record_id = "1" + str(list(KEAP_TABLES).index(resource) + 1) + "05"  # an old record: 1105 ...
-            record_id = {"companies": "2500", "contacts": "1500", "opportunities": "3500", "products": "4500"}[resource]
+            record_id = {
+                "companies": "2500",
+                "contacts": "1500",
+                "opportunities": "3500",
+                "products": "4500",
+            }[resource]
             answer = keap.patch(f"{boxes.keap_url}/{resource}/{record_id}", json=body)
             assert answer.status_code == 200, answer.text
             edited[f"keap.{resource}"] = record_id
     with httpx.Client(headers=bearer) as crm:
         for resource in CRM_TABLES:
             first = crm.get(f"{boxes.customcrm_url}/{resource}", params={"limit": 1}).json()["data"][0]
-            field = {"customers": "Description", "contacts": "Title", "orders": "Description",
-                     "products": "Description"}[resource]  # fmt: skip
-            assert crm.patch(f"{boxes.customcrm_url}/{resource}/{first['Id']}", json={field: "edited"}).status_code == 200
+            field = {
+                "customers": "Description",
+                "contacts": "Title",
+                "orders": "Description",
+                "products": "Description",
+            }[resource]
+            assert (
+                crm.patch(
+                    f"{boxes.customcrm_url}/{resource}/{first['Id']}", json={field: "edited"}
+                ).status_code
+                == 200
+            )
             edited[f"customcrm.{resource}"] = first["Id"]
     return edited
 
@@ -130,7 +155,9 @@ def test_an_edit_on_each_resource_is_picked_up_by_the_next_run_and_only_it(inges
         assert "edited" in payload[0][0]
     for table in CRM_TABLES:
         assert reports["customcrm"].resources[table].records == 1
-        payload = ingest.sql(f"select payload from raw_customcrm.{table} where id = '{edited['customcrm.' + table]}'")
+        payload = ingest.sql(
+            f"select payload from raw_customcrm.{table} where id = '{edited['customcrm.' + table]}'"
+        )
         assert "edited" in payload[0][0]
 
 
@@ -138,10 +165,14 @@ def test_nested_arrays_reach_duckdb_intact(ingest: Ingest) -> None:
     ingest.run()
     contact = ingest.boxes.keap.store.query("contacts", [], "id", 0, 10_000)
     with_second_email = next(doc for doc, _, _ in contact if len(doc["email_addresses"]) > 1)
-    payload = json.loads(ingest.sql(f"select payload from raw_keap.contacts where id = '{with_second_email['id']}'")[0][0])
+    payload = json.loads(
+        ingest.sql(f"select payload from raw_keap.contacts where id = '{with_second_email['id']}'")[0][0]
+    )
     assert payload["email_addresses"] == with_second_email["email_addresses"]
     assert payload.get("addresses") == with_second_email.get("addresses")
-    company = ingest.sql("select payload from raw_keap.companies where payload->>'$.address.line1' is not null limit 1")
+    company = ingest.sql(
+        "select payload from raw_keap.companies where payload->>'$.address.line1' is not null limit 1"
+    )
     assert json.loads(company[0][0])["update_time"]  # the fields companies hide unless asked for
 
 
@@ -151,7 +182,10 @@ def test_deletes_on_both_sides_are_marked_never_dropped(ingest: Ingest) -> None:
     assert httpx.delete(f"{ingest.boxes.keap_url}/contacts/1007", headers=key).status_code == 204
     bearer = {"Authorization": f"Bearer {ingest.boxes.customcrm.credentials.token}"}
     customer = httpx.get(f"{ingest.boxes.customcrm_url}/customers", headers=bearer).json()["data"][0]
-    assert httpx.delete(f"{ingest.boxes.customcrm_url}/customers/{customer['Id']}", headers=bearer).status_code == 204
+    assert (
+        httpx.delete(f"{ingest.boxes.customcrm_url}/customers/{customer['Id']}", headers=bearer).status_code
+        == 204
+    )
 
     reports = ingest.run()  # incremental: Customcrm's tombstone arrives, Keap's deletion cannot be seen yet
     assert reports["customcrm"].resources["customers"].deleted == 1
@@ -184,7 +218,9 @@ def test_a_429_storm_and_5xx_faults_are_survived_without_losing_or_duplicating_r
         assert ingest.sql(f"select count(*), count(distinct id) from raw_keap.{table}") == [(1200, 1200)]
     for table in CRM_TABLES:
         expected = _crm_live_count(ingest.boxes, table)
-        assert ingest.sql(f"select count(*), count(distinct id) from raw_customcrm.{table}") == [(expected, expected)]
+        assert ingest.sql(f"select count(*), count(distinct id) from raw_customcrm.{table}") == [
+            (expected, expected)
+        ]
 
 
 def test_an_oauth_refresh_mid_run_rotates_and_persists_the_token(ingest: Ingest, tmp_path: Path) -> None:
@@ -193,10 +229,15 @@ def test_an_oauth_refresh_mid_run_rotates_and_persists_the_token(ingest: Ingest,
     store = TokenStore(tmp_path / "crmsync.state" / "keap_oauth.json")
     creds = boxes.keap.credentials
     ingest.keap = keap_client(
-        base_url=boxes.keap_url, access_token=tokens["access_token"], refresh_token=tokens["refresh_token"],
-        client_id=creds.client_id, client_secret=creds.client_secret, token_url=boxes.keap_root + "/token",
-        token_store=store, sleep=_no_sleep,
-    )  # fmt: skip
+        base_url=boxes.keap_url,
+        access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+        client_id=creds.client_id,
+        client_secret=creds.client_secret,
+        token_url=boxes.keap_root + "/token",
+        token_store=store,
+        sleep=_no_sleep,
+    )
     pages_seen = []
 
     def expire_after_first_page(system: str, resource: str, pages: int, records: int) -> None:
@@ -237,8 +278,12 @@ def test_a_record_without_an_id_is_recorded_with_resource_page_and_field_and_the
             return httpx.Response(200, json=body, headers={"content-type": "application/json"})
         return None
 
-    ingest.keap = keap_client(base_url=ingest.boxes.keap_url, api_key=ingest.boxes.keap.credentials.api_key,
-                              transport=_Tamper(drop_an_id), sleep=_no_sleep)  # fmt: skip
+    ingest.keap = keap_client(
+        base_url=ingest.boxes.keap_url,
+        api_key=ingest.boxes.keap.credentials.api_key,
+        transport=_Tamper(drop_an_id),
+        sleep=_no_sleep,
+    )
     reports = ingest.run()
     assert reports["keap"].resources["contacts"].rejected == 1
     assert ingest.sql("select count(*) from raw_keap.contacts") == [(1199,)]
@@ -252,11 +297,17 @@ def test_a_page_that_does_not_parse_keeps_what_was_loaded_and_does_not_advance(i
 
     def spoil_page_two(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
         if broken["on"] and request.url.path.endswith("/companies") and "page_token" in request.url.params:
-            return httpx.Response(200, content=b'{"companies": [ {"id": ', headers={"content-type": "application/json"})
+            return httpx.Response(
+                200, content=b'{"companies": [ {"id": ', headers={"content-type": "application/json"}
+            )
         return None
 
-    ingest.keap = keap_client(base_url=ingest.boxes.keap_url, api_key=ingest.boxes.keap.credentials.api_key,
-                              transport=_Tamper(spoil_page_two), sleep=_no_sleep)  # fmt: skip
+    ingest.keap = keap_client(
+        base_url=ingest.boxes.keap_url,
+        api_key=ingest.boxes.keap.credentials.api_key,
+        transport=_Tamper(spoil_page_two),
+        sleep=_no_sleep,
+    )
     reports = ingest.run()
     (error,) = reports["keap"].errors
     assert "keap.companies" in error and "companies page 2 does not parse" in error

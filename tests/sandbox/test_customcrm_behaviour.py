@@ -32,7 +32,9 @@ def test_create_answers_201_with_location_etag_and_server_fields(crm: httpx.Clie
     assert answer.headers["etag"] == '"1"' and record["Version"] == 1
     assert answer.headers["location"].endswith(f"/customers/{record['Id']}")
     assert record["Id"].startswith("cus_") and record["DeletedAt"] is None
-    assert record["CreatedAt"].endswith("Z") and len(record["CreatedAt"]) == len("2026-11-26T18:03:36.123456Z")
+    assert record["CreatedAt"].endswith("Z") and len(record["CreatedAt"]) == len(
+        "2026-11-26T18:03:36.123456Z"
+    )
     assert record["OrgNumber"] is None and record["ExternalRefs"] == {"keap": "2001"}
 
 
@@ -58,7 +60,9 @@ def test_updated_since_is_inclusive_and_tombstones_need_include_deleted(crm: htt
     assert crm.delete(f"/customers/{gone['Id']}").status_code == 204
     since = crm.get("/customers", params={"updated_since": gone["UpdatedAt"]}).json()["data"]
     assert since == []  # the only record updated since then is deleted
-    with_deleted = crm.get("/customers", params={"updated_since": keep["UpdatedAt"], "include_deleted": "true"})
+    with_deleted = crm.get(
+        "/customers", params={"updated_since": keep["UpdatedAt"], "include_deleted": "true"}
+    )
     data = with_deleted.json()["data"]
     assert [r["Id"] for r in data] == [keep["Id"], gone["Id"]]  # inclusive of keep's own UpdatedAt
     tombstone = data[1]
@@ -132,8 +136,9 @@ def test_a_patch_that_changes_nothing_keeps_version_and_updated_at(crm: httpx.Cl
         ("/products", {"Name": "x", "Price": "-1.00"}, 422, "Price"),
     ],
 )
-def test_validation_is_problem_json_naming_the_field(crm: httpx.Client, path: str, body: dict, status: int,
-                                                     field: str) -> None:  # fmt: skip
+def test_validation_is_problem_json_naming_the_field(
+    crm: httpx.Client, path: str, body: dict, status: int, field: str
+) -> None:
     answer = crm.post(path, json=body)
     assert answer.status_code == status
     assert answer.headers["content-type"] == "application/problem+json"
@@ -161,25 +166,40 @@ def test_defaults_and_money(crm: httpx.Client) -> None:
 
 def test_batch_results_are_per_operation_and_in_order(crm: httpx.Client) -> None:
     customer = _customer(crm)
-    answer = crm.post("/contacts/batch", json={"operations": [
-        {"op": "create", "data": {"Email": "a@x.example", "CustomerId": customer["Id"]},
-         "idempotency_key": "contacts:keap:1"},
-        {"op": "create", "data": {"Email": "a@x.example"}},  # 409: the first took the address
-        {"op": "update", "id": "con_missing", "data": {"Title": "x"}},
-        {"op": "create", "data": {"FirstName": "Ok"}},
-    ]})  # fmt: skip
+    answer = crm.post(
+        "/contacts/batch",
+        json={
+            "operations": [
+                {
+                    "op": "create",
+                    "data": {"Email": "a@x.example", "CustomerId": customer["Id"]},
+                    "idempotency_key": "contacts:keap:1",
+                },
+                {"op": "create", "data": {"Email": "a@x.example"}},  # 409: the first took the address
+                {"op": "update", "id": "con_missing", "data": {"Title": "x"}},
+                {"op": "create", "data": {"FirstName": "Ok"}},
+            ]
+        },
+    )
     assert answer.status_code == 200
     results = answer.json()["results"]
     assert [r["status"] for r in results] == [201, 409, 404, 201]
     assert results[1]["error"]["errors"][0]["field"] == "Email"
     created = results[0]["data"]
-    update = crm.post("/contacts/batch", json={"operations": [
-        {"op": "update", "id": created["Id"], "if_match": '"1"', "data": {"Title": "CEO"}},
-        {"op": "update", "id": created["Id"], "if_match": '"1"', "data": {"Title": "CTO"}},
-        {"op": "delete", "id": results[3]["data"]["Id"]},
-    ]}).json()["results"]  # fmt: skip
+    update = crm.post(
+        "/contacts/batch",
+        json={
+            "operations": [
+                {"op": "update", "id": created["Id"], "if_match": '"1"', "data": {"Title": "CEO"}},
+                {"op": "update", "id": created["Id"], "if_match": '"1"', "data": {"Title": "CTO"}},
+                {"op": "delete", "id": results[3]["data"]["Id"]},
+            ]
+        },
+    ).json()["results"]
     assert [r["status"] for r in update] == [200, 412, 204]
-    too_many = crm.post("/contacts/batch", json={"operations": [{"op": "create", "data": {"FirstName": "x"}}] * 101})
+    too_many = crm.post(
+        "/contacts/batch", json={"operations": [{"op": "create", "data": {"FirstName": "x"}}] * 101}
+    )
     assert too_many.status_code == 422
 
 

@@ -11,8 +11,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks as st_checks
 
-from sandbox.customcrm.app import OPENAPI_PATH
 from sandbox.bundle import Sandboxes
+from sandbox.customcrm.app import OPENAPI_PATH
 
 CHECKS = [
     st_checks.not_a_server_error,

@@ -18,8 +18,12 @@ from sandbox.runtime import ServerThread
 
 
 def _dump(boxes: Sandboxes) -> tuple[list, list]:
-    keap = boxes.keap.store.db.execute("select resource, id, update_us, doc from records order by 1, 2").fetchall()
-    crm = boxes.customcrm.store.db.execute("select resource, id, updated_us, doc from records order by 1, 2").fetchall()
+    keap = boxes.keap.store.db.execute(
+        "select resource, id, update_us, doc from records order by 1, 2"
+    ).fetchall()
+    crm = boxes.customcrm.store.db.execute(
+        "select resource, id, updated_us, doc from records order by 1, 2"
+    ).fetchall()
     return keap, crm
 
 
@@ -37,7 +41,9 @@ def test_demo_data_has_the_variety_a_real_pair_of_crms_has(tmp_path: Path) -> No
     summary = boxes.seed_demo(size=200, seed=42)
     assert summary.keap == {"companies": 200, "contacts": 200, "opportunities": 200, "products": 200}
     store = boxes.keap.store
-    docs = {r: [d for d, _, _ in store.query(r, [], "id", 0, 1000)] for r in ("companies", "contacts", "products")}
+    docs = {
+        r: [d for d, _, _ in store.query(r, [], "id", 0, 1000)] for r in ("companies", "contacts", "products")
+    }
     assert any(not name.isascii() for c in docs["contacts"] for name in (c["given_name"], c["family_name"]))
     assert any("address" not in c for c in docs["companies"])
     assert any(len(c["email_addresses"]) > 1 for c in docs["contacts"])
@@ -45,9 +51,15 @@ def test_demo_data_has_the_variety_a_real_pair_of_crms_has(tmp_path: Path) -> No
     assert any(len(c.get("phone_numbers", [])) > 1 for c in docs["contacts"])
 
     crm = boxes.customcrm.store
-    rows = {r: [row.doc for row in crm.page(r, after=None, updated_since_us=None, include_deleted=False,
-                                             external_ref=None, limit=10_000)]
-            for r in ("customers", "contacts", "products", "orders")}  # fmt: skip
+    rows = {
+        r: [
+            row.doc
+            for row in crm.page(
+                r, after=None, updated_since_us=None, include_deleted=False, external_ref=None, limit=10_000
+            )
+        ]
+        for r in ("customers", "contacts", "products", "orders")
+    }
     keap_emails = {c["email_addresses"][0]["email"].lower() for c in docs["contacts"]}
     keap_skus = {p["sku"] for p in docs["products"]}
     crm_emails = [(c["Email"] or "").lower() for c in rows["contacts"]]
@@ -63,8 +75,9 @@ def test_data_persists_between_runs(tmp_path: Path) -> None:
     with Sandboxes(tmp_path) as boxes:
         boxes.seed_demo(size=5)
         key = boxes.keap.credentials.api_key
-        created = httpx.post(boxes.keap_url + "/companies", json={"company_name": "Persisted"},
-                             headers={"X-Keap-API-Key": key}).json()  # fmt: skip
+        created = httpx.post(
+            boxes.keap_url + "/companies", json={"company_name": "Persisted"}, headers={"X-Keap-API-Key": key}
+        ).json()
     with Sandboxes(tmp_path) as again:
         assert not again.is_empty
         fetched = httpx.get(f"{again.keap_url}/companies/{created['id']}", headers={"X-Keap-API-Key": key})
@@ -79,10 +92,25 @@ def test_servers_bind_to_loopback_only() -> None:
 def test_crmsync_sandbox_serves_both_with_demo_data(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "crmsync.cli", "sandbox", "--data-dir", str(tmp_path),
-         "--keap-port", "0", "--customcrm-port", "0", "--size", "12"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "crmsync.cli",
+            "sandbox",
+            "--data-dir",
+            str(tmp_path),
+            "--keap-port",
+            "0",
+            "--customcrm-port",
+            "0",
+            "--size",
+            "12",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         lines = []
         assert process.stdout is not None
@@ -100,7 +128,10 @@ def test_crmsync_sandbox_serves_both_with_demo_data(tmp_path: Path) -> None:
         assert len(contacts) == 12
         customers = httpx.get(crm_url + "/customers", headers={"Authorization": f"Bearer {token}"}).json()
         assert customers["data"]
-        assert json.loads(httpx.get(keap_url.split("/crm")[0] + "/_sandbox/config").text)["limits"] == "published"
+        assert (
+            json.loads(httpx.get(keap_url.split("/crm")[0] + "/_sandbox/config").text)["limits"]
+            == "published"
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)

@@ -16,11 +16,14 @@ SANDBOXES = ["keap", "customcrm"]
 
 def _client(sandboxes: Sandboxes, which: str) -> tuple[httpx.Client, str]:
     if which == "keap":
-        client = httpx.Client(base_url=sandboxes.keap_url,
-                              headers={"X-Keap-API-Key": sandboxes.keap.credentials.api_key})  # fmt: skip
+        client = httpx.Client(
+            base_url=sandboxes.keap_url, headers={"X-Keap-API-Key": sandboxes.keap.credentials.api_key}
+        )
         return client, sandboxes.keap_root
-    client = httpx.Client(base_url=sandboxes.customcrm_url,
-                          headers={"Authorization": f"Bearer {sandboxes.customcrm.credentials.token}"})  # fmt: skip
+    client = httpx.Client(
+        base_url=sandboxes.customcrm_url,
+        headers={"Authorization": f"Bearer {sandboxes.customcrm.credentials.token}"},
+    )
     return client, sandboxes.customcrm_root
 
 
@@ -43,8 +46,12 @@ def _count(client: httpx.Client, which: str) -> int:
 @pytest.mark.parametrize("which", SANDBOXES)
 def test_a_share_of_500s_and_429s(sandboxes: Sandboxes, which: str) -> None:
     client, root = _client(sandboxes, which)
-    admin(client, root, "/_sandbox/config",
-          {"limits": "off", "faults": {"error_500": 0.3, "error_429": 0.2, "seed": 5}})
+    admin(
+        client,
+        root,
+        "/_sandbox/config",
+        {"limits": "off", "faults": {"error_500": 0.3, "error_429": 0.2, "seed": 5}},
+    )
     statuses = [client.get(_list_path(which)).status_code for _ in range(200)]
     share_500, share_429 = statuses.count(500) / 200, statuses.count(429) / 200
     assert 0.2 < share_500 < 0.4 and 0.1 < share_429 < 0.3

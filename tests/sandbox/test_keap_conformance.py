@@ -11,16 +11,20 @@ import pytest
 from sandbox.bundle import Sandboxes
 from tests.keap_openapi import assert_answer, assert_shape, request_schema
 
-
-SINGULAR = {"companies": "company", "contacts": "contact", "opportunities": "opportunity",
-             "products": "product"}  # fmt: skip
+SINGULAR = {
+    "companies": "company",
+    "contacts": "contact",
+    "opportunities": "opportunity",
+    "products": "product",
+}
 
 
 def _bodies(keap: httpx.Client) -> dict[str, tuple[dict[str, Any], dict[str, Any], str]]:
     """resource -> (create body, patch body, update_mask), each valid per Keap's document."""
     company = keap.post("/companies", json={"company_name": "Parent AS"}).json()["id"]
     contact = keap.post(
-        "/contacts", json={"given_name": "Kari", "email_addresses": [{"email": "k@x.example", "field": "EMAIL1"}]}
+        "/contacts",
+        json={"given_name": "Kari", "email_addresses": [{"email": "k@x.example", "field": "EMAIL1"}]},
     ).json()["id"]
     return {
         "companies": (
@@ -31,8 +35,12 @@ def _bodies(keap: httpx.Client) -> dict[str, tuple[dict[str, Any], dict[str, Any
                 "email_address": {"email": "post@fjord.example", "field": "EMAIL1"},
                 "phone_number": {"number": "+47 22 00 00 00", "field": "PHONE1"},
                 "fax_number": {"number": "+47 22 00 00 01", "field": "FAX1"},
-                "address": {"line1": "Storgata 1", "locality": "Oslo", "postal_code": "0150",
-                            "country_code": "NOR"},
+                "address": {
+                    "line1": "Storgata 1",
+                    "locality": "Oslo",
+                    "postal_code": "0150",
+                    "country_code": "NOR",
+                },
             },
             {"notes": "Moved", "address": {"line1": "Karl Johans gate 2", "country_code": "NOR"}},
             "notes,address",
@@ -44,12 +52,19 @@ def _bodies(keap: httpx.Client) -> dict[str, tuple[dict[str, Any], dict[str, Any
                 "job_title": "Daglig leder",
                 "birth_date": "1980-02-29",
                 "company": {"id": company},
-                "email_addresses": [{"email": "ase@x.example", "field": "EMAIL1"},
-                                    {"email": "ase2@x.example", "field": "EMAIL2"}],
+                "email_addresses": [
+                    {"email": "ase@x.example", "field": "EMAIL1"},
+                    {"email": "ase2@x.example", "field": "EMAIL2"},
+                ],
                 "phone_numbers": [{"number": "+47 900 00 000", "field": "PHONE1", "type": "Mobile"}],
                 "addresses": [
-                    {"field": "BILLING", "line1": "Storgata 1", "locality": "Oslo", "postal_code": "0150",
-                     "country_code": "NOR"},
+                    {
+                        "field": "BILLING",
+                        "line1": "Storgata 1",
+                        "locality": "Oslo",
+                        "postal_code": "0150",
+                        "country_code": "NOR",
+                    },
                     {"field": "SHIPPING", "line1": "Lager 9", "locality": "Moss", "country_code": "NOR"},
                 ],
             },
@@ -71,12 +86,18 @@ def _bodies(keap: httpx.Client) -> dict[str, tuple[dict[str, Any], dict[str, Any
             "stage_id,projected_revenue_high",
         ),
         "products": (
-            {"name": "Widget Pro", "sku": "W-PRO", "price": 1250, "short_description": "A widget",
-             "description": "The widget", "active": True},
+            {
+                "name": "Widget Pro",
+                "sku": "W-PRO",
+                "price": 1250,
+                "short_description": "A widget",
+                "description": "The widget",
+                "active": True,
+            },
             {"price": 1999, "active": False},
             "price,active",
         ),
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("resource", ["companies", "contacts", "opportunities", "products"])
@@ -124,12 +145,16 @@ def test_stages_list_answers_in_keaps_documented_shape(keap: httpx.Client) -> No
     assert {s["name"] for s in answer.json()["stages"]} >= {"Closed Won", "Closed Lost"}
 
 
-def test_lists_of_demo_data_answer_in_keaps_documented_shape(sandboxes: Sandboxes, keap: httpx.Client) -> None:
+def test_lists_of_demo_data_answer_in_keaps_documented_shape(
+    sandboxes: Sandboxes, keap: httpx.Client
+) -> None:
     sandboxes.seed_demo(size=60, seed=3)
     for resource, fields in [
         ("companies", "company_name,address,email_address,phone_number,fax_number,notes,website,update_time"),
-        ("contacts", None), ("opportunities", None), ("products", None),
-    ]:  # fmt: skip
+        ("contacts", None),
+        ("opportunities", None),
+        ("products", None),
+    ]:
         params = {"page_size": 1000, **({"fields": fields} if fields else {})}
         answer = keap.get(f"/{resource}", params=params)
         assert_answer(answer, "GET", f"/{resource}")
@@ -139,7 +164,7 @@ def test_lists_of_demo_data_answer_in_keaps_documented_shape(sandboxes: Sandboxe
 def test_the_shape_check_catches_an_undeclared_property() -> None:
     schema = {"$ref": "#/components/schemas/ListOpportunityStagesResponse"}
     assert_shape({"stages": [{"id": "1", "name": "Lead"}]}, schema)
-    with pytest.raises(AssertionError, match="do not declare|does not declare"):
+    with pytest.raises(AssertionError, match=r"does not declare"):
         assert_shape({"stages": [{"id": "1", "stage_name": "Lead"}]}, schema)
     with pytest.raises(AssertionError, match="does not match"):
         assert_shape({"stages": [{"id": 1}]}, schema)

@@ -77,9 +77,14 @@ def test_contacts_filter_by_start_update_time_and_ids(keap: httpx.Client) -> Non
 
 
 def test_companies_filter_by_since_time_and_hide_fields_unless_asked(keap: httpx.Client) -> None:
-    body = {"company_name": "Acme", "notes": "n", "address": {"line1": "1 Main St", "country_code": "USA",
-            "zip_code": "78701"}, "email_address": {"email": "a@acme.example"},
-            "phone_number": {"number": "555"}, "fax_number": {"number": "556"}}  # fmt: skip
+    body = {
+        "company_name": "Acme",
+        "notes": "n",
+        "address": {"line1": "1 Main St", "country_code": "USA", "zip_code": "78701"},
+        "email_address": {"email": "a@acme.example"},
+        "phone_number": {"number": "555"},
+        "fax_number": {"number": "556"},
+    }
     created = keap.post("/companies", json=body).json()
     listed = keap.get("/companies").json()["companies"][0]
     assert set(listed) == {"id", "company_name"}  # address, email, phone, fax, notes, update_time left out
@@ -95,12 +100,15 @@ def test_companies_filter_by_since_time_and_hide_fields_unless_asked(keap: httpx
 
 @pytest.mark.parametrize(
     ("resource", "order_by", "stamp"),
-    [("opportunities", "update_time desc", "last_updated_time"),
-     ("products", "last_updated_time desc", "update_time"),
-     ("contacts", "update_time asc", "update_time")],
-)  # fmt: skip
-def test_order_by_update_time(sandboxes: Sandboxes, keap: httpx.Client, resource: str, order_by: str,
-                              stamp: str) -> None:  # fmt: skip
+    [
+        ("opportunities", "update_time desc", "last_updated_time"),
+        ("products", "last_updated_time desc", "update_time"),
+        ("contacts", "update_time asc", "update_time"),
+    ],
+)
+def test_order_by_update_time(
+    sandboxes: Sandboxes, keap: httpx.Client, resource: str, order_by: str, stamp: str
+) -> None:
     sandboxes.seed_demo(size=50, seed=2)
     items = keap.get(f"/{resource}", params={"order_by": order_by, "page_size": 1000}).json()[resource]
     stamps = [parse_ts(item[stamp]) for item in items]
@@ -110,8 +118,9 @@ def test_order_by_update_time(sandboxes: Sandboxes, keap: httpx.Client, resource
 
 def test_timestamps_come_in_both_keap_forms(keap: httpx.Client) -> None:
     contact = _contact(keap, "t@x.example")
-    opp = keap.post("/opportunities", json={"contact_id": contact["id"], "opportunity_title": "T",
-                                            "stage_id": "10"}).json()  # fmt: skip
+    opp = keap.post(
+        "/opportunities", json={"contact_id": contact["id"], "opportunity_title": "T", "stage_id": "10"}
+    ).json()
     assert contact["update_time"].endswith("Z")
     assert opp["last_updated_time"].endswith("+0000")  # no colon in the zone
     assert abs((parse_ts(opp["last_updated_time"]) - parse_ts(contact["update_time"])).total_seconds()) < 60
@@ -119,10 +128,15 @@ def test_timestamps_come_in_both_keap_forms(keap: httpx.Client) -> None:
 
 def test_patch_replaces_whole_arrays_and_update_mask_limits_the_change(keap: httpx.Client) -> None:
     contact = _contact(
-        keap, "one@x.example", job_title="Buyer",
+        keap,
+        "one@x.example",
+        job_title="Buyer",
         phone_numbers=[{"number": "1", "field": "PHONE1"}, {"number": "2", "field": "PHONE2"}],
-    )  # fmt: skip
-    two_emails = [{"email": "one@x.example", "field": "EMAIL1"}, {"email": "two@x.example", "field": "EMAIL2"}]
+    )
+    two_emails = [
+        {"email": "one@x.example", "field": "EMAIL1"},
+        {"email": "two@x.example", "field": "EMAIL2"},
+    ]
     keap.patch(f"/contacts/{contact['id']}", json={"email_addresses": two_emails})
     # a PATCH of EMAIL1 alone drops EMAIL2: arrays are replaced whole
     answer = keap.patch(
@@ -144,7 +158,9 @@ def test_patch_replaces_whole_arrays_and_update_mask_limits_the_change(keap: htt
 def test_price_is_written_in_minor_units_and_read_as_an_object(keap: httpx.Client) -> None:
     product = keap.post("/products", json={"name": "W", "price": 1250, "short_description": "w"}).json()
     assert product["price"] == {"amount": 1250, "currency_code": "USD", "formatted_amount": "$12.50"}
-    patched = keap.patch(f"/products/{product['id']}", params={"update_mask": "price"}, json={"price": 5}).json()
+    patched = keap.patch(
+        f"/products/{product['id']}", params={"update_mask": "price"}, json={"price": 5}
+    ).json()
     assert patched["price"]["amount"] == 5 and patched["price"]["formatted_amount"] == "$0.05"
     answer = keap.patch(f"/products/{product['id']}", json={"price": 12.5})
     assert answer.status_code == 400 and "minor units" in answer.json()["message"]
@@ -153,18 +169,35 @@ def test_price_is_written_in_minor_units_and_read_as_an_object(keap: httpx.Clien
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        ("/contacts", {"given_name": "x" * 41, "email_addresses": [{"email": "a@b.example", "field": "EMAIL1"}]},
-         "given_name"),
-        ("/contacts", {"email_addresses": [{"email": "not-an-email", "field": "EMAIL1"}]}, "email_addresses[0].email"),
+        (
+            "/contacts",
+            {"given_name": "x" * 41, "email_addresses": [{"email": "a@b.example", "field": "EMAIL1"}]},
+            "given_name",
+        ),
+        (
+            "/contacts",
+            {"email_addresses": [{"email": "not-an-email", "field": "EMAIL1"}]},
+            "email_addresses[0].email",
+        ),
         ("/contacts", {"given_name": "No way to reach"}, "email_addresses"),
-        ("/contacts", {"addresses": [{"field": "BILLING", "region_code": "US-TX"}]}, "addresses[0].country_code"),
-        ("/contacts", {"addresses": [{"field": "BILLING", "country_code": "US"}]}, "addresses[0].country_code"),
+        (
+            "/contacts",
+            {"addresses": [{"field": "BILLING", "region_code": "US-TX"}]},
+            "addresses[0].country_code",
+        ),
+        (
+            "/contacts",
+            {"addresses": [{"field": "BILLING", "country_code": "US"}]},
+            "addresses[0].country_code",
+        ),
         ("/companies", {"notes": "no name"}, "company_name"),
         ("/opportunities", {"opportunity_title": "x", "stage_id": "10"}, "contact_id"),
         ("/products", {"name": "x", "price": 1}, "short_description"),
     ],
-)  # fmt: skip
-def test_validation_answers_with_the_v2_error_body(keap: httpx.Client, path: str, body: dict, field: str) -> None:
+)
+def test_validation_answers_with_the_v2_error_body(
+    keap: httpx.Client, path: str, body: dict, field: str
+) -> None:
     answer = keap.post(path, json=body)
     assert answer.status_code == 400
     error = answer.json()
@@ -214,7 +247,12 @@ def test_oauth_refresh_rotates_the_refresh_token(sandboxes: Sandboxes) -> None:
         assert fresh.status_code == 200
         rotated = fresh.json()
         assert rotated["refresh_token"] != tokens["refresh_token"]
-        assert client.get("/contacts", headers={"Authorization": f"Bearer {rotated['access_token']}"}).status_code == 200
+        assert (
+            client.get(
+                "/contacts", headers={"Authorization": f"Bearer {rotated['access_token']}"}
+            ).status_code
+            == 200
+        )
 
         reused = _refresh(client, sandboxes, tokens["refresh_token"])  # the old one stops working
         assert reused.status_code == 400
@@ -224,9 +262,13 @@ def test_oauth_refresh_rotates_the_refresh_token(sandboxes: Sandboxes) -> None:
 
 def test_every_answer_carries_keaps_limit_headers(keap: httpx.Client) -> None:
     for answer in (keap.get("/contacts"), keap.get("/contacts/1"), keap.post("/contacts", json={})):
-        for name in ("x-keap-product-throttle-available", "x-keap-product-throttle-limit",
-                     "x-keap-product-quota-available", "x-keap-product-quota-expiry-time",
-                     "x-keap-tenant-throttle-limit"):  # fmt: skip
+        for name in (
+            "x-keap-product-throttle-available",
+            "x-keap-product-throttle-limit",
+            "x-keap-product-quota-available",
+            "x-keap-product-quota-expiry-time",
+            "x-keap-tenant-throttle-limit",
+        ):
             assert name in answer.headers, (answer.status_code, name)
 
 
@@ -249,4 +291,9 @@ def test_per_minute_limit_answers_keaps_quota_body(sandboxes: Sandboxes, keap: h
     statuses = [keap.get("/opportunities/stages").status_code for _ in range(6)]
     assert statuses == [200] * 5 + [429]
     body = keap.get("/opportunities/stages").json()
-    assert body == {"code": "429", "message": "Quota Exceeded", "status": "Request Throttled", "details": None}
+    assert body == {
+        "code": "429",
+        "message": "Quota Exceeded",
+        "status": "Request Throttled",
+        "details": None,
+    }
