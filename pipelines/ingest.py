@@ -47,7 +47,9 @@ def _pipeline(name: str, db_path: Path, state_dir: Path, dataset: str) -> dlt.Pi
 
 
 def _load(pipeline: dlt.Pipeline, source: object, report: ExtractReport) -> None:
-    info = pipeline.run(source)
+    # jsonl load files, not dlt's default INSERT statements for DuckDB: at 10,000
+    # records per kind this cuts the peak memory from 1.2 GB to 0.33 GB (bench/RESULTS.md)
+    info = pipeline.run(source, loader_file_format="jsonl")
     if info.has_failed_jobs:
         failed = [job.failed_message for package in info.load_packages for job in package.jobs["failed_jobs"]]
         raise ProtocolError(

@@ -1,0 +1,110 @@
+"""What every benchmark shares: the machine, sandboxes in their own process, figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class RunningSandboxes:
+    keap_url: str
+    keap_root: str
+    keap_key: str
+    customcrm_url: str
+    customcrm_root: str
+    customcrm_token: str
+
+    def admin(self, which: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        root = self.keap_root if which == "keap" else self.customcrm_root
+        with httpx.Client(timeout=60) as client:
+            answer = client.get(root + path) if body is None else client.post(root + path, json=body)
+            answer.raise_for_status()
+            return answer.json()
+
+    def reset_stats(self) -> None:
+        self.admin("keap", "/_sandbox/stats/reset", {})
+        self.admin("customcrm", "/_sandbox/stats/reset", {})
+
+
+@contextmanager
+def sandboxes(data_dir: Path, size: int, keap_limits: str = "off", customcrm_limits: str = "off",
+              seed: int = 42) -> Iterator[RunningSandboxes]:  # fmt: skip
+    """`crmsync sandbox` in its own process, seeded with `size` records per kind."""
+    command = [sys.executable, "-m", "crmsync.cli", "sandbox", "--data-dir", str(data_dir), "--reset",
+               "--size", str(size), "--seed", str(seed), "--keap-port", "0", "--customcrm-port", "0",
+               "--keap-limits", keap_limits, "--customcrm-limits", customcrm_limits]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        while not any("Ctrl-C" in line for line in lines):
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError("sandbox exited:\n" + "".join(lines))
+            lines.append(line)
+        text = "".join(lines)
+
+        def grab(name: str) -> str:
+            found = re.search(rf"{name}=(\S+)", text)
+            assert found, name
+            return found.group(1)
+
+        keap_url, customcrm_url = grab("KEAP_API_URL"), grab("CUSTOMCRM_API_URL")
+        yield RunningSandboxes(
+            keap_url=keap_url, keap_root=keap_url.split("/crm/")[0], keap_key=grab("KEAP_API_KEY"),
+            customcrm_url=customcrm_url, customcrm_root=customcrm_url.split("/api/")[0],
+            customcrm_token=grab("CUSTOMCRM_API_TOKEN"),
+        )  # fmt: skip
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
+def emit(name: str, figures: dict[str, Any]) -> None:
+    """One line of JSON per figure set (for RESULTS.md), and a readable line."""
+    print(json.dumps({"bench": name, **figures}))
+    sys.stdout.flush()

@@ -1,0 +1,57 @@
+"""Figure: requests and time of a full and of an idle extract, per size.
+
+    python -m bench.extract --size 10000 [--size 100000]
+
+The sandboxes run in their own process with limits off (this measures the
+sync's own cost); the floor Keap's published key limit (240 requests a
+minute) would impose on the same requests is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from bench.common import Timer, emit, machine, peak_rss_mib, sandboxes
+from connectors.customcrm import customcrm_client
+from connectors.keap import KeapPacer, keap_client
+from pipelines.ingest import extract
+
+KEAP_PER_MINUTE = 240
+
+
+def run(size: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="crmsync-bench-") as tmp:
+        work = Path(tmp)
+        with sandboxes(work / "sandbox", size) as boxes:
+            keap = keap_client(base_url=boxes.keap_url, api_key=boxes.keap_key,
+                               pacer=KeapPacer(per_second=1e6, per_minute=1e9))  # fmt: skip
+            crm = customcrm_client(base_url=boxes.customcrm_url, token=boxes.customcrm_token)
+            db, state = work / "bench.duckdb", work / "bench.state"
+            for label in ("full", "idle"):
+                boxes.reset_stats()
+                with Timer() as timer:
+                    reports = extract(db, state, keap, crm)
+                keap_served = boxes.admin("keap", "/_sandbox/stats")
+                crm_served = boxes.admin("customcrm", "/_sandbox/stats")
+                records = {f"{r.system}.{n}": c.records for r in reports for n, c in r.resources.items()}
+                emit("extract", {
+                    "size_per_kind": size, "run": label, "seconds": round(timer.seconds, 2),
+                    "keap_requests": keap_served["total"], "customcrm_requests": crm_served["total"],
+                    "keap_floor_seconds_at_240_per_min": round(keap_served["total"] / KEAP_PER_MINUTE * 60, 1),
+                    "records_loaded": sum(records.values()), "peak_rss_mib": round(peak_rss_mib()),
+                })  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
+    args = parser.parse_args()
+    print(f"# machine: {machine()}")
+    for size in args.size or [10_000]:
+        run(size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""dbt in-process (dbtRunner): the run holds no other DuckDB connection meanwhile."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dbt.cli.main import dbtRunner
+
+PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
+
+
+class DbtError(Exception):
+    """dbt failed; the message names the nodes that failed."""
+
+
+@dataclass
+class DbtResult:
+    success: bool
+    failures: list[str]
+    result: Any
+
+
+def run_dbt(args: Sequence[str], db_path: Path, variables: dict[str, Any] | None = None,
+            quiet: bool = True) -> DbtResult:  # fmt: skip
+    """`dbt <args>` on CRMSYNC_DB, with the project's own profiles.yml."""
+    os.environ["CRMSYNC_DB"] = str(Path(db_path).resolve())
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    command = [
+        *args,
+        "--project-dir", str(PROJECT_DIR),
+        "--profiles-dir", str(PROJECT_DIR),
+    ]  # fmt: skip
+    if variables:
+        import json
+
+        command += ["--vars", json.dumps(variables)]
+    if quiet:
+        command += ["--quiet"] if args and args[0] != "docs" else []
+    outcome = dbtRunner().invoke(command)
+    failures: list[str] = []
+    results = getattr(outcome.result, "results", None) or []
+    for node in results:
+        status = str(getattr(node, "status", ""))
+        if status in ("error", "fail", "runtime error"):
+            failures.append(f"{node.node.unique_id}: {node.message}")
+    if outcome.exception is not None:
+        failures.append(str(outcome.exception))
+    return DbtResult(outcome.success, failures, outcome.result)
+
+
+def build(db_path: Path, variables: dict[str, Any] | None = None, select: str | None = None) -> DbtResult:
+    args = ["build"] + (["--select", select] if select else [])
+    result = run_dbt(args, db_path, variables)
+    if not result.success:
+        raise DbtError("dbt build failed: " + "; ".join(result.failures[:5]))
+    return result

@@ -1,0 +1,46 @@
+{#- The one canonical form values are compared in, on both sides (MAPPINGS.md):
+    trimmed text with empty as null, lower-cased email, ISO alpha-2 countries, money
+    as exact decimals, dates as dates, booleans as booleans. Every compared value is
+    then rendered as text by `canonical_text` so one column holds any field. -#}
+
+{% macro canon_text(expression) -%}
+    nullif(trim({{ expression }}), '')
+{%- endmacro %}
+
+{% macro canon_email(expression) -%}
+    lower(nullif(trim({{ expression }}), ''))
+{%- endmacro %}
+
+{% macro canon_money(expression) -%}
+    cast({{ expression }} as decimal(18, 2))
+{%- endmacro %}
+
+{% macro canon_date(expression) -%}
+    cast({{ expression }} as date)
+{%- endmacro %}
+
+{#- Keap timestamps come as `...Z` and as `...000+0000`; both parse to UTC. -#}
+{% macro keap_timestamp(expression) -%}
+    {{ return(adapter.dispatch('keap_timestamp', 'crmsync')(expression)) }}
+{%- endmacro %}
+
+{% macro duckdb__keap_timestamp(expression) -%}
+    cast(
+        regexp_replace(regexp_replace({{ expression }}, 'Z$', '+00:00'), '([+-]\d\d)(\d\d)$', '\1:\2')
+        as timestamptz
+    )
+{%- endmacro %}
+
+{#- A canonical value as text, by its type, so values of any field compare in one column. -#}
+{% macro canonical_text(expression, data_type) -%}
+    {%- if data_type == 'decimal' -%} cast(cast({{ expression }} as decimal(18, 2)) as varchar)
+    {%- elif data_type == 'date' -%} strftime(cast({{ expression }} as date), '%Y-%m-%d')
+    {%- elif data_type == 'boolean' -%} case when {{ expression }} then 'true' when not {{ expression }} then 'false' end
+    {%- else -%} cast({{ expression }} as varchar)
+    {%- endif -%}
+{%- endmacro %}
+
+{#- Company names match case-folded, trimmed, with inner spaces collapsed. -#}
+{% macro normalize_name(expression) -%}
+    lower(regexp_replace(trim({{ expression }}), '\s+', ' ', 'g'))
+{%- endmacro %}

@@ -1,0 +1,134 @@
+{#- The mapped fields of a mapping, read from the column `meta` of its paired model
+    (models/intermediate/_intermediate__models.yml): the one source of truth that the
+    merge iterates over, the dbt docs show, and `crmsync dataflow` prints. A column
+    `keap_<field>` with meta.customcrm_property is a mapped field. -#}
+{% macro mapping_fields(paired_model) %}
+    {%- set fields = [] -%}
+    {%- if execute -%}
+        {%- set node = graph.nodes.get('model.crmsync.' ~ paired_model) -%}
+        {%- if node is none -%}
+            {{ exceptions.raise_compiler_error('mapping_fields: no model ' ~ paired_model) }}
+        {%- endif -%}
+        {%- for column in node.columns.values() if column.meta.get('customcrm_property') -%}
+            {%- do fields.append({
+                'field': column.name[5:],
+                'keap_property': column.meta.get('keap_property'),
+                'customcrm_property': column.meta.get('customcrm_property'),
+                'customcrm_type': column.meta.get('customcrm_type', 'string'),
+                'compare_as': column.meta.get('compare_as', 'text'),
+                'direction': column.meta.get('direction', 'both'),
+            }) -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{ return(fields) }}
+{% endmacro %}
+
+
+{#- One row per pair and mapped field: the two values in canonical text, side by side. -#}
+{% macro unpivot_fields(mapping, paired, fields) %}
+    {%- for f in fields %}
+    select
+        '{{ mapping }}' as mapping,
+        keap_id,
+        customcrm_id,
+        is_new_link,
+        keap_updated_at,
+        customcrm_updated_at,
+        {{ loop.index }} as field_position,
+        '{{ f.field }}' as field,
+        '{{ f.keap_property }}' as keap_property,
+        '{{ f.customcrm_property }}' as customcrm_property,
+        '{{ f.compare_as }}' as compare_as,
+        '{{ f.direction }}' as direction,
+        {{ canonical_text('keap_' ~ f.field, f.compare_as) }} as keap_value,
+        {{ canonical_text('customcrm_' ~ f.field, f.compare_as) }} as customcrm_value
+    from {{ paired }}
+    {{ "union all" if not loop.last }}
+    {%- endfor %}
+{% endmacro %}
+
+
+{#- The three-way merge of MAPPINGS.md, per field, against the base (the value last
+    written or confirmed by the sync):
+    - equal on both sides: nothing to write;
+    - changed on one side only: that side's value goes to the other;
+    - changed on both to different values: a conflict; the policy decides
+      (newest: the later update time wins, an exact tie goes to Keap; or always keap /
+      always customcrm);
+    - a new link has no base: a value beats an empty one; both have values: as a conflict.
+    Fields flowing one way only (direction to_customcrm) always take Keap's value.
+    `compared`: rows of unpivot_fields; adds base_value, has_base, keap_changed,
+    customcrm_changed, winner, reason, is_conflict, merged_value. -#}
+{% macro three_way_merge(mapping, compared) %}
+    {%- set policy = var('conflict_policy')[mapping] -%}
+    {%- if policy not in ('newest', 'keap', 'customcrm') -%}
+        {{ exceptions.raise_compiler_error("conflict_policy." ~ mapping ~ " must be newest, keap or customcrm, not " ~ policy) }}
+    {%- endif %}
+    with_base as (
+        select
+            {{ compared }}.*,
+            base_values.keap_id is not null as has_base,
+            base_values.value as base_value
+        from {{ compared }}
+        left join {{ ref('stg_sync_state__base_values') }} as base_values
+            on base_values.mapping = {{ compared }}.mapping
+            and base_values.keap_id = {{ compared }}.keap_id
+            and base_values.field = {{ compared }}.field
+    ),
+
+    changes as (
+        select
+            *,
+            has_base and keap_value is distinct from base_value as keap_changed,
+            has_base and customcrm_value is distinct from base_value as customcrm_changed,
+            coalesce(customcrm_updated_at > keap_updated_at, false) as customcrm_is_newer
+        from with_base
+    ),
+
+    decided as (
+        select
+            *,
+            case
+                when keap_value is not distinct from customcrm_value then 'none'
+                when direction = 'to_customcrm' then 'keap'
+                when has_base and keap_changed and not customcrm_changed then 'keap'
+                when has_base and customcrm_changed and not keap_changed then 'customcrm'
+                when not has_base and customcrm_value is null then 'keap'
+                when not has_base and keap_value is null then 'customcrm'
+                {%- if policy == 'keap' %}
+                else 'keap'
+                {%- elif policy == 'customcrm' %}
+                else 'customcrm'
+                {%- else %}
+                when customcrm_is_newer then 'customcrm'
+                else 'keap'
+                {%- endif %}
+            end as winner,
+            case
+                when keap_value is not distinct from customcrm_value and has_base
+                    and keap_value is distinct from base_value then 'changed_on_both_to_the_same_value'
+                when keap_value is not distinct from customcrm_value then 'in_sync'
+                when direction = 'to_customcrm' then 'keap_to_customcrm_only'
+                when has_base and keap_changed and not customcrm_changed then 'changed_in_keap'
+                when has_base and customcrm_changed and not keap_changed then 'changed_in_customcrm'
+                when not has_base and customcrm_value is null then 'new_link_keap_value_beats_empty'
+                when not has_base and keap_value is null then 'new_link_customcrm_value_beats_empty'
+                {%- if policy != 'newest' %}
+                else 'conflict_policy_{{ policy }}'
+                {%- else %}
+                when customcrm_is_newer then 'conflict_customcrm_newer'
+                when customcrm_updated_at = keap_updated_at then 'conflict_tie_goes_to_keap'
+                else 'conflict_keap_newer'
+                {%- endif %}
+            end as reason
+        from changes
+    ),
+
+    merged as (
+        select
+            *,
+            reason like 'conflict%' as is_conflict,
+            case winner when 'customcrm' then customcrm_value else keap_value end as merged_value
+        from decided
+    )
+{% endmacro %}

@@ -1,0 +1,20 @@
+{#- A raw table, or an empty one of the same shape while the ingest has not created it yet
+    (dlt creates a table with its first row: no deletions, no tombstones yet). The
+    source() call stays either way, so the lineage shows where the data comes from. -#}
+{% macro raw_or_empty(source_name, table_name, empty_columns) -%}
+    {%- set relation = source(source_name, table_name) -%}
+    {%- set found = adapter.get_relation(relation.database, relation.schema, relation.identifier) if execute else relation -%}
+    {%- if found is not none -%}
+        select * from {{ relation }}
+    {%- else -%}
+        select
+        {%- for name, data_type in empty_columns.items() %}
+            cast(null as {{ data_type }}) as {{ name }}{{ "," if not loop.last }}
+        {%- endfor %}
+        where false  -- {{ relation }} does not exist yet
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro raw_record_columns() -%}
+    {{ return({'id': 'varchar', 'updated_at': 'varchar', '_cursor': 'timestamptz', 'payload': 'json', '_extracted_at': 'timestamptz'}) }}
+{%- endmacro %}

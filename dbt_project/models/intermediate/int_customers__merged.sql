@@ -1,0 +1,13 @@
+with
+
+paired as (
+    select * from {{ ref('int_customers__paired') }}
+),
+
+compared as (
+    {{ unpivot_fields('customers', 'paired', mapping_fields('int_customers__paired')) }}
+),
+
+{{ three_way_merge('customers', 'compared') }}
+
+select * from merged

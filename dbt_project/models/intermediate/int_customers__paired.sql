@@ -1,0 +1,56 @@
+with
+
+matched as (
+    select * from {{ ref('int_customers__matched') }}
+    where customcrm_id is not null
+),
+
+keap as (
+    select * from {{ ref('stg_keap__companies') }}
+),
+
+customcrm as (
+    select * from {{ ref('stg_customcrm__customers') }}
+),
+
+final as (
+    select
+        matched.keap_id,
+        matched.customcrm_id,
+        matched.link_rule,
+        matched.link_rule <> 'existing' as is_new_link,
+        keap.updated_at as keap_updated_at,
+        customcrm.updated_at as customcrm_updated_at,
+        customcrm.version as customcrm_version,
+        keap.name as keap_name,
+        customcrm.name as customcrm_name,
+        keap.description as keap_description,
+        customcrm.description as customcrm_description,
+        keap.website as keap_website,
+        customcrm.website as customcrm_website,
+        keap.email as keap_email,
+        customcrm.email as customcrm_email,
+        keap.phone as keap_phone,
+        customcrm.phone as customcrm_phone,
+        keap.fax as keap_fax,
+        customcrm.fax as customcrm_fax,
+        keap.street_address1 as keap_street_address1,
+        customcrm.street_address1 as customcrm_street_address1,
+        keap.street_address2 as keap_street_address2,
+        customcrm.street_address2 as customcrm_street_address2,
+        keap.city as keap_city,
+        customcrm.city as customcrm_city,
+        keap.zip_code as keap_zip_code,
+        customcrm.zip_code as customcrm_zip_code,
+        keap.country as keap_country,
+        customcrm.country as customcrm_country
+    from matched
+    inner join keap
+        on keap.keap_company_id = matched.keap_id
+    inner join customcrm
+        on customcrm.customcrm_customer_id = matched.customcrm_id
+    where not keap.is_deleted
+        and not customcrm.is_deleted
+)
+
+select * from final

@@ -1,0 +1,45 @@
+with
+
+source as (
+    {{ raw_or_empty('raw_customcrm', 'contacts', raw_record_columns()) }}
+),
+
+tombstones as (
+    {{ raw_or_empty('raw_customcrm', 'tombstones', {'resource': 'varchar', 'id': 'varchar', 'deleted_at': 'timestamptz', 'updated_at': 'timestamptz', 'external_refs': 'json', '_extracted_at': 'timestamptz'}) }}
+),
+
+records as (
+    select
+        id as customcrm_contact_id,
+        {{ canon_text(json_text('payload', 'FirstName')) }} as first_name,
+        {{ canon_text(json_text('payload', 'LastName')) }} as last_name,
+        {{ canon_email(json_text('payload', 'Email')) }} as email,
+        {{ canon_text(json_text('payload', 'Phone')) }} as phone,
+        {{ canon_text(json_text('payload', 'Title')) }} as title,
+        {{ canon_text(json_text('payload', 'CustomerId')) }} as customcrm_customer_id,
+        {{ canon_text(json_text('payload', 'StreetAddress1')) }} as street_address1,
+        {{ canon_text(json_text('payload', 'StreetAddress2')) }} as street_address2,
+        {{ canon_text(json_text('payload', 'City')) }} as city,
+        {{ canon_text(json_text('payload', 'ZipCode')) }} as zip_code,
+        upper({{ canon_text(json_text('payload', 'Country')) }}) as country,
+        {{ canon_date(canon_text(json_text('payload', 'BirthDate'))) }} as birth_date,
+        {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
+        cast({{ json_text('payload', 'Version') }} as integer) as version,
+        cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
+        payload as customcrm_payload,
+        _extracted_at as extracted_at
+    from source
+),
+
+final as (
+    select
+        records.*,
+        tombstones.deleted_at,
+        tombstones.id is not null as is_deleted
+    from records
+    left join tombstones
+        on tombstones.resource = 'contacts'
+        and tombstones.id = records.customcrm_contact_id
+)
+
+select * from final

@@ -1,0 +1,42 @@
+with
+
+source as (
+    {{ raw_or_empty('raw_customcrm', 'orders', raw_record_columns()) }}
+),
+
+tombstones as (
+    {{ raw_or_empty('raw_customcrm', 'tombstones', {'resource': 'varchar', 'id': 'varchar', 'deleted_at': 'timestamptz', 'updated_at': 'timestamptz', 'external_refs': 'json', '_extracted_at': 'timestamptz'}) }}
+),
+
+records as (
+    select
+        id as customcrm_order_id,
+        {{ canon_text(json_text('payload', 'Title')) }} as title,
+        {{ canon_text(json_text('payload', 'ContactId')) }} as customcrm_contact_id,
+        {{ canon_text(json_text('payload', 'CustomerId')) }} as customcrm_customer_id,
+        lower({{ canon_text(json_text('payload', 'Status')) }}) as status,
+        {{ canon_text(json_text('payload', 'Stage')) }} as stage,
+        {{ canon_money(canon_text(json_text('payload', 'Amount'))) }} as amount,
+        upper({{ canon_text(json_text('payload', 'Currency')) }}) as currency,
+        {{ canon_date(canon_text(json_text('payload', 'CloseDate'))) }} as close_date,
+        {{ canon_text(json_text('payload', 'Description')) }} as description,
+        {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
+        cast({{ json_text('payload', 'Version') }} as integer) as version,
+        cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
+        payload as customcrm_payload,
+        _extracted_at as extracted_at
+    from source
+),
+
+final as (
+    select
+        records.*,
+        tombstones.deleted_at,
+        tombstones.id is not null as is_deleted
+    from records
+    left join tombstones
+        on tombstones.resource = 'orders'
+        and tombstones.id = records.customcrm_order_id
+)
+
+select * from final

@@ -1,0 +1,40 @@
+with
+
+source as (
+    {{ raw_or_empty('raw_customcrm', 'products', raw_record_columns()) }}
+),
+
+tombstones as (
+    {{ raw_or_empty('raw_customcrm', 'tombstones', {'resource': 'varchar', 'id': 'varchar', 'deleted_at': 'timestamptz', 'updated_at': 'timestamptz', 'external_refs': 'json', '_extracted_at': 'timestamptz'}) }}
+),
+
+records as (
+    select
+        id as customcrm_product_id,
+        {{ canon_text(json_text('payload', 'Name')) }} as name,
+        {{ canon_text(json_text('payload', 'Sku')) }} as sku,
+        {{ canon_text(json_text('payload', 'Description')) }} as description,
+        {{ canon_text(json_text('payload', 'ShortDescription')) }} as short_description,
+        {{ canon_money(canon_text(json_text('payload', 'Price'))) }} as price,
+        upper({{ canon_text(json_text('payload', 'Currency')) }}) as currency,
+        cast({{ json_text('payload', 'Active') }} as boolean) as active,
+        {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
+        cast({{ json_text('payload', 'Version') }} as integer) as version,
+        cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
+        payload as customcrm_payload,
+        _extracted_at as extracted_at
+    from source
+),
+
+final as (
+    select
+        records.*,
+        tombstones.deleted_at,
+        tombstones.id is not null as is_deleted
+    from records
+    left join tombstones
+        on tombstones.resource = 'products'
+        and tombstones.id = records.customcrm_product_id
+)
+
+select * from final

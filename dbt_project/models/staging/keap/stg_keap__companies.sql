@@ -1,0 +1,73 @@
+with
+
+source as (
+    {{ raw_or_empty('raw_keap', 'companies', raw_record_columns()) }}
+),
+
+deletions as (
+    {{ raw_or_empty('raw_keap', 'deletions', {'resource': 'varchar', 'id': 'varchar', 'detected_at': 'timestamptz'}) }}
+),
+
+countries as (
+    select * from {{ ref('country_codes') }}
+),
+
+companies as (
+    select
+        id as keap_company_id,
+        {{ canon_text(json_text('payload', 'company_name')) }} as name,
+        {{ canon_text(json_text('payload', 'notes')) }} as description,
+        {{ canon_text(json_text('payload', 'website')) }} as website,
+        {{ canon_email(json_text('payload', 'email_address.email')) }} as email,
+        {{ canon_text(json_text('payload', 'phone_number.number')) }} as phone,
+        {{ canon_text(json_text('payload', 'fax_number.number')) }} as fax,
+        {{ canon_text(json_text('payload', 'address.line1')) }} as street_address1,
+        {{ canon_text(json_text('payload', 'address.line2')) }} as street_address2,
+        {{ canon_text(json_text('payload', 'address.locality')) }} as city,
+        coalesce(
+            {{ canon_text(json_text('payload', 'address.postal_code')) }},
+            {{ canon_text(json_text('payload', 'address.zip_code')) }}
+        ) as zip_code,
+        case
+            when {{ canon_text(json_text('payload', 'address.postal_code')) }} is not null then 'postal_code'
+            when {{ canon_text(json_text('payload', 'address.zip_code')) }} is not null then 'zip_code'
+        end as zip_field,
+        upper({{ canon_text(json_text('payload', 'address.country_code')) }}) as country_alpha3,
+        {{ canon_text(json_text('payload', 'address.region_code')) }} as region_code,
+        {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
+        payload as keap_payload,
+        _extracted_at as extracted_at
+    from source
+),
+
+final as (
+    select
+        companies.keap_company_id,
+        companies.name,
+        companies.description,
+        companies.website,
+        companies.email,
+        companies.phone,
+        companies.fax,
+        companies.street_address1,
+        companies.street_address2,
+        companies.city,
+        companies.zip_code,
+        countries.alpha2 as country,
+        companies.zip_field,
+        companies.country_alpha3,
+        companies.region_code,
+        companies.updated_at,
+        deletions.detected_at as deleted_at,
+        deletions.id is not null as is_deleted,
+        companies.keap_payload,
+        companies.extracted_at
+    from companies
+    left join countries
+        on countries.alpha3 = companies.country_alpha3
+    left join deletions
+        on deletions.resource = 'companies'
+        and deletions.id = companies.keap_company_id
+)
+
+select * from final

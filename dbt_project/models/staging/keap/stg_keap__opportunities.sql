@@ -1,0 +1,50 @@
+with
+
+source as (
+    {{ raw_or_empty('raw_keap', 'opportunities', raw_record_columns()) }}
+),
+
+deletions as (
+    {{ raw_or_empty('raw_keap', 'deletions', {'resource': 'varchar', 'id': 'varchar', 'detected_at': 'timestamptz'}) }}
+),
+
+opportunities as (
+    select
+        id as keap_opportunity_id,
+        {{ canon_text(json_text('payload', 'opportunity_title')) }} as title,
+        {{ canon_text(json_text('payload', 'contact.id')) }} as keap_contact_id,
+        {{ canon_text(json_text('payload', 'stage.id')) }} as stage_id,
+        {{ canon_text(json_text('payload', 'stage.name')) }} as stage_name,
+        {{ canon_money("json_extract(payload, '$.projected_revenue_high')") }} as amount,
+        {{ keap_timestamp(json_text('payload', 'estimated_close_time')) }} as estimated_close_time,
+        {{ canon_text(json_text('payload', 'opportunity_notes')) }} as description,
+        {{ keap_timestamp(json_text('payload', 'last_updated_time')) }} as updated_at,
+        payload as keap_payload,
+        _extracted_at as extracted_at
+    from source
+),
+
+final as (
+    select
+        opportunities.keap_opportunity_id,
+        opportunities.title,
+        opportunities.keap_contact_id,
+        opportunities.stage_id,
+        opportunities.stage_name,
+        opportunities.amount,
+        -- the UTC date, whatever the session's time zone
+        cast(timezone('UTC', opportunities.estimated_close_time) as date) as close_date,
+        opportunities.estimated_close_time,
+        opportunities.description,
+        opportunities.updated_at,
+        deletions.detected_at as deleted_at,
+        deletions.id is not null as is_deleted,
+        opportunities.keap_payload,
+        opportunities.extracted_at
+    from opportunities
+    left join deletions
+        on deletions.resource = 'opportunities'
+        and deletions.id = opportunities.keap_opportunity_id
+)
+
+select * from final

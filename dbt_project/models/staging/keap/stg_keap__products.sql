@@ -1,0 +1,49 @@
+with
+
+source as (
+    {{ raw_or_empty('raw_keap', 'products', raw_record_columns()) }}
+),
+
+deletions as (
+    {{ raw_or_empty('raw_keap', 'deletions', {'resource': 'varchar', 'id': 'varchar', 'detected_at': 'timestamptz'}) }}
+),
+
+products as (
+    select
+        id as keap_product_id,
+        {{ canon_text(json_text('payload', 'name')) }} as name,
+        {{ canon_text(json_text('payload', 'sku')) }} as sku,
+        {{ canon_text(json_text('payload', 'description')) }} as description,
+        {{ canon_text(json_text('payload', 'short_description')) }} as short_description,
+        -- Keap reads a price back as an object whose amount is in minor units (1250 = 12.50)
+        cast(cast({{ json_text('payload', 'price.amount') }} as bigint) as decimal(18, 2)) / 100 as price,
+        upper({{ canon_text(json_text('payload', 'price.currency_code')) }}) as currency,
+        cast({{ json_text('payload', 'active') }} as boolean) as active,
+        {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
+        payload as keap_payload,
+        _extracted_at as extracted_at
+    from source
+),
+
+final as (
+    select
+        products.keap_product_id,
+        products.name,
+        products.sku,
+        products.description,
+        products.short_description,
+        cast(products.price as decimal(18, 2)) as price,
+        products.currency,
+        products.active,
+        products.updated_at,
+        deletions.detected_at as deleted_at,
+        deletions.id is not null as is_deleted,
+        products.keap_payload,
+        products.extracted_at
+    from products
+    left join deletions
+        on deletions.resource = 'products'
+        and deletions.id = products.keap_product_id
+)
+
+select * from final
