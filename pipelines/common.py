@@ -1,7 +1,7 @@
 """What both sources share: the row shape of a raw table, timestamps, rejections.
 
 Every raw table holds one row per record: its `id`, the record exactly as the
-API sent it in `payload` (JSON, nested arrays intact), the API's own update
+API sent it in `payload` (JSON text, nested arrays intact, no key added or lost), the API's own update
 timestamp as text, that timestamp parsed to UTC in `_cursor`, and when it was
 extracted. Records that cannot be loaded (no id, an unparseable timestamp) go
 to `ingest_rejections` with the resource, the page and the field, and the run
@@ -10,6 +10,7 @@ goes on.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ RAW_COLUMNS: dict[str, Any] = {
     "id": {"data_type": "text", "nullable": False, "primary_key": True},
     "updated_at": {"data_type": "text", "nullable": True},
     "_cursor": {"data_type": "timestamp", "nullable": True, "timezone": True},
-    "payload": {"data_type": "json", "nullable": False},
+    # the record as sent, as JSON text: a JSON-typed column would go through DuckDB's
+    # JSON reader, which unifies keys across rows and adds nulls the API never sent
+    "payload": {"data_type": "text", "nullable": False},
     "_extracted_at": {"data_type": "timestamp", "nullable": False, "timezone": True},
 }
 REJECTION_COLUMNS: dict[str, Any] = {
@@ -144,7 +147,7 @@ def raw_row(
         "id": str(record[id_field]),
         "updated_at": stamp,
         "_cursor": parse_timestamp(stamp),
-        "payload": record,
+        "payload": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
         "_extracted_at": extracted_at,
     }
 

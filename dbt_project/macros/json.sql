@@ -21,7 +21,7 @@
 {% macro duckdb__json_array_item(column, array_name, slot) -%}
     list_filter(
         coalesce(json_extract({{ column }}, '$.{{ array_name }}[*]'), []::json[]),
-        item -> (item ->> '$.field') = '{{ slot }}'
+        lambda item: (item ->> '$.field') = '{{ slot }}'
     )[1]
 {%- endmacro %}
 
@@ -37,7 +37,7 @@
         case when {{ new_item }} is null then []::json[] else [{{ new_item }}::json] end,
         list_filter(
             coalesce(json_extract({{ column }}, '$.{{ array_name }}[*]'), []::json[]),
-            item -> (item ->> '$.field') is distinct from '{{ slot }}'
+            lambda item: (item ->> '$.field') is distinct from '{{ slot }}'
         )
     ))
 {%- endmacro %}

@@ -14,6 +14,7 @@
                 'field': column.name[5:],
                 'keap_property': column.meta.get('keap_property'),
                 'customcrm_property': column.meta.get('customcrm_property'),
+                'customcrm_field': column.meta.get('customcrm_property').split(' ')[0],
                 'customcrm_type': column.meta.get('customcrm_type', 'string'),
                 'compare_as': column.meta.get('compare_as', 'text'),
                 'direction': column.meta.get('direction', 'both'),
@@ -24,9 +25,10 @@
 {% endmacro %}
 
 
-{#- One row per pair and mapped field: the two values in canonical text, side by side. -#}
+{#- One row per pair and mapped field: the two values in canonical text, side by side.
+    Derived fields (an order's Status, which follows its stage) are not merged on their own. -#}
 {% macro unpivot_fields(mapping, paired, fields) %}
-    {%- for f in fields %}
+    {%- for f in fields | rejectattr('direction', 'equalto', 'derived') %}
     select
         '{{ mapping }}' as mapping,
         keap_id,
@@ -36,8 +38,9 @@
         customcrm_updated_at,
         {{ loop.index }} as field_position,
         '{{ f.field }}' as field,
-        '{{ f.keap_property }}' as keap_property,
-        '{{ f.customcrm_property }}' as customcrm_property,
+        '{{ f.keap_property | replace("'", "''") }}' as keap_property,
+        '{{ f.customcrm_property | replace("'", "''") }}' as customcrm_property,
+        '{{ f.customcrm_field }}' as customcrm_field,
         '{{ f.compare_as }}' as compare_as,
         '{{ f.direction }}' as direction,
         {{ canonical_text('keap_' ~ f.field, f.compare_as) }} as keap_value,

@@ -16,5 +16,5 @@
 {%- endmacro %}
 
 {% macro raw_record_columns() -%}
-    {{ return({'id': 'varchar', 'updated_at': 'varchar', '_cursor': 'timestamptz', 'payload': 'json', '_extracted_at': 'timestamptz'}) }}
+    {{ return({'id': 'varchar', 'updated_at': 'varchar', '_cursor': 'timestamptz', 'payload': 'varchar', '_extracted_at': 'timestamptz'}) }}
 {%- endmacro %}

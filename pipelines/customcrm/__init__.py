@@ -8,6 +8,7 @@ DeletedAt) so that the record's last known values stay where they were.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,7 +35,7 @@ TOMBSTONE_COLUMNS: dict[str, Any] = {
     "id": {"data_type": "text", "nullable": False, "primary_key": True},
     "deleted_at": {"data_type": "timestamp", "timezone": True},
     "updated_at": {"data_type": "timestamp", "timezone": True},
-    "external_refs": {"data_type": "json"},
+    "external_refs": {"data_type": "text"},  # JSON text, as the payloads
     "_extracted_at": {"data_type": "timestamp", "timezone": True},
 }
 
@@ -45,7 +46,7 @@ def _tombstone(resource: str, record: dict[str, Any], extracted_at: datetime) ->
         "id": str(record[ID_FIELD]),
         "deleted_at": parse_timestamp(record.get("DeletedAt")),
         "updated_at": parse_timestamp(record.get(CURSOR_FIELD)),
-        "external_refs": record.get("ExternalRefs") or {},
+        "external_refs": json.dumps(record.get("ExternalRefs") or {}, ensure_ascii=False),
         "_extracted_at": extracted_at,
     }
     hints = dlt.mark.make_hints(

@@ -1,8 +1,10 @@
 with
 
 matched as (
+    -- linked and matched pairs, and Keap records to be created (no Customcrm side yet:
+    -- the merge then gives every Keap value, as a value beats an empty one)
     select * from {{ ref('int_customers__matched') }}
-    where customcrm_id is not null
+    where link_rule <> 'ambiguous'
 ),
 
 keap as (
@@ -47,10 +49,10 @@ final as (
     from matched
     inner join keap
         on keap.keap_company_id = matched.keap_id
-    inner join customcrm
+    left join customcrm
         on customcrm.customcrm_customer_id = matched.customcrm_id
     where not keap.is_deleted
-        and not customcrm.is_deleted
+        and not coalesce(customcrm.is_deleted, false)
 )
 
 select * from final

@@ -5,7 +5,7 @@ source as (
 ),
 
 tombstones as (
-    {{ raw_or_empty('raw_customcrm', 'tombstones', {'resource': 'varchar', 'id': 'varchar', 'deleted_at': 'timestamptz', 'updated_at': 'timestamptz', 'external_refs': 'json', '_extracted_at': 'timestamptz'}) }}
+    {{ raw_or_empty('raw_customcrm', 'tombstones', {'resource': 'varchar', 'id': 'varchar', 'deleted_at': 'timestamptz', 'updated_at': 'timestamptz', 'external_refs': 'varchar', '_extracted_at': 'timestamptz'}) }}
 ),
 
 records as (
@@ -26,7 +26,7 @@ records as (
         {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
         cast({{ json_text('payload', 'Version') }} as integer) as version,
         cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
-        payload as customcrm_payload,
+        cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source
 ),

@@ -35,7 +35,7 @@ companies as (
         upper({{ canon_text(json_text('payload', 'address.country_code')) }}) as country_alpha3,
         {{ canon_text(json_text('payload', 'address.region_code')) }} as region_code,
         {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
-        payload as keap_payload,
+        cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from source
 ),

@@ -47,7 +47,7 @@ contacts as (
         upper({{ canon_text(json_text('billing', 'country_code')) }}) as country_alpha3,
         try_cast(left({{ canon_text(json_text('payload', 'birth_date')) }}, 10) as date) as birth_date,
         {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
-        payload as keap_payload,
+        cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from picked
 ),

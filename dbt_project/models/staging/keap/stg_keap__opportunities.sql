@@ -19,7 +19,7 @@ opportunities as (
         {{ keap_timestamp(json_text('payload', 'estimated_close_time')) }} as estimated_close_time,
         {{ canon_text(json_text('payload', 'opportunity_notes')) }} as description,
         {{ keap_timestamp(json_text('payload', 'last_updated_time')) }} as updated_at,
-        payload as keap_payload,
+        cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from source
 ),

@@ -20,7 +20,7 @@ products as (
         upper({{ canon_text(json_text('payload', 'price.currency_code')) }}) as currency,
         cast({{ json_text('payload', 'active') }} as boolean) as active,
         {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
-        payload as keap_payload,
+        cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from source
 ),

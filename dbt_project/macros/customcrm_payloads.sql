@@ -1,0 +1,173 @@
+{#- What Customcrm needs, per pair: a create (all of Keap's values, with ExternalRefs.keap
+    and a deterministic Idempotency-Key), an update (a merge patch of the changed fields
+    only, with If-Match), or a delete (when enabled for the mapping). References are
+    translated through the parent mapping's links; a row whose parent is not linked yet
+    is `waiting`, not dropped. Ends in a CTE `final`. -#}
+{% macro customcrm_changes(mapping) %}
+    merged as (
+        select * from {{ ref('int_' ~ mapping ~ '__merged') }}
+    ),
+
+    pairs as (
+        select keap_id, customcrm_id, link_rule, customcrm_version, keap_updated_at
+        from {{ ref('int_' ~ mapping ~ '__paired') }}
+    ),
+
+    parent_ids as (
+        select 'reference_customers' as compare_as, keap_id, customcrm_id
+        from {{ ref('int_customers__matched') }}
+        where customcrm_id is not null
+        union all
+        select 'reference_contacts', keap_id, customcrm_id
+        from {{ ref('int_contacts__matched') }}
+        where customcrm_id is not null
+    ),
+
+    stages as (
+        select * from {{ ref('int_opportunity_stages') }}
+    ),
+
+    writes as (
+        select
+            merged.keap_id,
+            merged.customcrm_id,
+            merged.field,
+            merged.field_position,
+            merged.customcrm_field,
+            merged.compare_as,
+            merged.merged_value,
+            parent_ids.customcrm_id as parent_customcrm_id
+        from merged
+        left join parent_ids
+            on parent_ids.compare_as = merged.compare_as
+            and parent_ids.keap_id = merged.merged_value
+        where merged.winner = 'keap'
+            and merged.keap_value is distinct from merged.customcrm_value
+    ),
+
+    valued as (
+        select
+            keap_id,
+            customcrm_id,
+            field,
+            field_position,
+            customcrm_field,
+            case
+                when compare_as = 'boolean' then coalesce(to_json(merged_value = 'true'), 'null'::json)
+                when compare_as like 'reference%' then coalesce(to_json(parent_customcrm_id), 'null'::json)
+                when compare_as = 'stage' then coalesce(to_json(stages.stage_name), 'null'::json)
+                else coalesce(to_json(merged_value), 'null'::json)
+            end as value_json,
+            case
+                when compare_as like 'reference%' and merged_value is not null and parent_customcrm_id is null
+                    then field || ' ' || merged_value || ' is not linked to Customcrm yet'
+            end as waiting_reason
+        from writes
+        left join stages
+            on writes.compare_as = 'stage'
+            and stages.stage_id = writes.merged_value
+        union all
+        -- an order's Status follows its stage, by the stage_status seed
+        select
+            keap_id,
+            customcrm_id,
+            'status',
+            field_position,
+            'Status',
+            to_json(coalesce(stages.customcrm_status, 'open')),
+            null
+        from writes
+        left join stages
+            on stages.stage_id = writes.merged_value
+        where writes.compare_as = 'stage'
+    ),
+
+    per_pair as (
+        select
+            keap_id,
+            customcrm_id,
+            json_group_object(customcrm_field, value_json) as changes,
+            list(customcrm_field order by field_position, customcrm_field) as fields,
+            string_agg(waiting_reason, '; ') as waiting_reason
+        from valued
+        group by keap_id, customcrm_id
+    ),
+
+    upserts as (
+        select
+            '{{ mapping }}' as mapping,
+            case when pairs.customcrm_id is null then 'create' else 'update' end as op,
+            pairs.keap_id,
+            pairs.customcrm_id,
+            case when pairs.customcrm_id is not null then '"' || pairs.customcrm_version || '"' end as if_match,
+            case
+                when pairs.customcrm_id is null then 'crmsync:{{ mapping }}:keap:' || pairs.keap_id
+            end as idempotency_key,
+            case
+                when pairs.customcrm_id is null
+                    then json_merge_patch(
+                        coalesce(per_pair.changes, '{}'::json),
+                        json_object('ExternalRefs', json_object('keap', pairs.keap_id))
+                    )
+                else per_pair.changes
+            end as payload,
+            coalesce(per_pair.fields, []::varchar[]) as fields,
+            case when per_pair.waiting_reason is null then 'ready' else 'waiting' end as status,
+            per_pair.waiting_reason,
+            pairs.keap_updated_at
+        from pairs
+        left join per_pair
+            on per_pair.keap_id = pairs.keap_id
+        where pairs.customcrm_id is null or per_pair.keap_id is not null
+    ),
+
+    {%- if var('delete_counterparts')[mapping] %}
+    deletes as (
+        -- the Keap side of a link is gone: delete its Customcrm counterpart (enabled for {{ mapping }})
+        select
+            '{{ mapping }}' as mapping,
+            'delete' as op,
+            links.keap_id,
+            links.customcrm_id,
+            '"' || customcrm_side.version || '"' as if_match,
+            cast(null as varchar) as idempotency_key,
+            cast(null as json) as payload,
+            []::varchar[] as fields,
+            'ready' as status,
+            cast(null as varchar) as waiting_reason,
+            cast(null as timestamptz) as keap_updated_at
+        from {{ ref('stg_sync_state__links') }} as links
+        inner join {{ ref('int_record_sides') }} as keap_side
+            on keap_side.mapping = links.mapping
+            and keap_side.side = 'keap'
+            and keap_side.record_id = links.keap_id
+        inner join {{ ref('int_record_sides') }} as customcrm_side
+            on customcrm_side.mapping = links.mapping
+            and customcrm_side.side = 'customcrm'
+            and customcrm_side.record_id = links.customcrm_id
+        where links.mapping = '{{ mapping }}'
+            and keap_side.is_deleted
+            and not customcrm_side.is_deleted
+    ),
+    {%- endif %}
+
+    final as (
+        select
+            mapping,
+            op,
+            keap_id,
+            customcrm_id,
+            if_match,
+            idempotency_key,
+            payload,
+            fields,
+            status,
+            waiting_reason,
+            keap_updated_at
+        from upserts
+        {%- if var('delete_counterparts')[mapping] %}
+        union all
+        select * from deletes
+        {%- endif %}
+    )
+{% endmacro %}

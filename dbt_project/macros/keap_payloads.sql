@@ -1,0 +1,204 @@
+{#- What Keap needs, per pair: a PATCH body in Keap's own shape holding only what changed,
+    and its update_mask (the top-level properties sent). Where Keap nests a mapped value, the
+    body carries the whole object or array as Keap has it with the mapped keys changed:
+    a PATCH replaces arrays whole, so EMAIL2, PHONE2 and the SHIPPING address go back
+    untouched. Ends in a CTE `final`.
+
+    targets: field -> {'kind': plain | object_key | array_item | reference, 'property': top-level
+    Keap property, 'key': key inside it, 'slot': the array item (EMAIL1, PHONE1, BILLING),
+    'json': how the value is written (text | number | minor_units | boolean | date | close_time)}. -#}
+{% macro keap_changes(mapping, keap_model, keap_id_column, targets) %}
+    merged as (
+        select * from {{ ref('int_' ~ mapping ~ '__merged') }}
+    ),
+
+    keap as (
+        select * from {{ ref(keap_model) }}
+    ),
+
+    countries as (
+        select * from {{ ref('country_codes') }}
+    ),
+
+    changed as (
+        select
+            merged.keap_id,
+            merged.customcrm_id,
+            merged.field,
+            merged.field_position,
+            merged.merged_value,
+            merged.keap_updated_at,
+            case merged.field
+                {%- for field, target in targets.items() %}
+                when '{{ field }}' then '{{ target.property }}'
+                {%- endfor %}
+            end as property,
+            case merged.field
+                {%- for field, target in targets.items() %}
+                when '{{ field }}' then '{{ target.kind }}'
+                {%- endfor %}
+            end as kind,
+            case merged.field
+                {%- for field, target in targets.items() if target.get('slot') %}
+                when '{{ field }}' then '{{ target.slot }}'
+                {%- endfor %}
+                when '' then null
+            end as slot,
+            case merged.field
+                {%- for field, target in targets.items() if target.get('key') %}
+                when '{{ field }}' then
+                    {%- if target.key == 'zip' %}
+                    -- a ZipCode goes to the field the address already uses; a new address uses
+                    -- zip_code in the USA and postal_code elsewhere
+                    coalesce(keap.zip_field, case when coalesce(keap.country_alpha3, '') = 'USA' then 'zip_code' else 'postal_code' end)
+                    {%- else %}
+                    '{{ target.key }}'
+                    {%- endif %}
+                {%- endfor %}
+                when '' then null
+            end as item_key,
+            case merged.field
+                {%- for field, target in targets.items() %}
+                when '{{ field }}' then
+                    {%- if target.json == 'number' %} coalesce(to_json(cast(merged.merged_value as double)), 'null'::json)
+                    {%- elif target.json == 'minor_units' %} coalesce(to_json(cast(round(cast(merged.merged_value as decimal(18, 2)) * 100) as bigint)), 'null'::json)
+                    {%- elif target.json == 'boolean' %} coalesce(to_json(merged.merged_value = 'true'), 'null'::json)
+                    {%- elif target.json == 'country' %} coalesce(to_json(countries.alpha3), 'null'::json)
+                    {%- elif target.json == 'close_time' %}
+                    coalesce(to_json(merged.merged_value || 'T'
+                        || coalesce(strftime(timezone('UTC', keap.estimated_close_time), '%H:%M:%S.000'), '00:00:00.000')
+                        || 'Z'), 'null'::json)
+                    {%- elif target.kind == 'reference' %} case when merged.merged_value is null then 'null'::json else json_object('id', merged.merged_value) end
+                    {%- else %} coalesce(to_json(merged.merged_value), 'null'::json)
+                    {%- endif %}
+                {%- endfor %}
+            end as value_json,
+            case
+                when merged.merged_value like 'customcrm:%'
+                    then merged.field || ' ' || substr(merged.merged_value, 11) || ' has no Keap counterpart yet'
+            end as waiting_reason,
+            keap.keap_payload
+        from merged
+        inner join keap
+            on keap.{{ keap_id_column }} = merged.keap_id
+        left join countries
+            on countries.alpha2 = merged.merged_value
+        where merged.winner = 'customcrm'
+            and merged.keap_value is distinct from merged.customcrm_value
+            and merged.customcrm_id is not null
+    ),
+
+    -- a mapped key inside an object (email_address.email) or an array item (EMAIL1's email)
+    item_patches as (
+        select
+            keap_id,
+            property,
+            kind,
+            slot,
+            any_value(item_key) as main_key,
+            any_value(keap_payload) as keap_payload,
+            json_group_object(item_key, value_json) as patch
+        from changed
+        where kind in ('object_key', 'array_item')
+        group by keap_id, property, kind, slot
+    ),
+
+    nested_merged as (
+        select
+            *,
+            -- what Keap has now, with the mapped keys patched in (a null removes a key)
+            json_merge_patch(
+                coalesce(
+                    case kind
+                        when 'object_key' then json_extract(keap_payload, '$.' || property)
+                        else list_filter(
+                            coalesce(cast(json_extract(keap_payload, '$.' || property) as json[]), []::json[]),
+                            lambda item: (item ->> '$.field') = slot
+                        )[1]
+                    end,
+                    case kind when 'object_key' then '{}'::json else json_object('field', slot) end
+                ),
+                patch
+            ) as merged_object
+        from item_patches
+    ),
+
+    nested_values as (
+        select
+            keap_id,
+            property,
+            kind,
+            slot,
+            keap_payload,
+            case
+                -- an email or phone emptied takes its object or item with it
+                when kind = 'object_key' and json_extract(merged_object, '$.' || main_key) is null then null
+                when kind = 'array_item' and slot like 'EMAIL%' and (merged_object ->> '$.email') is null then null
+                when kind = 'array_item' and slot like 'PHONE%' and (merged_object ->> '$.number') is null then null
+                when json_keys(merged_object) = ['field'] then null
+                else merged_object
+            end as new_value
+        from nested_merged
+    ),
+
+    top_values as (
+        select keap_id, property, value_json
+        from changed
+        where kind in ('plain', 'reference')
+        union all
+        select keap_id, property, coalesce(new_value, 'null'::json)
+        from nested_values
+        where kind = 'object_key'
+        union all
+        select
+            keap_id,
+            property,
+            -- the whole array: the new item first, every other item as Keap has it
+            to_json(list_concat(
+                case when new_value is null then []::json[] else [new_value] end,
+                list_filter(
+                    coalesce(cast(json_extract(keap_payload, '$.' || property) as json[]), []::json[]),
+                    lambda item: (item ->> '$.field') is distinct from slot
+                )
+            ))
+        from nested_values
+        where kind = 'array_item'
+    ),
+
+    per_pair as (
+        select
+            changed.keap_id,
+            any_value(changed.customcrm_id) as customcrm_id,
+            any_value(changed.keap_updated_at) as keap_updated_at,
+            list(distinct changed.field) as fields,
+            string_agg(changed.waiting_reason, '; ') as waiting_reason
+        from changed
+        group by changed.keap_id
+    ),
+
+    bodies as (
+        select
+            keap_id,
+            json_group_object(property, value_json) as payload,
+            list(property order by property) as update_mask
+        from top_values
+        group by keap_id
+    ),
+
+    final as (
+        select
+            '{{ mapping }}' as mapping,
+            'update' as op,
+            per_pair.keap_id,
+            per_pair.customcrm_id,
+            bodies.update_mask,
+            bodies.payload,
+            list_sort(per_pair.fields) as fields,
+            case when per_pair.waiting_reason is null then 'ready' else 'waiting' end as status,
+            per_pair.waiting_reason,
+            per_pair.keap_updated_at
+        from per_pair
+        inner join bodies
+            on bodies.keap_id = per_pair.keap_id
+    )
+{% endmacro %}

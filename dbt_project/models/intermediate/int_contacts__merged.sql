@@ -1,0 +1,13 @@
+with
+
+paired as (
+    select * from {{ ref('int_contacts__paired') }}
+),
+
+compared as (
+    {{ unpivot_fields('contacts', 'paired', mapping_fields('int_contacts__paired')) }}
+),
+
+{{ three_way_merge('contacts', 'compared') }}
+
+select * from merged

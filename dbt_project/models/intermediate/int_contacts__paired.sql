@@ -1,0 +1,72 @@
+with
+
+matched as (
+    -- linked and matched pairs, and Keap records to be created (no Customcrm side yet:
+    -- the merge then gives every Keap value, as a value beats an empty one)
+    select * from {{ ref('int_contacts__matched') }}
+    where link_rule <> 'ambiguous'
+),
+
+keap as (
+    select * from {{ ref('stg_keap__contacts') }}
+),
+
+customcrm as (
+    select * from {{ ref('stg_customcrm__contacts') }}
+),
+
+-- references compare in Keap-id space: a Customcrm customer stands for the Keap
+-- company it is linked (or matched) to; an unlinked one stays itself
+customer_pairs as (
+    select keap_id, customcrm_id from {{ ref('int_customers__matched') }}
+    where customcrm_id is not null
+),
+
+final as (
+    select
+        matched.keap_id,
+        matched.customcrm_id,
+        matched.link_rule,
+        matched.link_rule <> 'existing' as is_new_link,
+        keap.updated_at as keap_updated_at,
+        customcrm.updated_at as customcrm_updated_at,
+        customcrm.version as customcrm_version,
+        keap.first_name as keap_first_name,
+        customcrm.first_name as customcrm_first_name,
+        keap.last_name as keap_last_name,
+        customcrm.last_name as customcrm_last_name,
+        keap.email as keap_email,
+        customcrm.email as customcrm_email,
+        keap.phone as keap_phone,
+        customcrm.phone as customcrm_phone,
+        keap.title as keap_title,
+        customcrm.title as customcrm_title,
+        keap.keap_company_id as keap_customer,
+        case
+            when customcrm.customcrm_customer_id is null then null
+            else coalesce(customer_pairs.keap_id, 'customcrm:' || customcrm.customcrm_customer_id)
+        end as customcrm_customer,
+        keap.street_address1 as keap_street_address1,
+        customcrm.street_address1 as customcrm_street_address1,
+        keap.street_address2 as keap_street_address2,
+        customcrm.street_address2 as customcrm_street_address2,
+        keap.city as keap_city,
+        customcrm.city as customcrm_city,
+        keap.zip_code as keap_zip_code,
+        customcrm.zip_code as customcrm_zip_code,
+        keap.country as keap_country,
+        customcrm.country as customcrm_country,
+        keap.birth_date as keap_birth_date,
+        customcrm.birth_date as customcrm_birth_date
+    from matched
+    inner join keap
+        on keap.keap_contact_id = matched.keap_id
+    left join customcrm
+        on customcrm.customcrm_contact_id = matched.customcrm_id
+    left join customer_pairs
+        on customer_pairs.customcrm_id = customcrm.customcrm_customer_id
+    where not keap.is_deleted
+        and not coalesce(customcrm.is_deleted, false)
+)
+
+select * from final

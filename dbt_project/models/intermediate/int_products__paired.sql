@@ -1,0 +1,50 @@
+with
+
+matched as (
+    -- linked and matched pairs, and Keap records to be created (no Customcrm side yet:
+    -- the merge then gives every Keap value, as a value beats an empty one)
+    select * from {{ ref('int_products__matched') }}
+    where link_rule <> 'ambiguous'
+),
+
+keap as (
+    select * from {{ ref('stg_keap__products') }}
+),
+
+customcrm as (
+    select * from {{ ref('stg_customcrm__products') }}
+),
+
+final as (
+    select
+        matched.keap_id,
+        matched.customcrm_id,
+        matched.link_rule,
+        matched.link_rule <> 'existing' as is_new_link,
+        keap.updated_at as keap_updated_at,
+        customcrm.updated_at as customcrm_updated_at,
+        customcrm.version as customcrm_version,
+        keap.name as keap_name,
+        customcrm.name as customcrm_name,
+        keap.sku as keap_sku,
+        customcrm.sku as customcrm_sku,
+        keap.description as keap_description,
+        customcrm.description as customcrm_description,
+        keap.short_description as keap_short_description,
+        customcrm.short_description as customcrm_short_description,
+        keap.price as keap_price,
+        customcrm.price as customcrm_price,
+        keap.currency as keap_currency,
+        customcrm.currency as customcrm_currency,
+        keap.active as keap_active,
+        customcrm.active as customcrm_active
+    from matched
+    inner join keap
+        on keap.keap_product_id = matched.keap_id
+    left join customcrm
+        on customcrm.customcrm_product_id = matched.customcrm_id
+    where not keap.is_deleted
+        and not coalesce(customcrm.is_deleted, false)
+)
+
+select * from final

@@ -1,0 +1,6 @@
+-- The writes Customcrm needs for mapping {{ 'products' }}: creates, merge-patch updates, deletes (when enabled).
+with
+
+{{ customcrm_changes('products') }}
+
+select * from final

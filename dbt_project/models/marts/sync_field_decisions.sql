@@ -1,0 +1,50 @@
+-- Per linked pair and field, the merged value and where it must be written. The push
+-- advances a field's base to merged_value once the write carrying it went through (or
+-- at once when nothing needs writing).
+with
+
+customers as (
+    select * from {{ ref('int_customers__merged') }}
+),
+
+contacts as (
+    select * from {{ ref('int_contacts__merged') }}
+),
+
+orders as (
+    select * from {{ ref('int_orders__merged') }}
+),
+
+products as (
+    select * from {{ ref('int_products__merged') }}
+),
+
+merged as (
+    select * from customers
+    union all by name
+    select * from contacts
+    union all by name
+    select * from orders
+    union all by name
+    select * from products
+),
+
+final as (
+    select
+        mapping,
+        keap_id,
+        customcrm_id,
+        field,
+        merged_value,
+        base_value,
+        has_base,
+        case
+            when keap_value is not distinct from customcrm_value then 'none'
+            when winner = 'keap' then 'customcrm'
+            else 'keap'
+        end as write_to,
+        is_conflict
+    from merged
+)
+
+select * from final
