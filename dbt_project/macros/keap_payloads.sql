@@ -22,7 +22,9 @@
 
     changed as (
         select
-            merged.keap_id,
+            -- a Keap record to create has no id yet: its Customcrm id stands in
+            coalesce(merged.keap_id, 'new:' || merged.customcrm_id) as keap_id,
+            merged.keap_id is null as is_create,
             merged.customcrm_id,
             merged.field,
             merged.field_position,
@@ -79,7 +81,7 @@
             end as waiting_reason,
             keap.keap_payload
         from merged
-        inner join keap
+        left join keap
             on keap.{{ keap_id_column }} = merged.keap_id
         left join countries
             on countries.alpha2 = merged.merged_value
@@ -168,6 +170,7 @@
     per_pair as (
         select
             changed.keap_id,
+            bool_or(changed.is_create) as is_create,
             any_value(changed.customcrm_id) as customcrm_id,
             any_value(changed.keap_updated_at) as keap_updated_at,
             list(distinct changed.field) as fields,
@@ -185,13 +188,13 @@
         group by keap_id
     ),
 
-    final as (
+    upserts as (
         select
             '{{ mapping }}' as mapping,
-            'update' as op,
-            per_pair.keap_id,
+            case when per_pair.is_create then 'create' else 'update' end as op,
+            case when not per_pair.is_create then per_pair.keap_id end as keap_id,
             per_pair.customcrm_id,
-            bodies.update_mask,
+            case when not per_pair.is_create then bodies.update_mask end as update_mask,
             bodies.payload,
             list_sort(per_pair.fields) as fields,
             case when per_pair.waiting_reason is null then 'ready' else 'waiting' end as status,
@@ -200,5 +203,53 @@
         from per_pair
         inner join bodies
             on bodies.keap_id = per_pair.keap_id
+    ),
+
+    {%- if var('delete_counterparts')[mapping] %}
+    deletes as (
+        -- the Customcrm side of a link is gone: delete its Keap counterpart (enabled for {{ mapping }})
+        select
+            '{{ mapping }}' as mapping,
+            'delete' as op,
+            links.keap_id,
+            links.customcrm_id,
+            cast(null as varchar[]) as update_mask,
+            cast(null as json) as payload,
+            []::varchar[] as fields,
+            'ready' as status,
+            cast(null as varchar) as waiting_reason,
+            keap_side.updated_at as keap_updated_at
+        from {{ ref('stg_sync_state__links') }} as links
+        inner join {{ ref('int_record_sides') }} as keap_side
+            on keap_side.mapping = links.mapping
+            and keap_side.side = 'keap'
+            and keap_side.record_id = links.keap_id
+        inner join {{ ref('int_record_sides') }} as customcrm_side
+            on customcrm_side.mapping = links.mapping
+            and customcrm_side.side = 'customcrm'
+            and customcrm_side.record_id = links.customcrm_id
+        where links.mapping = '{{ mapping }}'
+            and customcrm_side.is_deleted
+            and not keap_side.is_deleted
+    ),
+    {%- endif %}
+
+    final as (
+        select
+            mapping,
+            op,
+            keap_id,
+            customcrm_id,
+            update_mask,
+            payload,
+            fields,
+            status,
+            waiting_reason,
+            keap_updated_at
+        from upserts
+        {%- if var('delete_counterparts')[mapping] %}
+        union all
+        select * from deletes
+        {%- endif %}
     )
 {% endmacro %}

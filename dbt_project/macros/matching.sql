@@ -182,3 +182,22 @@
             on ambiguous_first.keap_id = keap_open_{{ last }}.keap_id
     )
 {% endmacro %}
+
+
+{#- Sesam's reverse flow, off by default (var create_in_keap): live Customcrm customers,
+    contacts and products that no Keap record links or matches become pairs without a Keap
+    side, so the merge gives every Customcrm value and the push creates them in Keap. -#}
+{% macro customcrm_only_pairs(mapping, customcrm_model, customcrm_id_column) %}
+    {%- if var('create_in_keap') and mapping != 'orders' %}
+    union all
+    select cast(null as varchar), customcrm.{{ customcrm_id_column }}, 'create_in_keap'
+    from {{ ref(customcrm_model) }} as customcrm
+    where not customcrm.is_deleted
+        and customcrm.{{ customcrm_id_column }} not in (
+            select customcrm_id from {{ ref('int_' ~ mapping ~ '__matched') }} where customcrm_id is not null
+        )
+        and customcrm.{{ customcrm_id_column }} not in (
+            select customcrm_id from {{ ref('stg_sync_state__links') }} where mapping = '{{ mapping }}'
+        )
+    {%- endif %}
+{% endmacro %}

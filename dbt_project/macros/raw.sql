@@ -3,8 +3,16 @@
     source() call stays either way, so the lineage shows where the data comes from. -#}
 {% macro raw_or_empty(source_name, table_name, empty_columns) -%}
     {%- set relation = source(source_name, table_name) -%}
-    {%- set found = adapter.get_relation(relation.database, relation.schema, relation.identifier) if execute else relation -%}
-    {%- if found is not none -%}
+    {#- the catalog, not dbt's relation cache: the cache need not know schemas dbt does not build -#}
+    {%- set exists = true -%}
+    {%- if execute -%}
+        {%- set found = run_query(
+            "select count(*) from information_schema.tables where table_schema = '"
+            ~ relation.schema ~ "' and table_name = '" ~ relation.identifier ~ "'"
+        ) -%}
+        {%- set exists = found.columns[0].values()[0] > 0 -%}
+    {%- endif -%}
+    {%- if exists -%}
         select * from {{ relation }}
     {%- else -%}
         select

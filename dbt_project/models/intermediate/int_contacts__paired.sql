@@ -3,8 +3,9 @@ with
 matched as (
     -- linked and matched pairs, and Keap records to be created (no Customcrm side yet:
     -- the merge then gives every Keap value, as a value beats an empty one)
-    select * from {{ ref('int_contacts__matched') }}
+    select keap_id, customcrm_id, link_rule from {{ ref('int_contacts__matched') }}
     where link_rule <> 'ambiguous'
+    {{ customcrm_only_pairs('contacts', 'stg_customcrm__contacts', 'customcrm_contact_id') }}
 ),
 
 keap as (
@@ -59,13 +60,13 @@ final as (
         keap.birth_date as keap_birth_date,
         customcrm.birth_date as customcrm_birth_date
     from matched
-    inner join keap
+    left join keap
         on keap.keap_contact_id = matched.keap_id
     left join customcrm
         on customcrm.customcrm_contact_id = matched.customcrm_id
     left join customer_pairs
         on customer_pairs.customcrm_id = customcrm.customcrm_customer_id
-    where not keap.is_deleted
+    where not coalesce(keap.is_deleted, false)
         and not coalesce(customcrm.is_deleted, false)
 )
 

@@ -3,8 +3,9 @@ with
 matched as (
     -- linked and matched pairs, and Keap records to be created (no Customcrm side yet:
     -- the merge then gives every Keap value, as a value beats an empty one)
-    select * from {{ ref('int_customers__matched') }}
+    select keap_id, customcrm_id, link_rule from {{ ref('int_customers__matched') }}
     where link_rule <> 'ambiguous'
+    {{ customcrm_only_pairs('customers', 'stg_customcrm__customers', 'customcrm_customer_id') }}
 ),
 
 keap as (
@@ -47,11 +48,11 @@ final as (
         keap.country as keap_country,
         customcrm.country as customcrm_country
     from matched
-    inner join keap
+    left join keap
         on keap.keap_company_id = matched.keap_id
     left join customcrm
         on customcrm.customcrm_customer_id = matched.customcrm_id
-    where not keap.is_deleted
+    where not coalesce(keap.is_deleted, false)
         and not coalesce(customcrm.is_deleted, false)
 )
 

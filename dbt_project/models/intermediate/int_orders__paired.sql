@@ -3,8 +3,9 @@ with
 matched as (
     -- linked and matched pairs, and Keap records to be created (no Customcrm side yet:
     -- the merge then gives every Keap value, as a value beats an empty one)
-    select * from {{ ref('int_orders__matched') }}
+    select keap_id, customcrm_id, link_rule from {{ ref('int_orders__matched') }}
     where link_rule <> 'ambiguous'
+    {{ customcrm_only_pairs('orders', 'stg_customcrm__orders', 'customcrm_order_id') }}
 ),
 
 keap as (
@@ -84,7 +85,7 @@ final as (
         keap.description as keap_description,
         customcrm.description as customcrm_description
     from matched
-    inner join keap
+    left join keap
         on keap.keap_opportunity_id = matched.keap_id
     left join customcrm
         on customcrm.customcrm_order_id = matched.customcrm_id
@@ -98,7 +99,7 @@ final as (
         on customcrm_stages.customcrm_order_id = customcrm.customcrm_order_id
     left join stages as keap_stages
         on keap_stages.stage_id = keap.stage_id
-    where not keap.is_deleted
+    where not coalesce(keap.is_deleted, false)
         and not coalesce(customcrm.is_deleted, false)
 )
 

@@ -3,8 +3,9 @@ with
 matched as (
     -- linked and matched pairs, and Keap records to be created (no Customcrm side yet:
     -- the merge then gives every Keap value, as a value beats an empty one)
-    select * from {{ ref('int_products__matched') }}
+    select keap_id, customcrm_id, link_rule from {{ ref('int_products__matched') }}
     where link_rule <> 'ambiguous'
+    {{ customcrm_only_pairs('products', 'stg_customcrm__products', 'customcrm_product_id') }}
 ),
 
 keap as (
@@ -39,11 +40,11 @@ final as (
         keap.active as keap_active,
         customcrm.active as customcrm_active
     from matched
-    inner join keap
+    left join keap
         on keap.keap_product_id = matched.keap_id
     left join customcrm
         on customcrm.customcrm_product_id = matched.customcrm_id
-    where not keap.is_deleted
+    where not coalesce(keap.is_deleted, false)
         and not coalesce(customcrm.is_deleted, false)
 )
 
