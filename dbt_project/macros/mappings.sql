@@ -1,25 +1,22 @@
-{#- The mapped fields of a mapping, read from the column `meta` of its paired model
-    (models/intermediate/_intermediate__models.yml): the one source of truth that the
-    merge iterates over, the dbt docs show, and `crmsync dataflow` prints. A column
-    `keap_<field>` with meta.customcrm_property is a mapped field. -#}
-{% macro mapping_fields(paired_model) %}
+{#- The mapped fields of the current merge model, from its own `meta.mapping_fields`
+    (models/intermediate/_intermediate__models.yml): the one source of truth that the merge
+    iterates over, the dbt docs show, and `crmsync dataflow` prints. Read from `model`, so
+    it works in dbt unit tests too. -#}
+{% macro mapping_fields() %}
     {%- set fields = [] -%}
-    {%- if execute -%}
-        {%- set node = graph.nodes.get('model.crmsync.' ~ paired_model) -%}
-        {%- if node is none -%}
-            {{ exceptions.raise_compiler_error('mapping_fields: no model ' ~ paired_model) }}
-        {%- endif -%}
-        {%- for column in node.columns.values() if column.meta.get('customcrm_property') -%}
-            {%- do fields.append({
-                'field': column.name[5:],
-                'keap_property': column.meta.get('keap_property'),
-                'customcrm_property': column.meta.get('customcrm_property'),
-                'customcrm_field': column.meta.get('customcrm_property').split(' ')[0],
-                'customcrm_type': column.meta.get('customcrm_type', 'string'),
-                'compare_as': column.meta.get('compare_as', 'text'),
-                'direction': column.meta.get('direction', 'both'),
-            }) -%}
-        {%- endfor -%}
+    {%- for f in model.config.meta.get('mapping_fields', []) -%}
+        {%- do fields.append({
+            'field': f.field,
+            'keap_property': f.keap_property,
+            'customcrm_property': f.customcrm_property,
+            'customcrm_field': f.customcrm_property.split(' ')[0],
+            'customcrm_type': f.get('customcrm_type', 'string'),
+            'compare_as': f.get('compare_as', 'text'),
+            'direction': f.get('direction', 'both'),
+        }) -%}
+    {%- endfor -%}
+    {%- if execute and not fields -%}
+        {{ exceptions.raise_compiler_error(model.name ~ ': no meta.mapping_fields') }}
     {%- endif -%}
     {{ return(fields) }}
 {% endmacro %}

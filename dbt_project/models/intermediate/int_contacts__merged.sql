@@ -5,7 +5,7 @@ paired as (
 ),
 
 compared as (
-    {{ unpivot_fields('contacts', 'paired', mapping_fields('int_contacts__paired')) }}
+    {{ unpivot_fields('contacts', 'paired', mapping_fields()) }}
 ),
 
 {{ three_way_merge('contacts', 'compared') }}

@@ -5,7 +5,7 @@ paired as (
 ),
 
 compared as (
-    {{ unpivot_fields('customers', 'paired', mapping_fields('int_customers__paired')) }}
+    {{ unpivot_fields('customers', 'paired', mapping_fields()) }}
 ),
 
 {{ three_way_merge('customers', 'compared') }}

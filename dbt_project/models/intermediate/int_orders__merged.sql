@@ -5,7 +5,7 @@ paired as (
 ),
 
 compared as (
-    {{ unpivot_fields('orders', 'paired', mapping_fields('int_orders__paired')) }}
+    {{ unpivot_fields('orders', 'paired', mapping_fields()) }}
 ),
 
 {{ three_way_merge('orders', 'compared') }}

@@ -5,7 +5,7 @@ paired as (
 ),
 
 compared as (
-    {{ unpivot_fields('products', 'paired', mapping_fields('int_products__paired')) }}
+    {{ unpivot_fields('products', 'paired', mapping_fields()) }}
 ),
 
 {{ three_way_merge('products', 'compared') }}
