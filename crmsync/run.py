@@ -14,11 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.customcrm import CustomcrmClient, customcrm_client
+from connectors.errors import ApiError
 from connectors.keap import KeapClient, keap_client
 from connectors.tokens import TokenStore
+from crmsync.dbt import DbtError
+from crmsync.dbt import build as dbt_build
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
+from reverse_etl.push import ProgressCallback as PushProgress
+from reverse_etl.push import PushResult, Pusher, merge_results
+from reverse_etl.state import ensure_state, finish_run, new_run_id, start_run
+
+PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
+
+
+class IncompleteExtract(Exception):
+    """The ingest could not read everything: nothing is pushed on stale data."""
 
 SANDBOX_DIR = Path("data/sandbox")
 
@@ -83,3 +95,68 @@ def run_extract(
     settings: Settings, found: Endpoints, options: IngestOptions, progress: ProgressCallback | None = None
 ) -> list[ExtractReport]:
     return extract(settings.db_path, settings.state_dir, found.keap, found.customcrm, options, progress)
+
+
+MAX_ROUNDS = 5
+
+
+@dataclass
+class SyncOutcome:
+    run_id: str
+    rounds: int
+    extract: list[ExtractReport]
+    push: PushResult
+    status: str  # ok | rejected | failed
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "rejected": 3}.get(self.status, 1)
+
+
+def _extract_errors(reports: list[ExtractReport]) -> list[str]:
+    return [error for report in reports for error in report.errors]
+
+
+def run_sync(settings: Settings, found: Endpoints, variables: dict[str, object] | None = None,
+             ingest: IngestOptions | None = None, progress: ProgressCallback | None = None,
+             push_progress: PushProgress | None = None, dry_run: bool = False) -> SyncOutcome:  # fmt: skip
+    """extract -> dbt build -> push, repeated while rows wait for parents created in this
+    run; then one more extract and build so the link tables show where things stand."""
+    db_path = settings.db_path
+    ensure_state(db_path)
+    run_id = new_run_id()
+    if not dry_run:
+        start_run(db_path, run_id)
+    result = PushResult()
+    reports: list[ExtractReport] = []
+    rounds = 0
+    try:
+        reports = run_extract(settings, found, ingest or IngestOptions(), progress)
+        errors = _extract_errors(reports)
+        if errors:  # stale data must not decide writes: push nothing
+            raise IncompleteExtract("; ".join(errors))
+        dbt_build(db_path, variables)
+        if dry_run:
+            return SyncOutcome(run_id, 0, reports, result, "ok")
+        wrote = False
+        while rounds < MAX_ROUNDS:
+            rounds += 1
+            pusher = Pusher(db_path, run_id, found.keap, found.customcrm, push_progress)
+            round_result = pusher.run()
+            result = merge_results(result, round_result) if rounds > 1 else round_result
+            wrote = wrote or round_result.wrote
+            if round_result.waiting == 0 or round_result.creates == 0:
+                break
+            # parents were created: read them back and let the waiting children through
+            run_extract(settings, found, IngestOptions(), None)
+            dbt_build(db_path, variables, select=PUSH_SELECTION)
+        if wrote:  # show the result in the link tables
+            run_extract(settings, found, IngestOptions(), None)
+            dbt_build(db_path, variables)
+        status = "rejected" if result.rejections else ("failed" if result.failed else "ok")
+        outcome = SyncOutcome(run_id, rounds, reports, result, status)
+    except (ApiError, DbtError, IncompleteExtract) as exc:
+        outcome = SyncOutcome(run_id, rounds, reports, result, "failed", str(exc))
+    finish_run(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error})
+    return outcome

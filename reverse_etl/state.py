@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -115,3 +116,153 @@ def connect(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
     finally:
         con.close()
+
+
+def new_run_id() -> str:
+    import uuid
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+
+def start_run(db_path: Path | str, run_id: str) -> None:
+    with connect(db_path) as con:
+        con.execute(
+            f"insert into {SCHEMA}.runs (run_id, started_at, status) values (?, now(), 'running')", [run_id]
+        )
+
+
+def finish_run(db_path: Path | str, run_id: str, status: str, summary: object) -> None:
+    import json
+
+    with connect(db_path) as con:
+        con.execute(
+            f"update {SCHEMA}.runs set finished_at = now(), status = ?, summary = ? where run_id = ?",
+            [status, json.dumps(summary, default=str), run_id],
+        )
+
+
+@dataclass
+class Outcome:
+    """What happened to one row of a sync_* model, to be recorded."""
+
+    mapping: str
+    target: str  # keap | customcrm
+    op: str  # create | update | delete | link
+    keap_id: str | None
+    customcrm_id: str | None
+    fields: list[str]
+    payload: object
+    status: str  # ok | rejected | failed | held_back | stale
+    http_status: int | None = None
+    answer: str | None = None
+    field_errors: list[dict[str, str]] | None = None
+    link_rule: str | None = None  # set when the outcome establishes a link
+
+
+class Recorder:
+    """Writes outcomes, links and bases in one transaction per batch: a batch's results
+    are recorded together or not at all, and a base advances only with its write."""
+
+    def __init__(self, db_path: Path | str, run_id: str) -> None:
+        self.db_path = db_path
+        self.run_id = run_id
+
+    def record(self, outcomes: list[Outcome], bases: list[tuple[str, str, str, str | None]]) -> None:
+        """outcomes: the writes; bases: (mapping, keap_id, field, value) to upsert."""
+        import json
+
+        if not outcomes and not bases:
+            return
+        with connect(self.db_path) as con:
+            con.execute("begin transaction")
+            try:
+                seq = con.execute(
+                    f"select coalesce(max(seq), 0) from {SCHEMA}.operations where run_id = ?", [self.run_id]
+                ).fetchone()[0]  # type: ignore[index]
+                rows = []
+                for outcome in outcomes:
+                    seq += 1
+                    rows.append((
+                        self.run_id, seq, outcome.mapping, outcome.target, outcome.op, outcome.keap_id,
+                        outcome.customcrm_id, outcome.fields,
+                        json.dumps(outcome.payload) if outcome.payload is not None else None,
+                        outcome.status, outcome.http_status, (outcome.answer or "")[:2000] or None,
+                    ))  # fmt: skip
+                if rows:
+                    con.executemany(
+                        f"insert into {SCHEMA}.operations values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                        rows,
+                    )
+                for outcome in outcomes:
+                    self._links_and_rejections(con, outcome)
+                if bases:
+                    con.executemany(
+                        f"""insert into {SCHEMA}.base_values values (?, ?, ?, ?, now(), ?)
+                            on conflict (mapping, keap_id, field) do update
+                            set value = excluded.value, synced_at = excluded.synced_at, run_id = excluded.run_id""",
+                        [(m, k, f, v, self.run_id) for m, k, f, v in bases],
+                    )
+                    touched = sorted({(m, k) for m, k, _, _ in bases})
+                    con.executemany(
+                        f"update {SCHEMA}.links set last_synced_at = now() where mapping = ? and keap_id = ?",
+                        touched,
+                    )
+                con.execute("commit")
+            except BaseException:
+                con.execute("rollback")
+                raise
+
+    def _links_and_rejections(self, con: duckdb.DuckDBPyConnection, outcome: Outcome) -> None:
+        import json
+
+        key = outcome.keap_id or outcome.customcrm_id
+        if outcome.status == "ok" and outcome.link_rule and outcome.keap_id and outcome.customcrm_id:
+            con.execute(
+                f"""insert into {SCHEMA}.links values (?, ?, ?, ?, now(), ?, now())
+                    on conflict (mapping, keap_id) do nothing""",
+                [outcome.mapping, outcome.keap_id, outcome.customcrm_id, outcome.link_rule, self.run_id],
+            )
+        if outcome.status == "ok":
+            con.execute(
+                f"""update {SCHEMA}.rejections set resolved_at = now()
+                    where mapping = ? and target = ? and record_key = ? and resolved_at is null""",
+                [outcome.mapping, outcome.target, key],
+            )
+        elif outcome.status == "rejected":
+            con.execute(
+                f"""insert into {SCHEMA}.rejections values (?, ?, ?, ?, ?, ?, ?, now(), now(), 1, null)
+                    on conflict (mapping, target, record_key, op) do update set
+                        reason = excluded.reason, field_errors = excluded.field_errors,
+                        http_status = excluded.http_status, last_seen = now(),
+                        attempts = {SCHEMA}.rejections.attempts + 1, resolved_at = null""",
+                [outcome.mapping, outcome.target, key, outcome.op, outcome.answer or "rejected",
+                 json.dumps(outcome.field_errors or []), outcome.http_status],
+            )  # fmt: skip
+
+    # --- Keap create intents: written before the request, so a crash never creates twice ---
+    def intend_keap_create(
+        self, mapping: str, customcrm_id: str, natural_key: str | None, payload: object
+    ) -> None:
+        import json
+
+        with connect(self.db_path) as con:
+            con.execute(
+                f"""insert into {SCHEMA}.keap_create_intents values (?, ?, ?, ?, ?, now(), null)
+                    on conflict (mapping, customcrm_id) do update set payload = excluded.payload,
+                        run_id = excluded.run_id, intended_at = now()""",
+                [mapping, customcrm_id, natural_key, json.dumps(payload), self.run_id],
+            )
+
+    def open_intents(self) -> list[tuple[str, str, str | None]]:
+        with connect(self.db_path) as con:
+            return con.execute(  # type: ignore[return-value]
+                f"select mapping, customcrm_id, natural_key from {SCHEMA}.keap_create_intents where keap_id is null"
+            ).fetchall()
+
+    def fulfil_intent(self, mapping: str, customcrm_id: str, keap_id: str) -> None:
+        with connect(self.db_path) as con:
+            con.execute(
+                f"update {SCHEMA}.keap_create_intents set keap_id = ? where mapping = ? and customcrm_id = ?",
+                [keap_id, mapping, customcrm_id],
+            )

@@ -54,6 +54,9 @@ final as (
         on customcrm.customcrm_customer_id = matched.customcrm_id
     where not coalesce(keap.is_deleted, false)
         and not coalesce(customcrm.is_deleted, false)
+        -- a side the ingest has not read yet (created by the push a moment ago) is not compared
+        and (matched.keap_id is null or keap.keap_company_id is not null)
+        and (matched.customcrm_id is null or customcrm.customcrm_customer_id is not null)
 )
 
 select * from final

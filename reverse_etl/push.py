@@ -1,0 +1,405 @@
+"""The push: writes what the dbt `sync_*` models say each system needs, exactly once,
+and records what it wrote.
+
+Per mapping, parents before children (customers, contacts, orders, products):
+
+1. record the links dbt matched (ExternalRefs.keap, a unique natural key): no API call;
+2. Customcrm: creates and merge-patch updates in batches of up to 100, each create with a
+   deterministic Idempotency-Key, each update with If-Match (a 412 leaves the row for the
+   next run, which sees the newer value);
+3. Keap: first re-read what changed in Keap since the extract (one incremental list per
+   resource) and hold those records back, so an edit made during the run is never
+   overwritten; then PATCH with update_mask, a few at a time. A create (the reverse flow,
+   off by default) is recorded as an intent first, and found again by its natural key
+   before a second attempt, so a crash never creates twice;
+4. with each batch's results, in one transaction: the operations, new links, rejections,
+   and the bases of the fields whose write went through (or that needed none).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from connectors.customcrm import BATCH_LIMIT, CustomcrmClient
+from connectors.errors import ApiError, FatalError, RecordRejected, RetryableError
+from connectors.keap import INCREMENTAL, KeapClient, parse_keap_time
+from reverse_etl.state import Outcome, Recorder, connect
+
+MAPPINGS = ("customers", "contacts", "orders", "products")
+KEAP_RESOURCE = {
+    "customers": "companies",
+    "contacts": "contacts",
+    "orders": "opportunities",
+    "products": "products",
+}
+# a Keap record found again by these before a create is retried (the reverse flow)
+KEAP_NATURAL_KEY = {"customers": ("company_name", "company_name"), "contacts": ("email", "email"),
+                    "products": ("sku", "sku")}  # fmt: skip
+KEAP_CONCURRENCY = 4
+
+ProgressCallback = Callable[[str, str, int, int], None]
+"""(mapping, target, rows done, rows in all)"""
+
+
+@dataclass
+class MappingSummary:
+    linked: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    waiting: int = 0
+    held_back: int = 0
+    failed: int = 0
+    stale: int = 0  # 412: changed since read; the next run sees the newer value
+
+
+@dataclass
+class PushResult:
+    mappings: dict[str, MappingSummary] = field(
+        default_factory=lambda: {m: MappingSummary() for m in MAPPINGS}
+    )
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    creates: int = 0  # creates that went through: children waiting on them may now be ready
+
+    @property
+    def wrote(self) -> bool:
+        return any(s.created or s.updated or s.deleted or s.linked for s in self.mappings.values())
+
+    @property
+    def waiting(self) -> int:
+        return sum(s.waiting for s in self.mappings.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(s.failed for s in self.mappings.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mappings": {m: asdict(s) for m, s in self.mappings.items()}, "rejections": self.rejections}
+
+
+def merge_results(first: PushResult, later: PushResult) -> PushResult:
+    """Two rounds of one sync as one: counts add up, except rows still waiting, which are
+    what the later round left."""
+    merged = PushResult(rejections=first.rejections + later.rejections, creates=first.creates + later.creates)
+    for mapping in MAPPINGS:
+        a, b = asdict(first.mappings[mapping]), asdict(later.mappings[mapping])
+        summed = {k: a[k] + b[k] for k in a}
+        summed["waiting"] = b["waiting"]
+        summed["conflicts"] = a["conflicts"]
+        merged.mappings[mapping] = MappingSummary(**summed)
+    return merged
+
+
+def _rows(db_path: Path, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+    with connect(db_path) as con:
+        cursor = con.execute(sql, list(params))
+        names = [d[0] for d in cursor.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class Pusher:
+    def __init__(self, db_path: Path, run_id: str, keap: KeapClient, customcrm: CustomcrmClient,
+                 progress: ProgressCallback | None = None) -> None:  # fmt: skip
+        self.db_path = db_path
+        self.recorder = Recorder(db_path, run_id)
+        self.keap = keap
+        self.customcrm = customcrm
+        self.progress = progress
+        self.result = PushResult()
+
+    # --- the run ---------------------------------------------------------------------
+    def run(self) -> PushResult:
+        self._resolve_keap_intents()
+        for mapping in MAPPINGS:
+            summary = self.result.mappings[mapping]
+            summary.conflicts += _rows(
+                self.db_path, "select count(*) as n from main.sync_conflicts where mapping = ?", [mapping]
+            )[0]["n"]
+            decisions = self._decisions(mapping)
+            self._link_matches(mapping)
+            self._push_customcrm(mapping, decisions)
+            self._push_keap(mapping, decisions)
+            self._confirm_equal(mapping, decisions)
+        return self.result
+
+    def _decisions(self, mapping: str) -> dict[str, list[dict[str, Any]]]:
+        """Per pair, the fields whose base must move: new, or different from the merged value."""
+        rows = _rows(
+            self.db_path,
+            """select keap_id, customcrm_id, field, merged_value, write_to
+               from main.sync_field_decisions
+               where mapping = ? and (not has_base or base_value is distinct from merged_value)""",
+            [mapping],
+        )
+        by_pair: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_pair[row["keap_id"] or "new:" + row["customcrm_id"]].append(row)
+        return by_pair
+
+    @staticmethod
+    def _bases(mapping: str, keap_id: str, decisions: list[dict[str, Any]], targets: set[str]
+               ) -> list[tuple[str, str, str, str | None]]:  # fmt: skip
+        """The bases that advance with a write that went through: the fields it carried
+        (`targets`: where their values were written; 'none' for fields already equal)."""
+        return [
+            (mapping, keap_id, d["field"], d["merged_value"]) for d in decisions if d["write_to"] in targets
+        ]
+
+    # --- 1. links dbt matched ----------------------------------------------------------------
+    def _link_matches(self, mapping: str) -> None:
+        matched = _rows(
+            self.db_path,
+            f"""select keap_id, customcrm_id, link_rule from intermediate.int_{mapping}__matched
+                where link_rule in ('external_ref', 'natural_key')""",
+        )
+        outcomes = [
+            Outcome(
+                mapping,
+                "customcrm",
+                "link",
+                r["keap_id"],
+                r["customcrm_id"],
+                [],
+                None,
+                "ok",
+                link_rule=r["link_rule"],
+            )  # fmt: skip
+            for r in matched
+        ]
+        self.recorder.record(outcomes, [])
+        self.result.mappings[mapping].linked += len(outcomes)
+
+    def _confirm_equal(self, mapping: str, decisions: dict[str, list[dict[str, Any]]]) -> None:
+        """Fields both sides already agree on become the base of linked pairs (no API call):
+        a new link, a field changed on both sides to the same value."""
+        bases = [
+            (mapping, d["keap_id"], d["field"], d["merged_value"])
+            for pair in decisions.values()
+            for d in pair
+            if d["write_to"] == "none" and d["keap_id"] and d["customcrm_id"]
+        ]
+        self.recorder.record([], bases)
+
+    # --- 2. Customcrm -------------------------------------------------------------------------------
+    def _push_customcrm(self, mapping: str, decisions: dict[str, list[dict[str, Any]]]) -> None:
+        summary = self.result.mappings[mapping]
+        rows = _rows(
+            self.db_path,
+            f"""select op, keap_id, customcrm_id, if_match, idempotency_key, payload, fields, status
+                from main.sync_customcrm__{mapping} order by op, keap_id""",
+        )
+        ready = [r for r in rows if r["status"] == "ready"]
+        summary.waiting += len(rows) - len(ready)
+        for start in range(0, len(ready), BATCH_LIMIT):
+            batch = ready[start : start + BATCH_LIMIT]
+            operations = []
+            for row in batch:
+                operation: dict[str, Any] = {"op": row["op"]}
+                if row["op"] == "create":
+                    operation["idempotency_key"] = row["idempotency_key"]
+                else:
+                    operation["id"] = row["customcrm_id"]
+                    operation["if_match"] = row["if_match"]
+                if row["op"] != "delete":
+                    operation["data"] = _json(row["payload"])
+                operations.append(operation)
+            try:
+                results = self.customcrm.batch(mapping, operations)
+            except FatalError:
+                raise
+            except ApiError as exc:  # the whole call failed: every row is tried again next run
+                outcomes = [self._outcome(mapping, "customcrm", row, "failed", exc.status, str(exc))
+                            for row in batch]  # fmt: skip
+                summary.failed += len(batch)
+                self.recorder.record(outcomes, [])
+                continue
+            outcomes, bases = [], []
+            for row, result in zip(batch, results, strict=True):
+                outcome, pair_bases = self._customcrm_result(mapping, row, result, decisions)
+                outcomes.append(outcome)
+                bases += pair_bases
+            self.recorder.record(outcomes, bases)
+            if self.progress:
+                self.progress(mapping, "customcrm", min(start + BATCH_LIMIT, len(ready)), len(ready))
+
+    def _customcrm_result(self, mapping: str, row: dict[str, Any], result: dict[str, Any],
+                          decisions: dict[str, list[dict[str, Any]]]) -> tuple[Outcome, list[Any]]:  # fmt: skip
+        summary = self.result.mappings[mapping]
+        status = int(result.get("status", 0))
+        if 200 <= status < 300:
+            customcrm_id = row["customcrm_id"] or (result.get("data") or {}).get("Id")
+            outcome = self._outcome(mapping, "customcrm", row, "ok", status, None, customcrm_id)
+            if row["op"] == "create":
+                outcome.link_rule = "created_in_customcrm"
+                summary.created += 1
+                self.result.creates += 1
+            elif row["op"] == "delete":
+                summary.deleted += 1
+                return outcome, []
+            else:
+                summary.updated += 1
+            targets = {"customcrm", "none"} if row["op"] == "create" else {"customcrm"}
+            return outcome, self._bases(mapping, row["keap_id"], decisions.get(row["keap_id"], []), targets)
+        error = result.get("error") or {}
+        reason = error.get("detail") or error.get("title") or f"status {status}"
+        if status == 412:
+            summary.stale += 1
+            return self._outcome(mapping, "customcrm", row, "stale", status, reason), []
+        if status >= 500 or status == 429:
+            summary.failed += 1
+            return self._outcome(mapping, "customcrm", row, "failed", status, reason), []
+        summary.rejected += 1
+        outcome = self._outcome(mapping, "customcrm", row, "rejected", status, reason)
+        outcome.field_errors = error.get("errors") or []
+        self._note_rejection(outcome)
+        return outcome, []
+
+    # --- 3. Keap ----------------------------------------------------------------------------------
+    def _push_keap(self, mapping: str, decisions: dict[str, list[dict[str, Any]]]) -> None:
+        summary = self.result.mappings[mapping]
+        resource = KEAP_RESOURCE[mapping]
+        rows = _rows(
+            self.db_path,
+            f"""select op, keap_id, customcrm_id, update_mask, payload, fields, status, keap_updated_at
+                from main.sync_keap__{resource} order by op, keap_id""",
+        )
+        ready = [r for r in rows if r["status"] == "ready"]
+        summary.waiting += len(rows) - len(ready)
+        if not ready:
+            return
+        changed = self._changed_in_keap_since_extract(resource) if any(r["keap_id"] for r in ready) else {}
+        to_write = []
+        held = []
+        for row in ready:
+            newer = changed.get(row["keap_id"] or "")
+            if (
+                row["keap_id"]
+                and newer is not None
+                and (row["keap_updated_at"] is None or newer > row["keap_updated_at"])
+            ):
+                held.append(self._outcome(mapping, "keap", row, "held_back", None,
+                                          "edited in Keap since the extract: merged on the next run"))  # fmt: skip
+            else:
+                to_write.append(row)
+        summary.held_back += len(held)
+        self.recorder.record(held, [])
+        with ThreadPoolExecutor(max_workers=KEAP_CONCURRENCY) as pool:
+            for start in range(0, len(to_write), 50):
+                chunk = to_write[start : start + 50]
+                results = list(pool.map(lambda row: self._keap_write(mapping, resource, row), chunk))
+                outcomes, bases = [], []
+                for row, outcome in zip(chunk, results, strict=True):
+                    outcomes.append(outcome)
+                    if outcome.status == "ok" and row["op"] != "delete":
+                        key = outcome.keap_id or ""
+                        pair = decisions.get(row["keap_id"] or "new:" + row["customcrm_id"], [])
+                        bases += self._bases(
+                            mapping, key, pair, {"keap", "none"} if row["op"] == "create" else {"keap"}
+                        )
+                self.recorder.record(outcomes, bases)
+                if self.progress:
+                    self.progress(mapping, "keap", min(start + 50, len(to_write)), len(to_write))
+
+    def _changed_in_keap_since_extract(self, resource: str) -> dict[str, datetime]:
+        """Records Keap changed after the extract read them: one incremental list."""
+        latest = _rows(self.db_path, f"select max(_cursor) as latest from raw_keap.{resource}")[0]["latest"]
+        stamp = INCREMENTAL[resource]["stamp"]
+        changed: dict[str, datetime] = {}
+        for items, _ in self.keap.changed_since(resource, latest, fields=["id", stamp]):
+            for item in items:
+                when = parse_keap_time(item.get(stamp))
+                if item.get("id") and when is not None:
+                    changed[str(item["id"])] = when
+        return changed
+
+    def _keap_write(self, mapping: str, resource: str, row: dict[str, Any]) -> Outcome:
+        summary = self.result.mappings[mapping]
+        payload = _json(row["payload"])
+        try:
+            if row["op"] == "update":
+                self.keap.update(resource, row["keap_id"], payload, list(row["update_mask"]))
+                summary.updated += 1
+                return self._outcome(mapping, "keap", row, "ok", 200, None)
+            if row["op"] == "delete":
+                self.keap.delete(resource, row["keap_id"])
+                summary.deleted += 1
+                return self._outcome(mapping, "keap", row, "ok", 204, None)
+            return self._keap_create(mapping, resource, row, payload)
+        except FatalError:
+            raise
+        except RecordRejected as exc:
+            summary.rejected += 1
+            outcome = self._outcome(mapping, "keap", row, "rejected", exc.status, exc.reason or str(exc))
+            outcome.field_errors = [{"field": f.field, "message": f.message} for f in exc.field_errors]
+            self._note_rejection(outcome)
+            return outcome
+        except (RetryableError, ApiError) as exc:
+            summary.failed += 1
+            return self._outcome(mapping, "keap", row, "failed", exc.status, str(exc))
+
+    def _keap_create(
+        self, mapping: str, resource: str, row: dict[str, Any], payload: dict[str, Any]
+    ) -> Outcome:
+        """The intent is recorded before the request: after a crash the record is found again."""
+        natural_key = self._natural_key(mapping, payload)
+        self.recorder.intend_keap_create(mapping, row["customcrm_id"], natural_key, payload)
+        created = self.keap.create(resource, payload)
+        keap_id = str(created["id"])
+        self.recorder.fulfil_intent(mapping, row["customcrm_id"], keap_id)
+        self.result.mappings[mapping].created += 1
+        self.result.creates += 1
+        outcome = self._outcome(mapping, "keap", row, "ok", 201, None)
+        outcome.keap_id, outcome.link_rule = keap_id, "created_in_keap"
+        return outcome
+
+    @staticmethod
+    def _natural_key(mapping: str, payload: dict[str, Any]) -> str | None:
+        if mapping == "contacts":
+            return next((e.get("email") for e in payload.get("email_addresses") or []
+                         if e.get("field") == "EMAIL1"), None)  # fmt: skip
+        return payload.get(KEAP_NATURAL_KEY[mapping][1]) if mapping in KEAP_NATURAL_KEY else None
+
+    def _resolve_keap_intents(self) -> None:
+        """Creates sent in a run that ended before recording the answer: find them in Keap
+        by their natural key and link them, instead of creating them a second time."""
+        for mapping, customcrm_id, natural_key in self.recorder.open_intents():
+            if not natural_key:
+                continue
+            key_filter = KEAP_NATURAL_KEY[mapping][0]
+            found = next(iter(self.keap.pages(KEAP_RESOURCE[mapping],
+                                              {"filter": f"{key_filter}=={natural_key}"}, 10)), [])  # fmt: skip
+            if found:
+                keap_id = str(found[0]["id"])
+                self.recorder.fulfil_intent(mapping, customcrm_id, keap_id)
+                self.recorder.record([Outcome(mapping, "keap", "link", keap_id, customcrm_id, [], None, "ok",
+                                              link_rule="created_in_keap")], [])  # fmt: skip
+
+    # --- helpers ------------------------------------------------------------------------------------
+    @staticmethod
+    def _outcome(mapping: str, target: str, row: dict[str, Any], status: str, http_status: int | None,
+                 answer: str | None, customcrm_id: str | None = None) -> Outcome:  # fmt: skip
+        return Outcome(
+            mapping=mapping, target=target, op=row["op"], keap_id=row.get("keap_id"),
+            customcrm_id=customcrm_id or row.get("customcrm_id"), fields=list(row.get("fields") or []),
+            payload=_json(row.get("payload")), status=status, http_status=http_status, answer=answer,
+        )  # fmt: skip
+
+    def _note_rejection(self, outcome: Outcome) -> None:
+        self.result.rejections.append({
+            "mapping": outcome.mapping, "target": outcome.target, "op": outcome.op,
+            "keap_id": outcome.keap_id, "customcrm_id": outcome.customcrm_id,
+            "status": outcome.http_status, "reason": outcome.answer, "fields": outcome.field_errors,
+        })  # fmt: skip
