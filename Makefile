@@ -42,6 +42,15 @@ sandbox: $(STAMP) ## serve both sandboxes with demo data in the foreground
 extract: $(STAMP) ## run the ingest step alone
 	$(BIN)/crmsync extract
 
+docs: $(STAMP) ## build the dbt docs (property tables, lineage) and serve them on 127.0.0.1:8080
+	$(BIN)/crmsync docs
+
+plan: $(STAMP) ## show what a sync would write, without writing
+	$(BIN)/crmsync plan
+
+status: $(STAMP) ## linked, pending, conflicts and rejections per mapping
+	$(BIN)/crmsync status
+
 bench: $(STAMP) ## the quick benchmark set (10,000 records per kind)
 	$(BIN)/python -m bench.run --quick
 

@@ -179,5 +179,173 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
     sys.exit(code)
 
 
+def _vars(conflict_policy: str | None, raw: str | None) -> dict[str, Any] | None:
+    import json
+
+    variables: dict[str, Any] = json.loads(raw) if raw else {}
+    if conflict_policy:
+        variables["conflict_policy"] = {m: conflict_policy for m in ("customers", "contacts", "orders", "products")}
+    return variables or None
+
+
+def _sync_options(command: Any) -> Any:
+    for option in reversed([
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        click.option("--quiet", is_flag=True, help="No progress output."),
+        click.option("--full", is_flag=True, help="Also run Keap's full pass that finds deletions."),
+        click.option("--conflict-policy", type=click.Choice(["newest", "keap", "customcrm"]),
+                     envvar="CRMSYNC_CONFLICT_POLICY", help="Who wins a conflict, for every mapping."),
+        click.option("--vars", "raw_vars", envvar="CRMSYNC_VARS",
+                     help="dbt vars as JSON, e.g. '{\"create_in_keap\": true}'."),
+    ]):  # fmt: skip
+        command = option(command)
+    return command
+
+
+@main.command()
+@_sync_options
+@click.pass_obj
+def sync(obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: str | None,
+         raw_vars: str | None) -> None:  # fmt: skip
+    """Extract, model and push: converge Keap and Customcrm in one command.
+
+    Exit 0 when everything went through, 3 when some rows were rejected (listed), 1 on failure.
+    """
+    from crmsync.progress import extract_progress
+    from crmsync.report import emit_json, sync_summary
+    from crmsync.run import endpoints, run_sync
+    from pipelines.ingest import IngestOptions
+
+    settings = obj.settings
+    with endpoints(settings) as found:
+        if not (quiet or as_json):
+            click.echo(f"syncing {found.description} (state: {settings.db_path})", err=True)
+        with extract_progress(quiet or as_json) as progress:
+            outcome = run_sync(settings, found, _vars(conflict_policy, raw_vars), IngestOptions(full_pass=full),
+                               progress)  # fmt: skip
+    result = {"run_id": outcome.run_id, "status": outcome.status, "rounds": outcome.rounds,
+              "error": outcome.error, **outcome.push.as_dict()}  # fmt: skip
+    if as_json:
+        emit_json(result)
+    elif not quiet:
+        sync_summary(result)
+        if found.sandbox is not None:
+            click.echo(NEXT_STEPS.format(db=settings.db_path))
+    if outcome.error:
+        click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
+    sys.exit(outcome.exit_code)
+
+
+NEXT_STEPS = """
+Where to look next:
+  the DuckDB file       {db}
+  link tables           crmsync sql "select link_status, count(*) from link_contacts group by all"
+  why not linked        crmsync sql "select keap_id, keap_name, status_reason from link_contacts where link_status <> 'linked'"
+  the mappings' docs    make docs
+"""
+
+
+@main.command()
+@_sync_options
+@click.pass_obj
+def plan(obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: str | None,
+         raw_vars: str | None) -> None:  # fmt: skip
+    """Show what a sync would write, without writing. Exit 1 if anything is pending, 0 if not."""
+    from crmsync.report import emit_json, table
+    from crmsync.run import endpoints, pending_writes, run_sync
+    from pipelines.ingest import IngestOptions
+
+    settings = obj.settings
+    with endpoints(settings) as found:
+        outcome = run_sync(settings, found, _vars(conflict_policy, raw_vars), IngestOptions(full_pass=full),
+                           dry_run=True)  # fmt: skip
+    if outcome.error:
+        click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
+        sys.exit(1)
+    pending = pending_writes(settings.db_path)
+    if as_json:
+        emit_json({"pending": pending})
+    elif not quiet:
+        table("pending writes", ["mapping", "target", "op", "ready", "waiting"],
+              [[p["mapping"], p["target"], p["op"], p["ready"], p["waiting"]] for p in pending])  # fmt: skip
+        if not pending:
+            click.echo("nothing to write: both systems agree")
+    sys.exit(1 if pending else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def status(obj: Context, as_json: bool) -> None:
+    """Per mapping: linked, pending, conflicts and rejections, and the last run (reads the DuckDB file only)."""
+    from crmsync.report import emit_json, table
+    from crmsync.run import sync_status
+
+    found = sync_status(obj.settings.db_path)
+    if as_json:
+        emit_json(found)
+        return
+    table("status", ["mapping", "linked", "orphaned", "pending", "waiting", "conflicts", "rejected"],
+          [[m["mapping"], m["linked"], m["orphaned"], m["pending"], m["waiting"], m["conflicts"], m["rejected"]]
+           for m in found["mappings"]])  # fmt: skip
+    last = found["last_run"]
+    click.echo(f"last run: {last['run_id']} {last['status']} at {last['finished_at']}" if last else "no sync has run yet")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--json", "as_json", is_flag=True, help="Print rows as JSON.")
+@click.pass_obj
+def sql(obj: Context, query: str, as_json: bool) -> None:
+    """Run a read-only SQL query on the DuckDB file and print a table."""
+    import duckdb
+
+    from crmsync.report import emit_json, table
+
+    if not obj.settings.db_path.exists():
+        raise click.ClickException(f"{obj.settings.db_path} does not exist yet: run `make sync` first")
+    with duckdb.connect(str(obj.settings.db_path), read_only=True) as con:
+        cursor = con.execute(query)
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+    if as_json:
+        emit_json([dict(zip(columns, row, strict=True)) for row in rows])
+    else:
+        table(f"{len(rows)} rows", columns, rows)
+
+
+@main.command()
+@click.option("--write-docs", is_flag=True, help="Also regenerate the dbt docs page with the property tables.")
+@click.pass_obj
+def dataflow(obj: Context, write_docs: bool) -> None:
+    """Print the dataflow document (reStructuredText), tables filled from the models."""
+    from crmsync.dataflow import manifest, mappings, restructured_text
+    from crmsync.dataflow import write_docs as regenerate
+
+    if write_docs:
+        regenerate(obj.settings.db_path)
+    click.echo(restructured_text(mappings(manifest(obj.settings.db_path))), nl=False)
+
+
+@main.command()
+@click.option("--serve/--no-serve", default=True, help="Serve the site after generating it.")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.pass_obj
+def docs(obj: Context, serve: bool, port: int) -> None:
+    """Generate the dbt docs site (and serve it on 127.0.0.1)."""
+    from crmsync.dataflow import write_docs
+    from crmsync.dbt import run_dbt
+    from reverse_etl.state import ensure_state
+
+    settings = obj.settings
+    ensure_state(settings.db_path)
+    write_docs(settings.db_path)
+    generated = run_dbt(["docs", "generate"], settings.db_path)
+    if not generated.success:
+        raise click.ClickException("dbt docs generate failed: " + "; ".join(generated.failures))
+    if serve:
+        run_dbt(["docs", "serve", "--port", str(port), "--host", "127.0.0.1", "--no-browser"], settings.db_path)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -24,9 +24,27 @@ class DbtResult:
     result: Any
 
 
+_MANIFESTS: dict[str, Any] = {}
+
+
+def _manifest(variables_json: str) -> Any:
+    """The parsed project, once per process and vars: every later invocation skips parsing."""
+    if variables_json not in _MANIFESTS:
+        command = ["parse", "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR), "--quiet"]
+        if variables_json != "{}":
+            command += ["--vars", variables_json]
+        outcome = dbtRunner().invoke(command)
+        if not outcome.success:
+            raise DbtError(f"dbt parse failed: {outcome.exception}")
+        _MANIFESTS[variables_json] = outcome.result
+    return _MANIFESTS[variables_json]
+
+
 def run_dbt(args: Sequence[str], db_path: Path, variables: dict[str, Any] | None = None,
             quiet: bool = True) -> DbtResult:  # fmt: skip
     """`dbt <args>` on CRMSYNC_DB, with the project's own profiles.yml."""
+    import json
+
     os.environ["CRMSYNC_DB"] = str(Path(db_path).resolve())
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     command = [
@@ -34,13 +52,14 @@ def run_dbt(args: Sequence[str], db_path: Path, variables: dict[str, Any] | None
         "--project-dir", str(PROJECT_DIR),
         "--profiles-dir", str(PROJECT_DIR),
     ]  # fmt: skip
+    variables_json = json.dumps(variables or {}, sort_keys=True)
     if variables:
-        import json
-
-        command += ["--vars", json.dumps(variables)]
+        command += ["--vars", variables_json]
     if quiet:
         command += ["--quiet"] if args and args[0] != "docs" else []
-    outcome = dbtRunner().invoke(command)
+    reuse = args and args[0] in ("build", "run", "test")
+    runner = dbtRunner(manifest=_manifest(variables_json)) if reuse else dbtRunner()
+    outcome = runner.invoke(command)
     failures: list[str] = []
     results = getattr(outcome.result, "results", None) or []
     for node in results:
@@ -52,9 +71,12 @@ def run_dbt(args: Sequence[str], db_path: Path, variables: dict[str, Any] | None
     return DbtResult(outcome.success, failures, outcome.result)
 
 
-def build(db_path: Path, variables: dict[str, Any] | None = None, select: str | None = None) -> DbtResult:
-    args = ["build"] + (["--select", select] if select else [])
+def build(db_path: Path, variables: dict[str, Any] | None = None, select: str | None = None,
+          tests: bool = True) -> DbtResult:  # fmt: skip
+    """`dbt build` (models, seeds and their tests: a failing test stops the sync before any
+    write), or `dbt run` when the tests already passed in this sync."""
+    args = ["build" if tests else "run"] + (["--select", select] if select else [])
     result = run_dbt(args, db_path, variables)
     if not result.success:
-        raise DbtError("dbt build failed: " + "; ".join(result.failures[:5]))
+        raise DbtError(f"dbt {args[0]} failed: " + "; ".join(result.failures[:5]))
     return result

@@ -24,7 +24,7 @@ from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
 from reverse_etl.push import ProgressCallback as PushProgress
 from reverse_etl.push import PushResult, Pusher, merge_results
-from reverse_etl.state import ensure_state, finish_run, new_run_id, start_run
+from reverse_etl.state import connect, ensure_state, finish_run, new_run_id, start_run
 
 PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
 
@@ -150,13 +150,67 @@ def run_sync(settings: Settings, found: Endpoints, variables: dict[str, object] 
                 break
             # parents were created: read them back and let the waiting children through
             run_extract(settings, found, IngestOptions(), None)
-            dbt_build(db_path, variables, select=PUSH_SELECTION)
+            dbt_build(db_path, variables, select=PUSH_SELECTION, tests=False)
         if wrote:  # show the result in the link tables
             run_extract(settings, found, IngestOptions(), None)
-            dbt_build(db_path, variables)
+            dbt_build(db_path, variables, tests=False)
         status = "rejected" if result.rejections else ("failed" if result.failed else "ok")
         outcome = SyncOutcome(run_id, rounds, reports, result, status)
     except (ApiError, DbtError, IncompleteExtract) as exc:
         outcome = SyncOutcome(run_id, rounds, reports, result, "failed", str(exc))
     finish_run(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error})
     return outcome
+
+
+def pending_writes(db_path: Path) -> list[dict[str, object]]:
+    """What the sync_* models hold now, per mapping, target and op."""
+    models = [("customcrm", f"sync_customcrm__{m}", m) for m in ("customers", "contacts", "orders", "products")]
+    models += [("keap", f"sync_keap__{r}", m) for m, r in (("customers", "companies"), ("contacts", "contacts"),
+                                                             ("orders", "opportunities"), ("products", "products"))]  # fmt: skip
+    union = " union all ".join(
+        f"select '{m}' as mapping, '{t}' as target, op, status from main.{model}" for t, model, m in models
+    )
+    with connect(db_path) as con:  # dbt-duckdb may still hold this process's connection
+        rows = con.execute(
+            f"""select mapping, target, op, count(*) filter (where status = 'ready') as ready,
+                       count(*) filter (where status = 'waiting') as waiting
+                from ({union}) group by all order by all"""
+        ).fetchall()
+    return [dict(zip(("mapping", "target", "op", "ready", "waiting"), r, strict=True)) for r in rows]
+
+
+def sync_status(db_path: Path) -> dict[str, object]:
+    import duckdb
+
+    if not db_path.exists():
+        return {"mappings": [], "last_run": None}
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        has_marts = con.execute(
+            "select count(*) from information_schema.tables where table_schema = 'main' and table_name = 'link_contacts'"
+        ).fetchone()[0]  # type: ignore[index]
+        mappings = []
+        for mapping in ("customers", "contacts", "orders", "products"):
+            counts = {"mapping": mapping, "linked": 0, "orphaned": 0, "pending": 0, "waiting": 0, "conflicts": 0}
+            if has_marts:
+                row = con.execute(
+                    f"""select count(*) filter (where link_status = 'linked'),
+                               count(*) filter (where link_status = 'orphaned'),
+                               count(*) filter (where pending_customcrm_op is not null or pending_keap_fields is not null),
+                               count(*) filter (where link_status = 'waiting')
+                        from main.link_{mapping}"""
+                ).fetchone()
+                counts.update(zip(("linked", "orphaned", "pending", "waiting"), row or (0, 0, 0, 0), strict=True))
+                counts["conflicts"] = con.execute(
+                    "select count(*) from main.sync_conflicts where mapping = ?", [mapping]
+                ).fetchone()[0]  # type: ignore[index]
+            counts["rejected"] = con.execute(
+                "select count(*) from sync_state.rejections where mapping = ? and resolved_at is null", [mapping]
+            ).fetchone()[0]  # type: ignore[index]
+            mappings.append(counts)
+        last = con.execute(
+            "select run_id, status, started_at, finished_at from sync_state.runs order by started_at desc limit 1"
+        ).fetchone()
+    return {
+        "mappings": mappings,
+        "last_run": dict(zip(("run_id", "status", "started_at", "finished_at"), last, strict=True)) if last else None,
+    }

@@ -124,10 +124,15 @@ class Pusher:
     def run(self) -> PushResult:
         self._resolve_keap_intents()
         for mapping in MAPPINGS:
-            summary = self.result.mappings[mapping]
-            summary.conflicts += _rows(
-                self.db_path, "select count(*) as n from main.sync_conflicts where mapping = ?", [mapping]
-            )[0]["n"]
+            conflicts = _rows(
+                self.db_path,
+                """select mapping, keap_id, customcrm_id, field, base_value, keap_value, customcrm_value,
+                          winner, reason
+                   from main.sync_conflicts where mapping = ?""",
+                [mapping],
+            )
+            self.recorder.record_conflicts(conflicts)
+            self.result.mappings[mapping].conflicts += len(conflicts)
             decisions = self._decisions(mapping)
             self._link_matches(mapping)
             self._push_customcrm(mapping, decisions)

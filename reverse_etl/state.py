@@ -9,6 +9,7 @@ alone creates and writes it; dbt reads it as sources and never writes it, so
 | operations | write the push attempted | run, mapping, target, op, ids, fields, status, the API's answer |
 | rejections | row a target refused | the reason, retried each run until it goes through |
 | keap_create_intents | Keap create about to be sent | crash safety: found again before creating twice |
+| conflicts | field changed on both sides, per run | both values, the base, the winner and why |
 | runs | run of `crmsync sync` | when, how it ended, its summary |
 """
 
@@ -89,6 +90,21 @@ create table if not exists {SCHEMA}.keap_create_intents (
     intended_at   timestamptz not null,
     keap_id       varchar,                  -- known once Keap answered, or once found again
     primary key (mapping, customcrm_id)
+);
+
+create table if not exists {SCHEMA}.conflicts (
+    run_id           varchar     not null,
+    mapping          varchar     not null,
+    keap_id          varchar     not null,
+    customcrm_id     varchar,
+    field            varchar     not null,
+    base_value       varchar,
+    keap_value       varchar,
+    customcrm_value  varchar,
+    winner           varchar     not null,
+    reason           varchar     not null,
+    decided_at       timestamptz not null,
+    primary key (run_id, mapping, keap_id, field)
 );
 
 create table if not exists {SCHEMA}.runs (
@@ -238,6 +254,18 @@ class Recorder:
                         attempts = {SCHEMA}.rejections.attempts + 1, resolved_at = null""",
                 [outcome.mapping, outcome.target, key, outcome.op, outcome.answer or "rejected",
                  json.dumps(outcome.field_errors or []), outcome.http_status],
+            )  # fmt: skip
+
+    def record_conflicts(self, db_path_rows: list[dict[str, object]]) -> None:
+        """The conflicts dbt resolved for this run, kept for good (the mart is recomputed)."""
+        if not db_path_rows:
+            return
+        with connect(self.db_path) as con:
+            con.executemany(
+                f"""insert into {SCHEMA}.conflicts values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())
+                    on conflict do nothing""",
+                [(self.run_id, r["mapping"], r["keap_id"], r["customcrm_id"], r["field"], r["base_value"],
+                  r["keap_value"], r["customcrm_value"], r["winner"], r["reason"]) for r in db_path_rows],
             )  # fmt: skip
 
     # --- Keap create intents: written before the request, so a crash never creates twice ---

@@ -27,6 +27,21 @@
         select * from {{ ref('int_opportunity_stages') }}
     ),
 
+    {%- if mapping == 'orders' %}
+    -- Stage and Status are one value (a Keap stage) written two ways: when Customcrm's pair
+    -- does not spell the stage it resolves to (Status changed alone, an unknown Stage), both
+    -- are rewritten, whoever won the stage
+    misspelled_stages as (
+        select paired.keap_id
+        from {{ ref('int_orders__paired') }} as paired
+        inner join {{ ref('int_opportunity_stages') }} as resolved
+            on resolved.stage_id = paired.customcrm_stage
+        where paired.customcrm_id is not null
+            and (paired.customcrm_stage_name is distinct from resolved.stage_name
+                or paired.customcrm_status is distinct from resolved.customcrm_status)
+    ),
+    {%- endif %}
+
     writes as (
         select
             merged.keap_id,
@@ -41,8 +56,10 @@
         left join parent_ids
             on parent_ids.compare_as = merged.compare_as
             and parent_ids.keap_id = merged.merged_value
-        where merged.winner = 'keap'
-            and merged.keap_value is distinct from merged.customcrm_value
+        where (merged.winner = 'keap' and merged.keap_value is distinct from merged.customcrm_value)
+        {%- if mapping == 'orders' %}
+            or (merged.field = 'stage' and merged.keap_id in (select keap_id from misspelled_stages))
+        {%- endif %}
     ),
 
     valued as (

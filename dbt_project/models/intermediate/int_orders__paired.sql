@@ -78,6 +78,7 @@ final as (
         customcrm_stages.stage_id as customcrm_stage,
         keap_stages.customcrm_status as keap_status,
         customcrm.status as customcrm_status,
+        customcrm.stage as customcrm_stage_name,
         keap.amount as keap_amount,
         customcrm.amount as customcrm_amount,
         keap.close_date as keap_close_date,

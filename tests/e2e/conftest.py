@@ -1,0 +1,80 @@
+"""A whole sync against both sandboxes, as the product runs it (configured endpoints)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+
+from connectors.customcrm import customcrm_client
+from connectors.keap import KeapPacer, keap_client
+from crmsync.run import Endpoints, SyncOutcome, run_sync
+from crmsync.settings import Settings
+from sandbox.bundle import Sandboxes
+from tests.conftest import admin
+
+
+def no_sleep(seconds: float) -> None:
+    return None
+
+
+@dataclass
+class World:
+    boxes: Sandboxes
+    settings: Settings
+    keap: httpx.Client
+    crm: httpx.Client
+
+    def endpoints(self) -> Endpoints:
+        return Endpoints(
+            keap=keap_client(base_url=self.boxes.keap_url, api_key=self.boxes.keap.credentials.api_key,
+                             pacer=KeapPacer(per_second=1e6, per_minute=1e9), sleep=no_sleep),
+            customcrm=customcrm_client(base_url=self.boxes.customcrm_url,
+                                       token=self.boxes.customcrm.credentials.token, sleep=no_sleep),
+        )  # fmt: skip
+
+    def sync(self, **kw: Any) -> SyncOutcome:
+        found = self.endpoints()
+        try:
+            return run_sync(self.settings, found, **kw)
+        finally:
+            found.close()
+
+    def served(self, reset: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+        keap = admin(self.keap, self.boxes.keap_root, "/_sandbox/stats")
+        crm = admin(self.crm, self.boxes.customcrm_root, "/_sandbox/stats")
+        if reset:
+            admin(self.keap, self.boxes.keap_root, "/_sandbox/stats/reset", {})
+            admin(self.crm, self.boxes.customcrm_root, "/_sandbox/stats/reset", {})
+        return keap, crm
+
+    def faults(self, **faults: Any) -> None:
+        admin(self.keap, self.boxes.keap_root, "/_sandbox/config", {"faults": faults})
+        admin(self.crm, self.boxes.customcrm_root, "/_sandbox/config", {"faults": faults})
+
+    def sql(self, query: str) -> list[tuple]:
+        with duckdb.connect(str(self.settings.db_path)) as con:
+            return con.execute(query).fetchall()
+
+    # the two systems as a user sees them
+    def keap_all(self, resource: str) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"page_size": 1000}
+        if resource == "companies":
+            params["fields"] = "company_name,address,email_address,phone_number,fax_number,notes,website,update_time"
+        return self.keap.get(f"/{resource}", params=params).json()[resource]  # type: ignore[no-any-return]
+
+    def crm_all(self, resource: str) -> list[dict[str, Any]]:
+        return self.crm.get(f"/{resource}", params={"limit": 500}).json()["data"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def world(sandboxes: Sandboxes, keap: httpx.Client, crm: httpx.Client, tmp_path: Path) -> Iterator[World]:
+    sandboxes.seed_demo(size=25, seed=11)
+    admin(crm, sandboxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
+    yield World(sandboxes, Settings(db_path=tmp_path / "crmsync.duckdb", keap_configured=True,
+                                    customcrm_configured=True), keap, crm)  # fmt: skip
