@@ -30,8 +30,10 @@ def machine() -> str:
     except OSError:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def peak_rss_mib() -> float:
@@ -61,14 +63,38 @@ class RunningSandboxes:
 
 
 @contextmanager
-def sandboxes(data_dir: Path, size: int, keap_limits: str = "off", customcrm_limits: str = "off",
-              seed: int = 42) -> Iterator[RunningSandboxes]:  # fmt: skip
+def sandboxes(
+    data_dir: Path, size: int, keap_limits: str = "off", customcrm_limits: str = "off", seed: int = 42
+) -> Iterator[RunningSandboxes]:
     """`crmsync sandbox` in its own process, seeded with `size` records per kind."""
-    command = [sys.executable, "-m", "crmsync.cli", "sandbox", "--data-dir", str(data_dir), "--reset",
-               "--size", str(size), "--seed", str(seed), "--keap-port", "0", "--customcrm-port", "0",
-               "--keap-limits", keap_limits, "--customcrm-limits", customcrm_limits]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "crmsync.cli",
+        "sandbox",
+        "--data-dir",
+        str(data_dir),
+        "--reset",
+        "--size",
+        str(size),
+        "--seed",
+        str(seed),
+        "--keap-port",
+        "0",
+        "--customcrm-port",
+        "0",
+        "--keap-limits",
+        keap_limits,
+        "--customcrm-limits",
+        customcrm_limits,
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines: list[str] = []
     try:
         assert process.stdout is not None
@@ -86,10 +112,13 @@ def sandboxes(data_dir: Path, size: int, keap_limits: str = "off", customcrm_lim
 
         keap_url, customcrm_url = grab("KEAP_API_URL"), grab("CUSTOMCRM_API_URL")
         yield RunningSandboxes(
-            keap_url=keap_url, keap_root=keap_url.split("/crm/")[0], keap_key=grab("KEAP_API_KEY"),
-            customcrm_url=customcrm_url, customcrm_root=customcrm_url.split("/api/")[0],
+            keap_url=keap_url,
+            keap_root=keap_url.split("/crm/")[0],
+            keap_key=grab("KEAP_API_KEY"),
+            customcrm_url=customcrm_url,
+            customcrm_root=customcrm_url.split("/api/")[0],
             customcrm_token=grab("CUSTOMCRM_API_TOKEN"),
-        )  # fmt: skip
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)

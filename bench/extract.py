@@ -25,8 +25,11 @@ def run(size: int) -> None:
     with tempfile.TemporaryDirectory(prefix="crmsync-bench-") as tmp:
         work = Path(tmp)
         with sandboxes(work / "sandbox", size) as boxes:
-            keap = keap_client(base_url=boxes.keap_url, api_key=boxes.keap_key,
-                               pacer=KeapPacer(per_second=1e6, per_minute=1e9))  # fmt: skip
+            keap = keap_client(
+                base_url=boxes.keap_url,
+                api_key=boxes.keap_key,
+                pacer=KeapPacer(per_second=1e6, per_minute=1e9),
+            )
             crm = customcrm_client(base_url=boxes.customcrm_url, token=boxes.customcrm_token)
             db, state = work / "bench.duckdb", work / "bench.state"
             for label in ("full", "idle"):
@@ -36,12 +39,21 @@ def run(size: int) -> None:
                 keap_served = boxes.admin("keap", "/_sandbox/stats")
                 crm_served = boxes.admin("customcrm", "/_sandbox/stats")
                 records = {f"{r.system}.{n}": c.records for r in reports for n, c in r.resources.items()}
-                emit("extract", {
-                    "size_per_kind": size, "run": label, "seconds": round(timer.seconds, 2),
-                    "keap_requests": keap_served["total"], "customcrm_requests": crm_served["total"],
-                    "keap_floor_seconds_at_240_per_min": round(keap_served["total"] / KEAP_PER_MINUTE * 60, 1),
-                    "records_loaded": sum(records.values()), "peak_rss_mib": round(peak_rss_mib()),
-                })  # fmt: skip
+                emit(
+                    "extract",
+                    {
+                        "size_per_kind": size,
+                        "run": label,
+                        "seconds": round(timer.seconds, 2),
+                        "keap_requests": keap_served["total"],
+                        "customcrm_requests": crm_served["total"],
+                        "keap_floor_seconds_at_240_per_min": round(
+                            keap_served["total"] / KEAP_PER_MINUTE * 60, 1
+                        ),
+                        "records_loaded": sum(records.values()),
+                        "peak_rss_mib": round(peak_rss_mib()),
+                    },
+                )
 
 
 def main() -> None:

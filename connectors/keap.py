@@ -21,7 +21,7 @@ from connectors.tokens import TokenSet, TokenStore
 
 # How each resource can be read incrementally (../shared/keap/README.md): a time filter
 # (oldest first where Keap can sort so), or newest first, stopping past the cursor.
-INCREMENTAL = {
+INCREMENTAL: dict[str, dict[str, str | None]] = {
     "companies": {"filter": "since_time", "order_by": None, "stamp": "update_time"},
     "contacts": {"filter": "start_update_time", "order_by": "update_time asc", "stamp": "update_time"},
     "opportunities": {"filter": None, "order_by": "update_time desc", "stamp": "last_updated_time"},
@@ -227,8 +227,9 @@ class KeapClient(ApiClient):
                 token = parse_qs(urlparse(token).query).get("page_token", [""])[0]
             query = {**query, "page_token": token}
 
-    def changed_since(self, resource: str, since: datetime | None, fields: list[str] | None = None,
-                      page_size: int = 1000) -> Iterator[tuple[list[dict[str, Any]], bool]]:  # fmt: skip
+    def changed_since(
+        self, resource: str, since: datetime | None, fields: list[str] | None = None, page_size: int = 1000
+    ) -> Iterator[tuple[list[dict[str, Any]], bool]]:
         """Pages of the records updated at or after `since` (all when None), each with a flag
         that is True on the last page: the cheapest incremental read each resource allows."""
         spec = INCREMENTAL[resource]
@@ -239,12 +240,13 @@ class KeapClient(ApiClient):
             params["order_by"] = spec["order_by"]
         if since is not None and spec["filter"]:
             params["filter"] = f"{spec['filter']}=={filter_timestamp(since)}"
+        stamp = spec["stamp"] or "update_time"
         pages = self.pages(resource, params, page_size)
         for items in pages:
             if since is None or spec["filter"]:
                 yield items, False
                 continue
-            fresh = [i for i in items if (parse_keap_time(i.get(spec["stamp"])) or since) >= since]
+            fresh = [i for i in items if (parse_keap_time(i.get(stamp)) or since) >= since]
             if len(fresh) < len(items):  # newest first: past the cursor, the rest is older
                 yield fresh, True
                 return

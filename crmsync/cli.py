@@ -184,20 +184,32 @@ def _vars(conflict_policy: str | None, raw: str | None) -> dict[str, Any] | None
 
     variables: dict[str, Any] = json.loads(raw) if raw else {}
     if conflict_policy:
-        variables["conflict_policy"] = {m: conflict_policy for m in ("customers", "contacts", "orders", "products")}
+        variables["conflict_policy"] = {
+            m: conflict_policy for m in ("customers", "contacts", "orders", "products")
+        }
     return variables or None
 
 
 def _sync_options(command: Any) -> Any:
-    for option in reversed([
-        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
-        click.option("--quiet", is_flag=True, help="No progress output."),
-        click.option("--full", is_flag=True, help="Also run Keap's full pass that finds deletions."),
-        click.option("--conflict-policy", type=click.Choice(["newest", "keap", "customcrm"]),
-                     envvar="CRMSYNC_CONFLICT_POLICY", help="Who wins a conflict, for every mapping."),
-        click.option("--vars", "raw_vars", envvar="CRMSYNC_VARS",
-                     help="dbt vars as JSON, e.g. '{\"create_in_keap\": true}'."),
-    ]):  # fmt: skip
+    for option in reversed(
+        [
+            click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+            click.option("--quiet", is_flag=True, help="No progress output."),
+            click.option("--full", is_flag=True, help="Also run Keap's full pass that finds deletions."),
+            click.option(
+                "--conflict-policy",
+                type=click.Choice(["newest", "keap", "customcrm"]),
+                envvar="CRMSYNC_CONFLICT_POLICY",
+                help="Who wins a conflict, for every mapping.",
+            ),
+            click.option(
+                "--vars",
+                "raw_vars",
+                envvar="CRMSYNC_VARS",
+                help="dbt vars as JSON, e.g. '{\"create_in_keap\": true}'.",
+            ),
+        ]
+    ):
         command = option(command)
     return command
 
@@ -205,8 +217,9 @@ def _sync_options(command: Any) -> Any:
 @main.command()
 @_sync_options
 @click.pass_obj
-def sync(obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: str | None,
-         raw_vars: str | None) -> None:  # fmt: skip
+def sync(
+    obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: str | None, raw_vars: str | None
+) -> None:
     """Extract, model and push: converge Keap and Customcrm in one command.
 
     Exit 0 when everything went through, 3 when some rows were rejected (listed), 1 on failure.
@@ -221,10 +234,16 @@ def sync(obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: 
         if not (quiet or as_json):
             click.echo(f"syncing {found.description} (state: {settings.db_path})", err=True)
         with extract_progress(quiet or as_json) as progress:
-            outcome = run_sync(settings, found, _vars(conflict_policy, raw_vars), IngestOptions(full_pass=full),
-                               progress)  # fmt: skip
-    result = {"run_id": outcome.run_id, "status": outcome.status, "rounds": outcome.rounds,
-              "error": outcome.error, **outcome.push.as_dict()}  # fmt: skip
+            outcome = run_sync(
+                settings, found, _vars(conflict_policy, raw_vars), IngestOptions(full_pass=full), progress
+            )
+    result = {
+        "run_id": outcome.run_id,
+        "status": outcome.status,
+        "rounds": outcome.rounds,
+        "error": outcome.error,
+        **outcome.push.as_dict(),
+    }
     if as_json:
         emit_json(result)
     elif not quiet:
@@ -248,8 +267,9 @@ Where to look next:
 @main.command()
 @_sync_options
 @click.pass_obj
-def plan(obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: str | None,
-         raw_vars: str | None) -> None:  # fmt: skip
+def plan(
+    obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: str | None, raw_vars: str | None
+) -> None:
     """Show what a sync would write, without writing. Exit 1 if anything is pending, 0 if not."""
     from crmsync.report import emit_json, table
     from crmsync.run import endpoints, pending_writes, run_sync
@@ -257,8 +277,9 @@ def plan(obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: 
 
     settings = obj.settings
     with endpoints(settings) as found:
-        outcome = run_sync(settings, found, _vars(conflict_policy, raw_vars), IngestOptions(full_pass=full),
-                           dry_run=True)  # fmt: skip
+        outcome = run_sync(
+            settings, found, _vars(conflict_policy, raw_vars), IngestOptions(full_pass=full), dry_run=True
+        )
     if outcome.error:
         click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
         sys.exit(1)
@@ -266,8 +287,11 @@ def plan(obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: 
     if as_json:
         emit_json({"pending": pending})
     elif not quiet:
-        table("pending writes", ["mapping", "target", "op", "ready", "waiting"],
-              [[p["mapping"], p["target"], p["op"], p["ready"], p["waiting"]] for p in pending])  # fmt: skip
+        table(
+            "pending writes",
+            ["mapping", "target", "op", "ready", "waiting"],
+            [[p["mapping"], p["target"], p["op"], p["ready"], p["waiting"]] for p in pending],
+        )
         if not pending:
             click.echo("nothing to write: both systems agree")
     sys.exit(1 if pending else 0)
@@ -285,11 +309,28 @@ def status(obj: Context, as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return
-    table("status", ["mapping", "linked", "orphaned", "pending", "waiting", "conflicts", "rejected"],
-          [[m["mapping"], m["linked"], m["orphaned"], m["pending"], m["waiting"], m["conflicts"], m["rejected"]]
-           for m in found["mappings"]])  # fmt: skip
+    table(
+        "status",
+        ["mapping", "linked", "orphaned", "pending", "waiting", "conflicts", "rejected"],
+        [
+            [
+                m["mapping"],
+                m["linked"],
+                m["orphaned"],
+                m["pending"],
+                m["waiting"],
+                m["conflicts"],
+                m["rejected"],
+            ]
+            for m in found["mappings"]
+        ],
+    )
     last = found["last_run"]
-    click.echo(f"last run: {last['run_id']} {last['status']} at {last['finished_at']}" if last else "no sync has run yet")
+    click.echo(
+        f"last run: {last['run_id']} {last['status']} at {last['finished_at']}"
+        if last
+        else "no sync has run yet"
+    )
 
 
 @main.command()
@@ -315,7 +356,9 @@ def sql(obj: Context, query: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--write-docs", is_flag=True, help="Also regenerate the dbt docs page with the property tables.")
+@click.option(
+    "--write-docs", is_flag=True, help="Also regenerate the dbt docs page with the property tables."
+)
 @click.pass_obj
 def dataflow(obj: Context, write_docs: bool) -> None:
     """Print the dataflow document (reStructuredText), tables filled from the models."""
@@ -344,7 +387,9 @@ def docs(obj: Context, serve: bool, port: int) -> None:
     if not generated.success:
         raise click.ClickException("dbt docs generate failed: " + "; ".join(generated.failures))
     if serve:
-        run_dbt(["docs", "serve", "--port", str(port), "--host", "127.0.0.1", "--no-browser"], settings.db_path)
+        run_dbt(
+            ["docs", "serve", "--port", str(port), "--host", "127.0.0.1", "--no-browser"], settings.db_path
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -84,7 +84,9 @@ def mappings(manifest_data: dict[str, Any]) -> list[Mapping]:
         node = manifest_data["nodes"][f"model.crmsync.int_{entity}__merged"]
         rows = [("id", "ExternalRefs.keap", "string")]
         for field in node["config"]["meta"]["mapping_fields"]:
-            rows.append((field["keap_property"], field["customcrm_property"], field.get("customcrm_type", "string")))
+            rows.append(
+                (field["keap_property"], field["customcrm_property"], field.get("customcrm_type", "string"))
+            )
         found.append(Mapping(number, entity, keap, customcrm, rows))
     return found
 

@@ -40,8 +40,9 @@ def _manifest(variables_json: str) -> Any:
     return _MANIFESTS[variables_json]
 
 
-def run_dbt(args: Sequence[str], db_path: Path, variables: dict[str, Any] | None = None,
-            quiet: bool = True) -> DbtResult:  # fmt: skip
+def run_dbt(
+    args: Sequence[str], db_path: Path, variables: dict[str, Any] | None = None, quiet: bool = True
+) -> DbtResult:
     """`dbt <args>` on CRMSYNC_DB, with the project's own profiles.yml."""
     import json
 
@@ -49,9 +50,11 @@ def run_dbt(args: Sequence[str], db_path: Path, variables: dict[str, Any] | None
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     command = [
         *args,
-        "--project-dir", str(PROJECT_DIR),
-        "--profiles-dir", str(PROJECT_DIR),
-    ]  # fmt: skip
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+    ]
     variables_json = json.dumps(variables or {}, sort_keys=True)
     if variables:
         command += ["--vars", variables_json]
@@ -71,8 +74,9 @@ def run_dbt(args: Sequence[str], db_path: Path, variables: dict[str, Any] | None
     return DbtResult(outcome.success, failures, outcome.result)
 
 
-def build(db_path: Path, variables: dict[str, Any] | None = None, select: str | None = None,
-          tests: bool = True) -> DbtResult:  # fmt: skip
+def build(
+    db_path: Path, variables: dict[str, Any] | None = None, select: str | None = None, tests: bool = True
+) -> DbtResult:
     """`dbt build` (models, seeds and their tests: a failing test stops the sync before any
     write), or `dbt run` when the tests already passed in this sync."""
     args = ["build" if tests else "run"] + (["--select", select] if select else [])

@@ -11,8 +11,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-SUMMARY_COLUMNS = ("linked", "created", "updated", "deleted", "conflicts", "rejected", "waiting", "held_back",
-                   "stale", "failed")  # fmt: skip
+SUMMARY_COLUMNS = (
+    "linked",
+    "created",
+    "updated",
+    "deleted",
+    "conflicts",
+    "rejected",
+    "waiting",
+    "held_back",
+    "stale",
+    "failed",
+)
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from connectors.customcrm import CustomcrmClient, customcrm_client
 from connectors.errors import ApiError
@@ -23,7 +24,7 @@ from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
 from reverse_etl.push import ProgressCallback as PushProgress
-from reverse_etl.push import PushResult, Pusher, merge_results
+from reverse_etl.push import Pusher, PushResult, merge_results
 from reverse_etl.state import connect, ensure_state, finish_run, new_run_id, start_run
 
 PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
@@ -31,6 +32,7 @@ PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
 
 class IncompleteExtract(Exception):
     """The ingest could not read everything: nothing is pushed on stale data."""
+
 
 SANDBOX_DIR = Path("data/sandbox")
 
@@ -118,9 +120,15 @@ def _extract_errors(reports: list[ExtractReport]) -> list[str]:
     return [error for report in reports for error in report.errors]
 
 
-def run_sync(settings: Settings, found: Endpoints, variables: dict[str, object] | None = None,
-             ingest: IngestOptions | None = None, progress: ProgressCallback | None = None,
-             push_progress: PushProgress | None = None, dry_run: bool = False) -> SyncOutcome:  # fmt: skip
+def run_sync(
+    settings: Settings,
+    found: Endpoints,
+    variables: dict[str, object] | None = None,
+    ingest: IngestOptions | None = None,
+    progress: ProgressCallback | None = None,
+    push_progress: PushProgress | None = None,
+    dry_run: bool = False,
+) -> SyncOutcome:
     """extract -> dbt build -> push, repeated while rows wait for parents created in this
     run; then one more extract and build so the link tables show where things stand."""
     db_path = settings.db_path
@@ -164,9 +172,18 @@ def run_sync(settings: Settings, found: Endpoints, variables: dict[str, object] 
 
 def pending_writes(db_path: Path) -> list[dict[str, object]]:
     """What the sync_* models hold now, per mapping, target and op."""
-    models = [("customcrm", f"sync_customcrm__{m}", m) for m in ("customers", "contacts", "orders", "products")]
-    models += [("keap", f"sync_keap__{r}", m) for m, r in (("customers", "companies"), ("contacts", "contacts"),
-                                                             ("orders", "opportunities"), ("products", "products"))]  # fmt: skip
+    models = [
+        ("customcrm", f"sync_customcrm__{m}", m) for m in ("customers", "contacts", "orders", "products")
+    ]
+    models += [
+        ("keap", f"sync_keap__{r}", m)
+        for m, r in (
+            ("customers", "companies"),
+            ("contacts", "contacts"),
+            ("orders", "opportunities"),
+            ("products", "products"),
+        )
+    ]
     union = " union all ".join(
         f"select '{m}' as mapping, '{t}' as target, op, status from main.{model}" for t, model, m in models
     )
@@ -179,7 +196,7 @@ def pending_writes(db_path: Path) -> list[dict[str, object]]:
     return [dict(zip(("mapping", "target", "op", "ready", "waiting"), r, strict=True)) for r in rows]
 
 
-def sync_status(db_path: Path) -> dict[str, object]:
+def sync_status(db_path: Path) -> dict[str, Any]:
     import duckdb
 
     if not db_path.exists():
@@ -190,7 +207,14 @@ def sync_status(db_path: Path) -> dict[str, object]:
         ).fetchone()[0]  # type: ignore[index]
         mappings = []
         for mapping in ("customers", "contacts", "orders", "products"):
-            counts = {"mapping": mapping, "linked": 0, "orphaned": 0, "pending": 0, "waiting": 0, "conflicts": 0}
+            counts = {
+                "mapping": mapping,
+                "linked": 0,
+                "orphaned": 0,
+                "pending": 0,
+                "waiting": 0,
+                "conflicts": 0,
+            }
             if has_marts:
                 row = con.execute(
                     f"""select count(*) filter (where link_status = 'linked'),
@@ -199,12 +223,15 @@ def sync_status(db_path: Path) -> dict[str, object]:
                                count(*) filter (where link_status = 'waiting')
                         from main.link_{mapping}"""
                 ).fetchone()
-                counts.update(zip(("linked", "orphaned", "pending", "waiting"), row or (0, 0, 0, 0), strict=True))
+                counts.update(
+                    zip(("linked", "orphaned", "pending", "waiting"), row or (0, 0, 0, 0), strict=True)
+                )
                 counts["conflicts"] = con.execute(
                     "select count(*) from main.sync_conflicts where mapping = ?", [mapping]
                 ).fetchone()[0]  # type: ignore[index]
             counts["rejected"] = con.execute(
-                "select count(*) from sync_state.rejections where mapping = ? and resolved_at is null", [mapping]
+                "select count(*) from sync_state.rejections where mapping = ? and resolved_at is null",
+                [mapping],
             ).fetchone()[0]  # type: ignore[index]
             mappings.append(counts)
         last = con.execute(
@@ -212,5 +239,7 @@ def sync_status(db_path: Path) -> dict[str, object]:
         ).fetchone()
     return {
         "mappings": mappings,
-        "last_run": dict(zip(("run_id", "status", "started_at", "finished_at"), last, strict=True)) if last else None,
+        "last_run": dict(zip(("run_id", "status", "started_at", "finished_at"), last, strict=True))
+        if last
+        else None,
     }

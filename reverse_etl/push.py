@@ -40,8 +40,11 @@ KEAP_RESOURCE = {
     "products": "products",
 }
 # a Keap record found again by these before a create is retried (the reverse flow)
-KEAP_NATURAL_KEY = {"customers": ("company_name", "company_name"), "contacts": ("email", "email"),
-                    "products": ("sku", "sku")}  # fmt: skip
+KEAP_NATURAL_KEY = {
+    "customers": ("company_name", "company_name"),
+    "contacts": ("email", "email"),
+    "products": ("sku", "sku"),
+}
 KEAP_CONCURRENCY = 4
 
 ProgressCallback = Callable[[str, str, int, int], None]
@@ -111,8 +114,14 @@ def _json(value: Any) -> Any:
 
 
 class Pusher:
-    def __init__(self, db_path: Path, run_id: str, keap: KeapClient, customcrm: CustomcrmClient,
-                 progress: ProgressCallback | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        db_path: Path,
+        run_id: str,
+        keap: KeapClient,
+        customcrm: CustomcrmClient,
+        progress: ProgressCallback | None = None,
+    ) -> None:
         self.db_path = db_path
         self.recorder = Recorder(db_path, run_id)
         self.keap = keap
@@ -155,8 +164,9 @@ class Pusher:
         return by_pair
 
     @staticmethod
-    def _bases(mapping: str, keap_id: str, decisions: list[dict[str, Any]], targets: set[str]
-               ) -> list[tuple[str, str, str, str | None]]:  # fmt: skip
+    def _bases(
+        mapping: str, keap_id: str, decisions: list[dict[str, Any]], targets: set[str]
+    ) -> list[tuple[str, str, str, str | None]]:
         """The bases that advance with a write that went through: the fields it carried
         (`targets`: where their values were written; 'none' for fields already equal)."""
         return [
@@ -181,7 +191,7 @@ class Pusher:
                 None,
                 "ok",
                 link_rule=r["link_rule"],
-            )  # fmt: skip
+            )
             for r in matched
         ]
         self.recorder.record(outcomes, [])
@@ -226,8 +236,9 @@ class Pusher:
             except FatalError:
                 raise
             except ApiError as exc:  # the whole call failed: every row is tried again next run
-                outcomes = [self._outcome(mapping, "customcrm", row, "failed", exc.status, str(exc))
-                            for row in batch]  # fmt: skip
+                outcomes = [
+                    self._outcome(mapping, "customcrm", row, "failed", exc.status, str(exc)) for row in batch
+                ]
                 summary.failed += len(batch)
                 self.recorder.record(outcomes, [])
                 continue
@@ -240,8 +251,13 @@ class Pusher:
             if self.progress:
                 self.progress(mapping, "customcrm", min(start + BATCH_LIMIT, len(ready)), len(ready))
 
-    def _customcrm_result(self, mapping: str, row: dict[str, Any], result: dict[str, Any],
-                          decisions: dict[str, list[dict[str, Any]]]) -> tuple[Outcome, list[Any]]:  # fmt: skip
+    def _customcrm_result(
+        self,
+        mapping: str,
+        row: dict[str, Any],
+        result: dict[str, Any],
+        decisions: dict[str, list[dict[str, Any]]],
+    ) -> tuple[Outcome, list[Any]]:
         summary = self.result.mappings[mapping]
         status = int(result.get("status", 0))
         if 200 <= status < 300:
@@ -295,8 +311,16 @@ class Pusher:
                 and newer is not None
                 and (row["keap_updated_at"] is None or newer > row["keap_updated_at"])
             ):
-                held.append(self._outcome(mapping, "keap", row, "held_back", None,
-                                          "edited in Keap since the extract: merged on the next run"))  # fmt: skip
+                held.append(
+                    self._outcome(
+                        mapping,
+                        "keap",
+                        row,
+                        "held_back",
+                        None,
+                        "edited in Keap since the extract: merged on the next run",
+                    )
+                )
             else:
                 to_write.append(row)
         summary.held_back += len(held)
@@ -321,7 +345,7 @@ class Pusher:
     def _changed_in_keap_since_extract(self, resource: str) -> dict[str, datetime]:
         """Records Keap changed after the extract read them: one incremental list."""
         latest = _rows(self.db_path, f"select max(_cursor) as latest from raw_keap.{resource}")[0]["latest"]
-        stamp = INCREMENTAL[resource]["stamp"]
+        stamp = INCREMENTAL[resource]["stamp"] or "update_time"
         changed: dict[str, datetime] = {}
         for items, _ in self.keap.changed_since(resource, latest, fields=["id", stamp]):
             for item in items:
@@ -373,8 +397,10 @@ class Pusher:
     @staticmethod
     def _natural_key(mapping: str, payload: dict[str, Any]) -> str | None:
         if mapping == "contacts":
-            return next((e.get("email") for e in payload.get("email_addresses") or []
-                         if e.get("field") == "EMAIL1"), None)  # fmt: skip
+            return next(
+                (e.get("email") for e in payload.get("email_addresses") or [] if e.get("field") == "EMAIL1"),
+                None,
+            )
         return payload.get(KEAP_NATURAL_KEY[mapping][1]) if mapping in KEAP_NATURAL_KEY else None
 
     def _resolve_keap_intents(self) -> None:
@@ -384,27 +410,64 @@ class Pusher:
             if not natural_key:
                 continue
             key_filter = KEAP_NATURAL_KEY[mapping][0]
-            found = next(iter(self.keap.pages(KEAP_RESOURCE[mapping],
-                                              {"filter": f"{key_filter}=={natural_key}"}, 10)), [])  # fmt: skip
+            found = next(
+                iter(self.keap.pages(KEAP_RESOURCE[mapping], {"filter": f"{key_filter}=={natural_key}"}, 10)),
+                [],
+            )
             if found:
                 keap_id = str(found[0]["id"])
                 self.recorder.fulfil_intent(mapping, customcrm_id, keap_id)
-                self.recorder.record([Outcome(mapping, "keap", "link", keap_id, customcrm_id, [], None, "ok",
-                                              link_rule="created_in_keap")], [])  # fmt: skip
+                self.recorder.record(
+                    [
+                        Outcome(
+                            mapping,
+                            "keap",
+                            "link",
+                            keap_id,
+                            customcrm_id,
+                            [],
+                            None,
+                            "ok",
+                            link_rule="created_in_keap",
+                        )
+                    ],
+                    [],
+                )
 
     # --- helpers ------------------------------------------------------------------------------------
     @staticmethod
-    def _outcome(mapping: str, target: str, row: dict[str, Any], status: str, http_status: int | None,
-                 answer: str | None, customcrm_id: str | None = None) -> Outcome:  # fmt: skip
+    def _outcome(
+        mapping: str,
+        target: str,
+        row: dict[str, Any],
+        status: str,
+        http_status: int | None,
+        answer: str | None,
+        customcrm_id: str | None = None,
+    ) -> Outcome:
         return Outcome(
-            mapping=mapping, target=target, op=row["op"], keap_id=row.get("keap_id"),
-            customcrm_id=customcrm_id or row.get("customcrm_id"), fields=list(row.get("fields") or []),
-            payload=_json(row.get("payload")), status=status, http_status=http_status, answer=answer,
-        )  # fmt: skip
+            mapping=mapping,
+            target=target,
+            op=row["op"],
+            keap_id=row.get("keap_id"),
+            customcrm_id=customcrm_id or row.get("customcrm_id"),
+            fields=list(row.get("fields") or []),
+            payload=_json(row.get("payload")),
+            status=status,
+            http_status=http_status,
+            answer=answer,
+        )
 
     def _note_rejection(self, outcome: Outcome) -> None:
-        self.result.rejections.append({
-            "mapping": outcome.mapping, "target": outcome.target, "op": outcome.op,
-            "keap_id": outcome.keap_id, "customcrm_id": outcome.customcrm_id,
-            "status": outcome.http_status, "reason": outcome.answer, "fields": outcome.field_errors,
-        })  # fmt: skip
+        self.result.rejections.append(
+            {
+                "mapping": outcome.mapping,
+                "target": outcome.target,
+                "op": outcome.op,
+                "keap_id": outcome.keap_id,
+                "customcrm_id": outcome.customcrm_id,
+                "status": outcome.http_status,
+                "reason": outcome.answer,
+                "fields": outcome.field_errors,
+            }
+        )

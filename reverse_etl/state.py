@@ -199,12 +199,22 @@ class Recorder:
                 rows = []
                 for outcome in outcomes:
                     seq += 1
-                    rows.append((
-                        self.run_id, seq, outcome.mapping, outcome.target, outcome.op, outcome.keap_id,
-                        outcome.customcrm_id, outcome.fields,
-                        json.dumps(outcome.payload) if outcome.payload is not None else None,
-                        outcome.status, outcome.http_status, (outcome.answer or "")[:2000] or None,
-                    ))  # fmt: skip
+                    rows.append(
+                        (
+                            self.run_id,
+                            seq,
+                            outcome.mapping,
+                            outcome.target,
+                            outcome.op,
+                            outcome.keap_id,
+                            outcome.customcrm_id,
+                            outcome.fields,
+                            json.dumps(outcome.payload) if outcome.payload is not None else None,
+                            outcome.status,
+                            outcome.http_status,
+                            (outcome.answer or "")[:2000] or None,
+                        )
+                    )
                 if rows:
                     con.executemany(
                         f"insert into {SCHEMA}.operations values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
@@ -252,9 +262,16 @@ class Recorder:
                         reason = excluded.reason, field_errors = excluded.field_errors,
                         http_status = excluded.http_status, last_seen = now(),
                         attempts = {SCHEMA}.rejections.attempts + 1, resolved_at = null""",
-                [outcome.mapping, outcome.target, key, outcome.op, outcome.answer or "rejected",
-                 json.dumps(outcome.field_errors or []), outcome.http_status],
-            )  # fmt: skip
+                [
+                    outcome.mapping,
+                    outcome.target,
+                    key,
+                    outcome.op,
+                    outcome.answer or "rejected",
+                    json.dumps(outcome.field_errors or []),
+                    outcome.http_status,
+                ],
+            )
 
     def record_conflicts(self, db_path_rows: list[dict[str, object]]) -> None:
         """The conflicts dbt resolved for this run, kept for good (the mart is recomputed)."""
@@ -264,9 +281,22 @@ class Recorder:
             con.executemany(
                 f"""insert into {SCHEMA}.conflicts values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())
                     on conflict do nothing""",
-                [(self.run_id, r["mapping"], r["keap_id"], r["customcrm_id"], r["field"], r["base_value"],
-                  r["keap_value"], r["customcrm_value"], r["winner"], r["reason"]) for r in db_path_rows],
-            )  # fmt: skip
+                [
+                    (
+                        self.run_id,
+                        r["mapping"],
+                        r["keap_id"],
+                        r["customcrm_id"],
+                        r["field"],
+                        r["base_value"],
+                        r["keap_value"],
+                        r["customcrm_value"],
+                        r["winner"],
+                        r["reason"],
+                    )
+                    for r in db_path_rows
+                ],
+            )
 
     # --- Keap create intents: written before the request, so a crash never creates twice ---
     def intend_keap_create(

@@ -10,8 +10,9 @@ from pipelines.common import Page
 from pipelines.keap.settings import KeapResource
 
 
-def read_changes(client: KeapClient, resource: KeapResource, since: datetime | None,
-                 overlap: timedelta) -> Iterator[Page]:  # fmt: skip
+def read_changes(
+    client: KeapClient, resource: KeapResource, since: datetime | None, overlap: timedelta
+) -> Iterator[Page]:
     """The records changed since the cursor (less the overlap), page by page; the last
     page says `complete` (the connector knows each resource's cheapest incremental read)."""
     floor = since - overlap if since else None

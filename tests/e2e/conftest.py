@@ -32,11 +32,18 @@ class World:
 
     def endpoints(self) -> Endpoints:
         return Endpoints(
-            keap=keap_client(base_url=self.boxes.keap_url, api_key=self.boxes.keap.credentials.api_key,
-                             pacer=KeapPacer(per_second=1e6, per_minute=1e9), sleep=no_sleep),
-            customcrm=customcrm_client(base_url=self.boxes.customcrm_url,
-                                       token=self.boxes.customcrm.credentials.token, sleep=no_sleep),
-        )  # fmt: skip
+            keap=keap_client(
+                base_url=self.boxes.keap_url,
+                api_key=self.boxes.keap.credentials.api_key,
+                pacer=KeapPacer(per_second=1e6, per_minute=1e9),
+                sleep=no_sleep,
+            ),
+            customcrm=customcrm_client(
+                base_url=self.boxes.customcrm_url,
+                token=self.boxes.customcrm.credentials.token,
+                sleep=no_sleep,
+            ),
+        )
 
     def sync(self, **kw: Any) -> SyncOutcome:
         found = self.endpoints()
@@ -65,7 +72,9 @@ class World:
     def keap_all(self, resource: str) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"page_size": 1000}
         if resource == "companies":
-            params["fields"] = "company_name,address,email_address,phone_number,fax_number,notes,website,update_time"
+            params["fields"] = (
+                "company_name,address,email_address,phone_number,fax_number,notes,website,update_time"
+            )
         return self.keap.get(f"/{resource}", params=params).json()[resource]  # type: ignore[no-any-return]
 
     def crm_all(self, resource: str) -> list[dict[str, Any]]:
@@ -76,5 +85,9 @@ class World:
 def world(sandboxes: Sandboxes, keap: httpx.Client, crm: httpx.Client, tmp_path: Path) -> Iterator[World]:
     sandboxes.seed_demo(size=25, seed=11)
     admin(crm, sandboxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
-    yield World(sandboxes, Settings(db_path=tmp_path / "crmsync.duckdb", keap_configured=True,
-                                    customcrm_configured=True), keap, crm)  # fmt: skip
+    yield World(
+        sandboxes,
+        Settings(db_path=tmp_path / "crmsync.duckdb", keap_configured=True, customcrm_configured=True),
+        keap,
+        crm,
+    )

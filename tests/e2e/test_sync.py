@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.e2e.conftest import World
 
-RESOURCES = {"customers": "companies", "contacts": "contacts", "orders": "opportunities", "products": "products"}
+RESOURCES = {
+    "customers": "companies",
+    "contacts": "contacts",
+    "orders": "opportunities",
+    "products": "products",
+}
 
 
 def _by_keap_ref(records: list[dict]) -> dict[str, list[dict]]:
@@ -24,7 +27,9 @@ def test_first_sync_links_or_creates_every_keap_record_without_duplicates(world:
     for mapping, resource in RESOURCES.items():
         keap_ids = {r["id"] for r in world.keap_all(resource)}
         assert links[mapping] == len(keap_ids) == 25, mapping  # every Keap record has its counterpart
-        linked = dict(world.sql(f"select keap_id, customcrm_id from sync_state.links where mapping = '{mapping}'"))
+        linked = dict(
+            world.sql(f"select keap_id, customcrm_id from sync_state.links where mapping = '{mapping}'")
+        )
         assert set(linked) == keap_ids
         after = world.crm_all(mapping)
         assert len({r["Id"] for r in after}) == len(after)
@@ -65,14 +70,29 @@ def test_a_second_sync_with_no_edits_makes_zero_write_requests(world: World) -> 
 
 def test_edits_on_either_side_arrive_on_the_other(world: World) -> None:
     assert world.sync().status == "ok"
-    link = dict(world.sql("select keap_id, customcrm_id from sync_state.links where mapping = 'contacts' limit 2"))
+    link = dict(
+        world.sql("select keap_id, customcrm_id from sync_state.links where mapping = 'contacts' limit 2")
+    )
     (keap_a, crm_a), (keap_b, crm_b) = list(link.items())
-    assert world.keap.patch(f"/contacts/{keap_a}", params={"update_mask": "job_title"},
-                            json={"job_title": "Edited in Keap"}).status_code == 200  # fmt: skip
-    assert world.crm.patch(f"/contacts/{crm_b}", json={"Title": "Edited in Customcrm", "City": "Tromsø"}).status_code == 200
-    product = world.sql("select keap_id, customcrm_id from sync_state.links where mapping = 'products' limit 1")[0]
+    assert (
+        world.keap.patch(
+            f"/contacts/{keap_a}", params={"update_mask": "job_title"}, json={"job_title": "Edited in Keap"}
+        ).status_code
+        == 200
+    )
+    assert (
+        world.crm.patch(
+            f"/contacts/{crm_b}", json={"Title": "Edited in Customcrm", "City": "Tromsø"}
+        ).status_code
+        == 200
+    )
+    product = world.sql(
+        "select keap_id, customcrm_id from sync_state.links where mapping = 'products' limit 1"
+    )[0]
     assert world.crm.patch(f"/products/{product[1]}", json={"Price": "19.99"}).status_code == 200
-    order = world.sql("select keap_id, customcrm_id from sync_state.links where mapping = 'orders' limit 1")[0]
+    order = world.sql("select keap_id, customcrm_id from sync_state.links where mapping = 'orders' limit 1")[
+        0
+    ]
     assert world.crm.patch(f"/orders/{order[1]}", json={"Status": "won", "Stage": None}).status_code == 200
 
     outcome = world.sync()
@@ -91,10 +111,16 @@ def test_edits_on_either_side_arrive_on_the_other(world: World) -> None:
     assert keap["writes"] == crm["writes"] == 0
 
 
-def test_the_same_field_edited_on_both_sides_ends_with_the_newer_value_and_a_recorded_conflict(world: World) -> None:
+def test_the_same_field_edited_on_both_sides_ends_with_the_newer_value_and_a_recorded_conflict(
+    world: World,
+) -> None:
     assert world.sync().status == "ok"
-    keap_id, crm_id = world.sql("select keap_id, customcrm_id from sync_state.links where mapping = 'customers' limit 1")[0]
-    world.keap.patch(f"/companies/{keap_id}", params={"update_mask": "notes"}, json={"notes": "older, in Keap"})
+    keap_id, crm_id = world.sql(
+        "select keap_id, customcrm_id from sync_state.links where mapping = 'customers' limit 1"
+    )[0]
+    world.keap.patch(
+        f"/companies/{keap_id}", params={"update_mask": "notes"}, json={"notes": "older, in Keap"}
+    )
     world.crm.patch(f"/customers/{crm_id}", json={"Description": "newer, in Customcrm"})
     outcome = world.sync()
     assert outcome.status == "ok"
@@ -106,15 +132,23 @@ def test_the_same_field_edited_on_both_sides_ends_with_the_newer_value_and_a_rec
     ) == [("description", "older, in Keap", "newer, in Customcrm", "customcrm", "conflict_customcrm_newer")]
 
 
-def test_a_rejected_record_is_listed_does_not_stop_the_others_and_goes_through_once_fixed(world: World) -> None:
+def test_a_rejected_record_is_listed_does_not_stop_the_others_and_goes_through_once_fixed(
+    world: World,
+) -> None:
     assert world.sync().status == "ok"
     linked = {r[0] for r in world.sql("select customcrm_id from sync_state.links where mapping = 'contacts'")}
     taken = next(c["Email"] for c in world.crm_all("contacts") if c["Id"] in linked and c["Email"])
     # a new Keap contact with the address of an already linked one: Customcrm refuses it (409)
-    twin = world.keap.post("/contacts", json={"given_name": "Twin", "email_addresses": [
-        {"email": taken, "field": "EMAIL1"}]}).json()  # fmt: skip
-    other = world.keap.post("/contacts", json={"given_name": "Other", "email_addresses": [
-        {"email": "other.new@x.example", "field": "EMAIL1"}]}).json()  # fmt: skip
+    twin = world.keap.post(
+        "/contacts", json={"given_name": "Twin", "email_addresses": [{"email": taken, "field": "EMAIL1"}]}
+    ).json()
+    other = world.keap.post(
+        "/contacts",
+        json={
+            "given_name": "Other",
+            "email_addresses": [{"email": "other.new@x.example", "field": "EMAIL1"}],
+        },
+    ).json()
 
     outcome = world.sync()
     assert outcome.status == "rejected" and outcome.exit_code == 3
@@ -122,15 +156,20 @@ def test_a_rejected_record_is_listed_does_not_stop_the_others_and_goes_through_o
     assert rejection["keap_id"] == twin["id"] and rejection["status"] == 409
     assert "already used" in rejection["reason"] and rejection["fields"][0]["field"] == "Email"
     assert world.sql(f"select count(*) from sync_state.links where keap_id = '{other['id']}'") == [(1,)]
-    listed = world.sql(f"select link_status, status_reason from main.link_contacts where keap_id = '{twin['id']}'")
+    listed = world.sql(
+        f"select link_status, status_reason from main.link_contacts where keap_id = '{twin['id']}'"
+    )
     assert listed[0][0] == "rejected" and "already used" in listed[0][1]
 
     again = world.sync()  # tried again every run, and refused again
     assert again.status == "rejected"
     assert world.sql("select attempts from sync_state.rejections where resolved_at is null") == [(2,)]
 
-    world.keap.patch(f"/contacts/{twin['id']}", params={"update_mask": "email_addresses"},
-                     json={"email_addresses": [{"email": "twin.fixed@x.example", "field": "EMAIL1"}]})  # fmt: skip
+    world.keap.patch(
+        f"/contacts/{twin['id']}",
+        params={"update_mask": "email_addresses"},
+        json={"email_addresses": [{"email": "twin.fixed@x.example", "field": "EMAIL1"}]},
+    )
     fixed = world.sync()
     assert fixed.status == "ok" and fixed.push.mappings["contacts"].created == 1
     assert world.sql("select count(*) from sync_state.rejections where resolved_at is null") == [(0,)]
