@@ -48,12 +48,19 @@ def test_the_models_map_exactly_the_properties_of_the_specification(found) -> No
         ours = [(k, c, t) for k, c, t in mapping.rows]
         assert [(k, c) for k, c, _ in ours] == [(k, c) for k, c, _ in table], mapping.entity
         # types: the spec's words, ours may say where a rule lives (the seed's name)
-        assert [t.split(",")[0].split(" (")[0] for _, _, t in ours] == [t.split(",")[0].split(" (")[0] for _, _, t in table]
+        assert [t.split(",")[0].split(" (")[0] for _, _, t in ours] == [
+            t.split(",")[0].split(" (")[0] for _, _, t in table
+        ]
 
 
 def test_the_dataflow_names_all_four_flows_in_the_source_documents_words(found) -> None:  # type: ignore[no-untyped-def]
     text = restructured_text(found)
-    for keap, crm in (("Companies", "Customer"), ("Contacts", "Contact"), ("Opportunity", "Order"), ("Product", "Product")):
+    for keap, crm in (
+        ("Companies", "Customer"),
+        ("Contacts", "Contact"),
+        ("Opportunity", "Order"),
+        ("Product", "Product"),
+    ):
         assert f"Every Keap {keap} will be synchronized with a Customcrm {crm}." in text
     assert text.count(".. list-table::") == 4
 
@@ -67,5 +74,7 @@ def test_every_model_and_column_is_described(found) -> None:  # type: ignore[no-
         if node["resource_type"] == "model" and not node["description"].strip():
             missing.append(node["name"])
         if node["resource_type"] == "model":
-            missing += [f"{node['name']}.{c}" for c, col in node["columns"].items() if not col["description"].strip()]
+            missing += [
+                f"{node['name']}.{c}" for c, col in node["columns"].items() if not col["description"].strip()
+            ]
     assert not missing, missing
