@@ -1,0 +1,122 @@
+"""The dbt docs site, rendered in headless Chromium: the mappings' pages and the lineage
+from every source to both push targets are there. Debian's chromium is installed when
+missing (CI runs as root on a machine that reaches Debian's package registry)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crmsync.dataflow import write_docs
+from crmsync.dbt import PROJECT_DIR, run_dbt
+from reverse_etl.state import ensure_state
+from sandbox.runtime import free_port
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]  # fmt: skip
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, capture_output=True,
+                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})  # fmt: skip
+        found = shutil.which("chromium")
+    assert found, "chromium could not be installed"
+    return found
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    db = tmp_path_factory.mktemp("docs") / "docs.duckdb"
+    ensure_state(db)
+    write_docs(db)
+    generated = run_dbt(["docs", "generate"], db)
+    assert generated.success, generated.failures
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(PROJECT_DIR / "target"))
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+
+
+def render(url: str, tmp: Path) -> str:
+    result = subprocess.run(
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return result.stdout
+
+
+@pytest.mark.parametrize("mapping", ["customers", "contacts", "orders", "products"])
+def test_each_mapping_has_its_page_with_its_property_table(site: str, mapping: str, tmp_path: Path) -> None:
+    dom = render(f"{site}/index.html#!/model/model.crmsync.link_{mapping}", tmp_path)
+    assert f"link_{mapping}" in dom
+    keap, crm = {"customers": ("Companies", "Customer"), "contacts": ("Contacts", "Contact"),
+                 "orders": ("Opportunity", "Order"), "products": ("Product", "Product")}[mapping]  # fmt: skip
+    assert f"Keap {keap} property" in dom and f"Customcrm {crm} property" in dom
+    assert "ExternalRefs.keap" in dom
+
+
+def test_the_overview_shows_all_four_property_tables(site: str, tmp_path: Path) -> None:
+    dom = render(f"{site}/index.html#!/overview", tmp_path)
+    for heading in ("Keap Companies ⇄ Customcrm Customer", "Keap Contacts ⇄ Customcrm Contact",
+                    "Keap Opportunity ⇄ Customcrm Order", "Keap Product ⇄ Customcrm Product"):  # fmt: skip
+        assert heading in dom
+
+
+def test_the_lineage_runs_from_every_source_to_both_push_targets(site: str, tmp_path: Path) -> None:
+    manifest = httpx.get(f"{site}/manifest.json").json()
+    children = manifest["child_map"]
+    sources = [
+        s
+        for s in manifest["sources"]
+        if s.startswith(("source.crmsync.raw_keap.", "source.crmsync.raw_customcrm."))
+    ]
+    assert len(sources) == 6 + 5  # four resources each, Keap stages and deletions, Customcrm tombstones
+
+    def reaches(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child not in seen:
+                    seen.add(child)
+                    todo.append(child)
+        return seen
+
+    for source in sources:
+        downstream = reaches(source)
+        assert {"exposure.crmsync.push_customcrm", "exposure.crmsync.push_keap"} <= downstream, source
+    # the picture of it (docs/lineage.png in the README is one of these)
+    shot = tmp_path / "lineage.png"
+    subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path}", "--window-size=1600,1000",
+         "--virtual-time-budget=20000", f"--screenshot={shot}",
+         f"{site}/index.html#!/exposure/exposure.crmsync.push_customcrm?g_v=1"],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shot.exists() and shot.stat().st_size > 10_000
