@@ -79,6 +79,8 @@ def sandboxes(
         str(size),
         "--seed",
         str(seed),
+        "--customcrm-share",
+        str(customcrm_share),
         "--keap-port",
         "0",
         "--customcrm-port",

@@ -2,7 +2,8 @@
 
     python -m bench.dbt_build --size 10000 [--size 100000]
 
-Sandboxes seeded with `size` records per kind, extracted with limits off, then a
+Sandboxes seeded with `size` records per kind on each side (every Keap record has a
+Customcrm twin, orders aside: they have no natural key), extracted, then a
 whole `dbt build` (seeds, models, tests, unit tests) in a fresh process whose peak
 memory is read from the OS (children's maxrss), twice: the first build of a new
 file, and a rebuild.
@@ -50,7 +51,7 @@ def run(size: int) -> None:
     with tempfile.TemporaryDirectory(prefix="crmsync-bench-") as tmp:
         work = Path(tmp)
         db = work / "bench.duckdb"
-        with sandboxes(work / "sandbox", size) as boxes:
+        with sandboxes(work / "sandbox", size, customcrm_share=1.0) as boxes:  # full on both sides
             keap = keap_client(base_url=boxes.keap_url, api_key=boxes.keap_key,
                                pacer=KeapPacer(per_second=1e6, per_minute=1e9))  # fmt: skip
             crm = customcrm_client(base_url=boxes.customcrm_url, token=boxes.customcrm_token)

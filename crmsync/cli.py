@@ -66,6 +66,13 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--customcrm-port", type=int, default=8766, show_default=True)
 @click.option("--size", type=int, default=None, help="Demo records per kind (default 25 on first start).")
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--customcrm-share",
+    type=float,
+    default=0.08,
+    show_default=True,
+    help="Share of the Keap records that already exist in Customcrm (1.0: both sides full).",
+)
 @click.option("--reset", is_flag=True, help="Delete the sandboxes' data first.")
 @click.option(
     "--keap-limits",
@@ -83,6 +90,7 @@ def sandbox(
     customcrm_port: int,
     size: int | None,
     seed: int,
+    customcrm_share: float,
     reset: bool,
     keap_limits: str,
     customcrm_limits: str,
@@ -98,7 +106,7 @@ def sandbox(
     if boxes.is_empty or size is not None:
         if not boxes.is_empty:
             raise click.UsageError("--size fills empty sandboxes only: add --reset")
-        summary = boxes.seed_demo(size or DEMO_SIZE, seed)
+        summary = boxes.seed_demo(size or DEMO_SIZE, seed, customcrm_share)
         click.echo(f"demo data (seed {seed}): Keap {summary.keap}, Customcrm {summary.customcrm}")
     boxes.configure(keap={"limits": keap_limits}, customcrm={"limits": customcrm_limits})
     boxes.start()

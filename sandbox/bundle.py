@@ -38,8 +38,10 @@ class Sandboxes:
             "deleted": 0,
         }
 
-    def seed_demo(self, size: int = DEMO_SIZE, seed: int = 42) -> DemoSummary:
-        return generate(self.keap.store, self.customcrm.store, size=size, seed=seed)
+    def seed_demo(self, size: int = DEMO_SIZE, seed: int = 42, customcrm_share: float = 0.08) -> DemoSummary:
+        return generate(
+            self.keap.store, self.customcrm.store, size=size, seed=seed, customcrm_share=customcrm_share
+        )
 
     def configure(self, keap: dict[str, Any] | None = None, customcrm: dict[str, Any] | None = None) -> None:
         if keap:

@@ -219,8 +219,11 @@ class _Gen:
         return addr
 
 
-def generate(keap: KeapStore, crm: CustomcrmStore, size: int, seed: int = 42) -> DemoSummary:
-    """Fill both sandboxes; `size` Keap records per kind, Customcrm ~12% of that."""
+def generate(keap: KeapStore, crm: CustomcrmStore, size: int, seed: int = 42,
+             customcrm_share: float = 0.08) -> DemoSummary:  # fmt: skip
+    """Fill both sandboxes: `size` Keap records per kind; in Customcrm, `customcrm_share` of
+    them already there (same email, name or SKU) and 4% of its own (benchmarks use a share
+    of 1.0: as many records per kind on each side)."""
     g = _Gen(seed)
     stage_ids = [s["id"] for s in keap.stages()]
 
@@ -333,7 +336,7 @@ def generate(keap: KeapStore, crm: CustomcrmStore, size: int, seed: int = 42) ->
     keap.insert_many("products", products, product_stamps)
 
     # --- Customcrm: some records that match Keap ones, some of its own -------------------
-    matched = max(3, size * 8 // 100)
+    matched = min(size, max(3, int(size * customcrm_share)))
     own = max(2, size * 4 // 100)
 
     def crm_rows(resource: str, docs: list[dict[str, Any]]) -> list[tuple[str, int, dict[str, Any]]]:
