@@ -64,7 +64,12 @@ class RunningSandboxes:
 
 @contextmanager
 def sandboxes(
-    data_dir: Path, size: int, keap_limits: str = "off", customcrm_limits: str = "off", seed: int = 42
+    data_dir: Path,
+    size: int,
+    keap_limits: str = "off",
+    customcrm_limits: str = "off",
+    seed: int = 42,
+    customcrm_share: float = 0.08,
 ) -> Iterator[RunningSandboxes]:
     """`crmsync sandbox` in its own process, seeded with `size` records per kind."""
     command = [
