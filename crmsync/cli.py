@@ -232,7 +232,7 @@ def sync(
 
     Exit 0 when everything went through, 3 when some rows were rejected (listed), 1 on failure.
     """
-    from crmsync.progress import extract_progress
+    from crmsync.progress import extract_progress, push_progress
     from crmsync.report import emit_json, sync_summary
     from crmsync.run import endpoints, run_sync
     from pipelines.ingest import IngestOptions
@@ -241,9 +241,14 @@ def sync(
     with endpoints(settings) as found:
         if not (quiet or as_json):
             click.echo(f"syncing {found.description} (state: {settings.db_path})", err=True)
-        with extract_progress(quiet or as_json) as progress:
+        with extract_progress(quiet or as_json) as progress, push_progress(quiet or as_json) as pushing:
             outcome = run_sync(
-                settings, found, _vars(conflict_policy, raw_vars), IngestOptions(full_pass=full), progress
+                settings,
+                found,
+                _vars(conflict_policy, raw_vars),
+                IngestOptions(full_pass=full),
+                progress,
+                pushing,
             )
     result = {
         "run_id": outcome.run_id,

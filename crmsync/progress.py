@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
@@ -46,5 +46,34 @@ def extract_progress(quiet: bool = False, stream: TextIO | None = None) -> Itera
             if key not in tasks:
                 tasks[key] = bars.add_task(key, total=None, pages=0)
             bars.update(tasks[key], completed=records, pages=pages)
+
+        yield live
+
+
+@contextmanager
+def push_progress(
+    quiet: bool = False, stream: TextIO | None = None
+) -> Iterator[Callable[[str, str, int, int], None]]:
+    """A callback (mapping, target, rows done, rows in all): a bar per mapping and target on a
+    terminal, a plain line per batch otherwise."""
+    stream = stream or sys.stderr
+    if quiet:
+        yield lambda *args: None
+        return
+    if not stream.isatty():
+
+        def plain(mapping: str, target: str, done: int, total: int) -> None:
+            click.echo(f"push {mapping} -> {target}: {done}/{total}", err=True)
+
+        yield plain
+        return
+    with Progress(*Progress.get_default_columns(), console=Console(file=stream)) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def live(mapping: str, target: str, done: int, total: int) -> None:
+            key = f"push {mapping} -> {target}"
+            if key not in tasks:
+                tasks[key] = bars.add_task(key, total=total)
+            bars.update(tasks[key], completed=done, total=total)
 
         yield live
