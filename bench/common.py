@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -11,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,3 +145,13 @@ def emit(name: str, figures: dict[str, Any]) -> None:
     """One line of JSON per figure set (for RESULTS.md), and a readable line."""
     print(json.dumps({"bench": name, **figures}))
     sys.stdout.flush()
+
+
+def main_for(run: Callable[[int], None], doc: str | None) -> None:
+    """A bench's command line: `--size` (repeatable), 10,000 by default; the machine first."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
+    args = parser.parse_args()
+    print(f"# machine: {machine()}")
+    for size in args.size or [10_000]:
+        run(size)

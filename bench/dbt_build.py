@@ -11,7 +11,6 @@ file, and a rebuild.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import emit, machine, sandboxes
+from bench.common import emit, main_for, sandboxes
 from connectors.customcrm import customcrm_client
 from connectors.keap import KeapPacer, keap_client
 from pipelines.ingest import extract
@@ -65,12 +64,7 @@ def run(size: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
-    args = parser.parse_args()
-    print(f"# machine: {machine()}")
-    for size in args.size or [10_000]:
-        run(size)
+    main_for(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ minute) would impose on the same requests is printed beside it.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-from bench.common import Timer, emit, machine, peak_rss_mib, sandboxes
+from bench.common import Timer, emit, main_for, peak_rss_mib, sandboxes
 from connectors.customcrm import customcrm_client
 from connectors.keap import KeapPacer, keap_client
 from pipelines.ingest import extract
@@ -57,12 +56,7 @@ def run(size: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
-    args = parser.parse_args()
-    print(f"# machine: {machine()}")
-    for size in args.size or [10_000]:
-        run(size)
+    main_for(run, __doc__)
 
 
 if __name__ == "__main__":

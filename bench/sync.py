@@ -12,7 +12,6 @@ Keap's limits put under the wall time (a bucket of 240 then 4 a second).
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import RunningSandboxes, emit, machine, sandboxes
+from bench.common import RunningSandboxes, emit, main_for, sandboxes
 from connectors.customcrm import customcrm_client
 from connectors.keap import keap_client
 from crmsync.run import Endpoints, run_sync
@@ -139,12 +138,7 @@ def run(size: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
-    args = parser.parse_args()
-    print(f"# machine: {machine()}")
-    for size in args.size or [10_000]:
-        run(size)
+    main_for(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ the ingest and the push share."""
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -16,7 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 
 from connectors.errors import AuthError, ProtocolError, error_for_response
-from connectors.http import ApiClient, Clock, LocalBucket, Pacer, RetryPolicy, Sleep
+from connectors.http import ApiClient, Clock, LocalBucket, Pacer, RetryPolicy, Sleep, parse_time
 from connectors.tokens import TokenSet, TokenStore
 
 # How each resource can be read incrementally (../shared/keap/README.md): a time filter
@@ -33,22 +32,6 @@ def filter_timestamp(value: datetime) -> str:
     """Keap filters want full ISO-8601 with milliseconds and a zone."""
     utc = value.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def parse_keap_time(value: Any) -> datetime | None:
-    """Keap's `...Z` and `...+0000` forms (and RFC 3339); None when absent or unparseable."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    elif re.search(r"[+-]\d{4}$", text):
-        text = text[:-2] + ":" + text[-2:]
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 LIST_KEYS = {
@@ -246,7 +229,7 @@ class KeapClient(ApiClient):
             if since is None or spec["filter"]:
                 yield items, False
                 continue
-            fresh = [i for i in items if (parse_keap_time(i.get(stamp)) or since) >= since]
+            fresh = [i for i in items if (parse_time(i.get(stamp)) or since) >= since]
             if len(fresh) < len(items):  # newest first: past the cursor, the rest is older
                 yield fresh, True
                 return

@@ -11,13 +11,14 @@ goes on.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dlt
+
+from connectors.http import parse_time
 
 RAW_COLUMNS: dict[str, Any] = {
     "id": {"data_type": "text", "nullable": False, "primary_key": True},
@@ -85,7 +86,7 @@ class Cursor:
     def __init__(self, state: dict[str, Any], overlap: timedelta) -> None:
         self.state = state
         self.overlap = overlap
-        self.value = parse_timestamp(state.get("cursor"))
+        self.value = parse_time(state.get("cursor"))
         self.seen: dict[str, str] = dict(state.get("seen") or {})
         self.newest = self.value
         self.window: dict[str, tuple[str, datetime]] = {}
@@ -109,9 +110,7 @@ class Cursor:
             return
         floor = self.newest - self.overlap
         kept = {
-            k: v
-            for k, v in self.seen.items()
-            if (parse_timestamp(v) or floor) >= floor and k not in self.window
+            k: v for k, v in self.seen.items() if (parse_time(v) or floor) >= floor and k not in self.window
         }
         kept.update({k: text for k, (text, stamp) in self.window.items() if stamp >= floor})
         self.state["cursor"] = self.newest.isoformat()
@@ -123,22 +122,6 @@ ProgressCallback = Callable[[str, str, int, int], None]
 """(system, resource, pages so far, records so far)"""
 
 
-def parse_timestamp(value: Any) -> datetime | None:
-    """Keap's `...Z` and `...+0000`, and RFC 3339; None when absent or unparseable."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    elif re.search(r"[+-]\d{4}$", text):
-        text = text[:-2] + ":" + text[-2:]
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-
-
 def raw_row(
     record: dict[str, Any], id_field: str, cursor_field: str | None, extracted_at: datetime
 ) -> dict[str, Any]:
@@ -146,7 +129,7 @@ def raw_row(
     return {
         "id": str(record[id_field]),
         "updated_at": stamp,
-        "_cursor": parse_timestamp(stamp),
+        "_cursor": parse_time(stamp),
         "payload": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
         "_extracted_at": extracted_at,
     }
@@ -158,7 +141,7 @@ def check_record(record: Any, id_field: str, cursor_field: str | None) -> tuple[
         return "(record)", f"not an object: {type(record).__name__}"
     if record.get(id_field) in (None, ""):
         return id_field, "missing id"
-    if cursor_field and record.get(cursor_field) and parse_timestamp(record[cursor_field]) is None:
+    if cursor_field and record.get(cursor_field) and parse_time(record[cursor_field]) is None:
         return cursor_field, f"unparseable timestamp {record[cursor_field]!r}"
     return None
 

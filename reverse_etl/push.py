@@ -29,7 +29,8 @@ from typing import Any
 
 from connectors.customcrm import BATCH_LIMIT, CustomcrmClient
 from connectors.errors import ApiError, FatalError, RecordRejected, RetryableError
-from connectors.keap import INCREMENTAL, KeapClient, parse_keap_time
+from connectors.http import parse_time
+from connectors.keap import INCREMENTAL, KeapClient
 from reverse_etl.state import Outcome, Recorder, connect
 
 MAPPINGS = ("customers", "contacts", "orders", "products")
@@ -297,6 +298,10 @@ class Pusher:
             f"""select op, keap_id, customcrm_id, update_mask, payload, fields, status, keap_updated_at
                 from main.sync_keap__{resource} order by op, keap_id""",
         )
+        # a create found again in Keap this run (an intent resolved above) is linked already
+        linked = {r["customcrm_id"] for r in _rows(
+            self.db_path, "select customcrm_id from sync_state.links where mapping = ?", [mapping])}  # fmt: skip
+        rows = [r for r in rows if not (r["op"] == "create" and r["customcrm_id"] in linked)]
         ready = [r for r in rows if r["status"] == "ready"]
         summary.waiting += len(rows) - len(ready)
         if not ready:
@@ -349,7 +354,7 @@ class Pusher:
         changed: dict[str, datetime] = {}
         for items, _ in self.keap.changed_since(resource, latest, fields=["id", stamp]):
             for item in items:
-                when = parse_keap_time(item.get(stamp))
+                when = parse_time(item.get(stamp))
                 if item.get("id") and when is not None:
                     changed[str(item["id"])] = when
         return changed

@@ -15,7 +15,7 @@ alone creates and writes it; dbt reads it as sources and never writes it, so
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +185,8 @@ class Recorder:
         self.run_id = run_id
 
     def record(self, outcomes: list[Outcome], bases: list[tuple[str, str, str, str | None]]) -> None:
-        """outcomes: the writes; bases: (mapping, keap_id, field, value) to upsert."""
+        """outcomes: the writes; bases: (mapping, keap_id, field, value) to upsert. Set-based:
+        one statement per table, whatever the batch's size."""
         import json
 
         if not outcomes and not bases:
@@ -196,86 +197,74 @@ class Recorder:
                 seq = con.execute(
                     f"select coalesce(max(seq), 0) from {SCHEMA}.operations where run_id = ?", [self.run_id]
                 ).fetchone()[0]  # type: ignore[index]
-                rows = []
+                operations = [
+                    (self.run_id, seq + n, o.mapping, o.target, o.op, o.keap_id, o.customcrm_id, o.fields,
+                     json.dumps(o.payload) if o.payload is not None else None, o.status, o.http_status,
+                     (o.answer or "")[:2000] or None)
+                    for n, o in enumerate(outcomes, start=1)
+                ]  # fmt: skip
+                _insert(con, f"insert into {SCHEMA}.operations select *, now() from", operations, 12)
+                links = [
+                    (o.mapping, o.keap_id, o.customcrm_id, o.link_rule, self.run_id)
+                    for o in outcomes
+                    if o.status == "ok" and o.link_rule and o.keap_id and o.customcrm_id
+                ]
+                _insert(
+                    con,
+                    f"""insert into {SCHEMA}.links
+                        select col0, col1, col2, col3, now(), col4, now() from""",
+                    links, 5, suffix="on conflict (mapping, keap_id) do nothing",
+                )  # fmt: skip
+                resolved = [
+                    (o.mapping, o.target, o.keap_id or o.customcrm_id) for o in outcomes if o.status == "ok"
+                ]
+                _insert(
+                    con,
+                    f"""update {SCHEMA}.rejections set resolved_at = now()
+                        from (select col0 as m, col1 as t, col2 as k from""",
+                    resolved, 3,
+                    suffix=""") as done
+                        where mapping = done.m and target = done.t and record_key = done.k
+                            and resolved_at is null""",
+                )  # fmt: skip
                 for outcome in outcomes:
-                    seq += 1
-                    rows.append(
-                        (
-                            self.run_id,
-                            seq,
-                            outcome.mapping,
-                            outcome.target,
-                            outcome.op,
-                            outcome.keap_id,
-                            outcome.customcrm_id,
-                            outcome.fields,
-                            json.dumps(outcome.payload) if outcome.payload is not None else None,
-                            outcome.status,
-                            outcome.http_status,
-                            (outcome.answer or "")[:2000] or None,
-                        )
-                    )
-                if rows:
-                    con.executemany(
-                        f"insert into {SCHEMA}.operations values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                        rows,
-                    )
-                for outcome in outcomes:
-                    self._links_and_rejections(con, outcome)
-                if bases:
-                    con.executemany(
-                        f"""insert into {SCHEMA}.base_values values (?, ?, ?, ?, now(), ?)
-                            on conflict (mapping, keap_id, field) do update
-                            set value = excluded.value, synced_at = excluded.synced_at, run_id = excluded.run_id""",
-                        [(m, k, f, v, self.run_id) for m, k, f, v in bases],
-                    )
-                    touched = sorted({(m, k) for m, k, _, _ in bases})
-                    con.executemany(
-                        f"update {SCHEMA}.links set last_synced_at = now() where mapping = ? and keap_id = ?",
-                        touched,
-                    )
+                    if outcome.status == "rejected":
+                        self._reject(con, outcome)
+                _insert(
+                    con,
+                    f"""insert into {SCHEMA}.base_values select col0, col1, col2, col3, now(), ? from""",
+                    bases, 4, leading=[self.run_id],
+                    suffix="""on conflict (mapping, keap_id, field) do update
+                        set value = excluded.value, synced_at = excluded.synced_at, run_id = excluded.run_id""",
+                )  # fmt: skip
+                _insert(
+                    con,
+                    f"""update {SCHEMA}.links set last_synced_at = now()
+                        from (select distinct col0 as m, col1 as k from""",
+                    [(m, k) for m, k, _, _ in bases], 2,
+                    suffix=") as touched where mapping = touched.m and keap_id = touched.k",
+                )  # fmt: skip
                 con.execute("commit")
             except BaseException:
                 con.execute("rollback")
                 raise
 
-    def _links_and_rejections(self, con: duckdb.DuckDBPyConnection, outcome: Outcome) -> None:
+    def _reject(self, con: duckdb.DuckDBPyConnection, outcome: Outcome) -> None:
         import json
 
-        key = outcome.keap_id or outcome.customcrm_id
-        if outcome.status == "ok" and outcome.link_rule and outcome.keap_id and outcome.customcrm_id:
-            con.execute(
-                f"""insert into {SCHEMA}.links values (?, ?, ?, ?, now(), ?, now())
-                    on conflict (mapping, keap_id) do nothing""",
-                [outcome.mapping, outcome.keap_id, outcome.customcrm_id, outcome.link_rule, self.run_id],
-            )
-        if outcome.status == "ok":
-            con.execute(
-                f"""update {SCHEMA}.rejections set resolved_at = now()
-                    where mapping = ? and target = ? and record_key = ? and resolved_at is null""",
-                [outcome.mapping, outcome.target, key],
-            )
-        elif outcome.status == "rejected":
-            con.execute(
-                f"""insert into {SCHEMA}.rejections values (?, ?, ?, ?, ?, ?, ?, now(), now(), 1, null)
-                    on conflict (mapping, target, record_key, op) do update set
-                        reason = excluded.reason, field_errors = excluded.field_errors,
-                        http_status = excluded.http_status, last_seen = now(),
-                        attempts = {SCHEMA}.rejections.attempts + 1, resolved_at = null""",
-                [
-                    outcome.mapping,
-                    outcome.target,
-                    key,
-                    outcome.op,
-                    outcome.answer or "rejected",
-                    json.dumps(outcome.field_errors or []),
-                    outcome.http_status,
-                ],
-            )
+        con.execute(
+            f"""insert into {SCHEMA}.rejections values (?, ?, ?, ?, ?, ?, ?, now(), now(), 1, null)
+                on conflict (mapping, target, record_key, op) do update set
+                    reason = excluded.reason, field_errors = excluded.field_errors,
+                    http_status = excluded.http_status, last_seen = now(),
+                    attempts = {SCHEMA}.rejections.attempts + 1, resolved_at = null""",
+            [outcome.mapping, outcome.target, outcome.keap_id or outcome.customcrm_id, outcome.op,
+             outcome.answer or "rejected", json.dumps(outcome.field_errors or []), outcome.http_status],
+        )  # fmt: skip
 
-    def record_conflicts(self, db_path_rows: list[dict[str, object]]) -> None:
+    def record_conflicts(self, rows: list[dict[str, object]]) -> None:
         """The conflicts dbt resolved for this run, kept for good (the mart is recomputed)."""
-        if not db_path_rows:
+        if not rows:
             return
         with connect(self.db_path) as con:
             con.executemany(
@@ -294,7 +283,7 @@ class Recorder:
                         r["winner"],
                         r["reason"],
                     )
-                    for r in db_path_rows
+                    for r in rows
                 ],
             )
 
@@ -324,3 +313,16 @@ class Recorder:
                 f"update {SCHEMA}.keap_create_intents set keap_id = ? where mapping = ? and customcrm_id = ?",
                 [keap_id, mapping, customcrm_id],
             )
+
+
+def _insert(con: duckdb.DuckDBPyConnection, head: str, rows: Sequence[Sequence[object]], width: int,
+            suffix: str = "", leading: list[object] | None = None) -> None:  # fmt: skip
+    """`head (values (...), (...)) as v(col0, col1, ...) suffix`, in chunks: one statement per
+    1,000 rows instead of DuckDB's row-by-row executemany."""
+    columns = ", ".join(f"col{n}" for n in range(width))
+    placeholder = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), 1000):
+        chunk = rows[start : start + 1000]
+        values = ", ".join([placeholder] * len(chunk))
+        params = [*(leading or []), *(value for row in chunk for value in row)]
+        con.execute(f"{head} (values {values}) as v({columns}) {suffix}", params)

@@ -146,25 +146,14 @@
             'delete' as op,
             links.keap_id,
             links.customcrm_id,
-            '"' || customcrm_side.version || '"' as if_match,
+            '"' || links.version || '"' as if_match,
             cast(null as varchar) as idempotency_key,
             cast(null as json) as payload,
             []::varchar[] as fields,
             'ready' as status,
             cast(null as varchar) as waiting_reason,
             cast(null as timestamptz) as keap_updated_at
-        from {{ ref('stg_sync_state__links') }} as links
-        inner join {{ ref('int_record_sides') }} as keap_side
-            on keap_side.mapping = links.mapping
-            and keap_side.side = 'keap'
-            and keap_side.record_id = links.keap_id
-        inner join {{ ref('int_record_sides') }} as customcrm_side
-            on customcrm_side.mapping = links.mapping
-            and customcrm_side.side = 'customcrm'
-            and customcrm_side.record_id = links.customcrm_id
-        where links.mapping = '{{ mapping }}'
-            and keap_side.is_deleted
-            and not customcrm_side.is_deleted
+        from ({{ orphaned_links(mapping, 'keap') }}) as links
     ),
     {%- endif %}
 

@@ -218,19 +218,8 @@
             []::varchar[] as fields,
             'ready' as status,
             cast(null as varchar) as waiting_reason,
-            keap_side.updated_at as keap_updated_at
-        from {{ ref('stg_sync_state__links') }} as links
-        inner join {{ ref('int_record_sides') }} as keap_side
-            on keap_side.mapping = links.mapping
-            and keap_side.side = 'keap'
-            and keap_side.record_id = links.keap_id
-        inner join {{ ref('int_record_sides') }} as customcrm_side
-            on customcrm_side.mapping = links.mapping
-            and customcrm_side.side = 'customcrm'
-            and customcrm_side.record_id = links.customcrm_id
-        where links.mapping = '{{ mapping }}'
-            and customcrm_side.is_deleted
-            and not keap_side.is_deleted
+            links.updated_at as keap_updated_at
+        from ({{ orphaned_links(mapping, 'customcrm') }}) as links
     ),
     {%- endif %}
 

@@ -173,3 +173,27 @@
         from described
     )
 {% endmacro %}
+
+
+{#- Links whose `gone` side was deleted while the other is still there: with
+    delete_counterparts, the other side is deleted (only records a link covers). -#}
+{% macro orphaned_links(mapping, gone) %}
+    {%- set kept = 'customcrm' if gone == 'keap' else 'keap' %}
+    select
+        links.keap_id,
+        links.customcrm_id,
+        kept_side.version,
+        kept_side.updated_at
+    from {{ ref('stg_sync_state__links') }} as links
+    inner join {{ ref('int_record_sides') }} as gone_side
+        on gone_side.mapping = links.mapping
+        and gone_side.side = '{{ gone }}'
+        and gone_side.record_id = links.{{ gone }}_id
+    inner join {{ ref('int_record_sides') }} as kept_side
+        on kept_side.mapping = links.mapping
+        and kept_side.side = '{{ kept }}'
+        and kept_side.record_id = links.{{ kept }}_id
+    where links.mapping = '{{ mapping }}'
+        and gone_side.is_deleted
+        and not kept_side.is_deleted
+{% endmacro %}

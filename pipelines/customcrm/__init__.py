@@ -17,12 +17,12 @@ import dlt
 
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError, FatalError
+from connectors.http import parse_time
 from pipelines.common import (
     Cursor,
     ExtractReport,
     ProgressCallback,
     check_record,
-    parse_timestamp,
     raw_row,
     raw_rows,
     rejection,
@@ -44,8 +44,8 @@ def _tombstone(resource: str, record: dict[str, Any], extracted_at: datetime) ->
     row = {
         "resource": resource,
         "id": str(record[ID_FIELD]),
-        "deleted_at": parse_timestamp(record.get("DeletedAt")),
-        "updated_at": parse_timestamp(record.get(CURSOR_FIELD)),
+        "deleted_at": parse_time(record.get("DeletedAt")),
+        "updated_at": parse_time(record.get(CURSOR_FIELD)),
         "external_refs": json.dumps(record.get("ExternalRefs") or {}, ensure_ascii=False),
         "_extracted_at": extracted_at,
     }
@@ -83,7 +83,7 @@ def _records(
                     record_id, stamp_text = str(item[ID_FIELD]), item.get(CURSOR_FIELD)
                     if cursor.already_loaded(record_id, stamp_text):
                         continue
-                    cursor.observe(record_id, stamp_text, parse_timestamp(stamp_text))
+                    cursor.observe(record_id, stamp_text, parse_time(stamp_text))
                     if is_tombstone(item):
                         counts.deleted += 1
                         yield _tombstone(resource, item, extracted_at)

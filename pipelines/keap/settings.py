@@ -1,4 +1,4 @@
-"""What the Keap source reads, as data: resources, their incremental strategy, fields."""
+"""What the Keap source reads, as data: resources, their cursors, the fields asked for."""
 
 from __future__ import annotations
 
@@ -37,51 +37,20 @@ CONTACT_FIELDS = [
 
 @dataclass(frozen=True)
 class KeapResource:
+    """A resource the source reads (how to read it incrementally is the connector's
+    knowledge: connectors.keap.INCREMENTAL)."""
+
     name: str  # table name and API path
     path: str
-    cursor_field: str | None  # the timestamp the incremental read follows
-    strategy: (
-        str  # "filter_asc": a time filter, oldest first; "desc_until": newest first, stop past the cursor
-    )
-    time_filter: str | None = None
-    order_by: str | None = None
-    fields: tuple[str, ...] | None = None
+    cursor_field: str  # the update timestamp the cursor follows
+    fields: tuple[str, ...] | None = None  # asked for in `fields`
     ids_only_fields: bool = True  # whether `fields=id` works for the ids-only full pass
 
 
 RESOURCES = (
-    KeapResource(
-        "companies",
-        "companies",
-        "update_time",
-        "filter_asc",
-        time_filter="since_time",
-        fields=tuple(COMPANY_FIELDS),
-    ),
-    KeapResource(
-        "contacts",
-        "contacts",
-        "update_time",
-        "filter_asc",
-        time_filter="start_update_time",
-        order_by="update_time asc",
-        fields=tuple(CONTACT_FIELDS),
-    ),
-    KeapResource(
-        "opportunities",
-        "opportunities",
-        "last_updated_time",
-        "desc_until",
-        order_by="update_time desc",
-        ids_only_fields=False,
-    ),
-    KeapResource(
-        "products",
-        "products",
-        "update_time",
-        "desc_until",
-        order_by="last_updated_time desc",
-        ids_only_fields=False,
-    ),
+    KeapResource("companies", "companies", "update_time", fields=tuple(COMPANY_FIELDS)),
+    KeapResource("contacts", "contacts", "update_time", fields=tuple(CONTACT_FIELDS)),
+    KeapResource("opportunities", "opportunities", "last_updated_time", ids_only_fields=False),
+    KeapResource("products", "products", "update_time", ids_only_fields=False),
 )
 STAGES = "opportunities/stages"

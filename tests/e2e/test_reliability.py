@@ -125,3 +125,37 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
     else:  # a Customcrm-only contact: not linked, and left as it is
         assert world.crm.get(f"/contacts/{crm_contact['Id']}").json()["Title"] == "Customcrm title"
         _assert_converged(world, keap_titles, {})
+
+
+def test_a_keap_create_that_lost_its_answer_is_found_again_not_created_twice(world: World) -> None:
+    """The reverse flow (create_in_keap): the intent is recorded before the POST; when the
+    answer is lost (committed, then a 500 or a dropped connection), the next run finds the
+    record by its natural key and links it."""
+    variables = {"create_in_keap": True}
+    crm_only = [c for c in world.crm_all("products") if not c["ExternalRefs"].get("keap")]
+    skus = {c["Sku"] for c in crm_only}
+    assert world.sync(variables={"create_in_keap": False}).status == "ok"  # Keap -> Customcrm first
+    keap_before = len(world.keap_all("products"))
+    # every Keap POST is applied, then its answer lost
+    from tests.conftest import admin
+
+    admin(
+        world.keap,
+        world.boxes.keap_root,
+        "/_sandbox/config",
+        {"faults": {"commit_then_fail": 1.0, "seed": 1}},
+    )
+    lost = world.sync(variables=variables)
+    admin(world.keap, world.boxes.keap_root, "/_sandbox/config", {"faults": {}})
+    assert lost.push.mappings["products"].failed >= len(crm_only) > 0
+    assert world.sql("select count(*) from sync_state.keap_create_intents where keap_id is null")[0][0] > 0
+
+    found = world.sync(variables=variables)
+    assert found.status == "ok", found.error
+    keap_products = world.keap_all("products")
+    assert len(keap_products) == keap_before + len(crm_only)  # created once each, never twice
+    assert [p["sku"] for p in keap_products].count(sorted(skus)[0]) == 1
+    links = dict(world.sql("select customcrm_id, link_rule from sync_state.links where mapping = 'products'"))
+    assert all(links[c["Id"]] == "created_in_keap" for c in crm_only)
+    world.served()
+    assert not world.sync(variables=variables).push.wrote

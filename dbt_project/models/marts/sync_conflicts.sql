@@ -1,30 +1,8 @@
 -- Every conflict this run resolves: both values, the base, the winner and why.
 with
 
-customers as (
-    select * from {{ ref('int_customers__merged') }}
-),
-
-contacts as (
-    select * from {{ ref('int_contacts__merged') }}
-),
-
-orders as (
-    select * from {{ ref('int_orders__merged') }}
-),
-
-products as (
-    select * from {{ ref('int_products__merged') }}
-),
-
 merged as (
-    select * from customers
-    union all by name
-    select * from contacts
-    union all by name
-    select * from orders
-    union all by name
-    select * from products
+    select * from {{ ref('int_merged_fields') }}
 ),
 
 final as (
