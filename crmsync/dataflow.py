@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crmsync.dbt import PROJECT_DIR, run_dbt
+from crmsync.dbt import PROJECT_DIR, run_dbt, target_dir
 
 DOCS_FILE = PROJECT_DIR / "models" / "_overview__docs.md"
 
@@ -72,10 +72,11 @@ MAPPINGS = (
 
 def manifest(db_path: Path | None = None) -> dict[str, Any]:
     """Parse the project (no database needed) and read its manifest."""
-    result = run_dbt(["parse"], db_path or Path("data/crmsync.duckdb"))
+    db = db_path or Path("data/crmsync.duckdb")
+    result = run_dbt(["parse"], db)
     if not result.success:
         raise RuntimeError("dbt parse failed: " + "; ".join(result.failures))
-    return json.loads((PROJECT_DIR / "target" / "manifest.json").read_text())  # type: ignore[no-any-return]
+    return json.loads((target_dir(db) / "manifest.json").read_text())  # type: ignore[no-any-return]
 
 
 def mappings(manifest_data: dict[str, Any]) -> list[Mapping]:

@@ -27,10 +27,31 @@ class DbtResult:
 _MANIFESTS: dict[str, Any] = {}
 
 
-def _manifest(variables_json: str) -> Any:
+def target_dir(db_path: Path) -> Path:
+    """dbt's artifacts (manifest, compiled SQL, docs site) beside the DuckDB file's state,
+    so two syncs on two files never share them, and the repository stays clean."""
+    db = Path(db_path).resolve()
+    return db.parent / (db.stem + ".state") / "dbt"
+
+
+def _paths(db_path: Path) -> list[str]:
+    target = target_dir(db_path)
+    return [
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(target / "logs"),
+    ]
+
+
+def _manifest(variables_json: str, db_path: Path) -> Any:
     """The parsed project, once per process and vars: every later invocation skips parsing."""
     if variables_json not in _MANIFESTS:
-        command = ["parse", "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR), "--quiet"]
+        command = ["parse", *_paths(db_path), "--quiet"]
         if variables_json != "{}":
             command += ["--vars", variables_json]
         outcome = dbtRunner().invoke(command)
@@ -48,20 +69,14 @@ def run_dbt(
 
     os.environ["CRMSYNC_DB"] = str(Path(db_path).resolve())
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-    command = [
-        *args,
-        "--project-dir",
-        str(PROJECT_DIR),
-        "--profiles-dir",
-        str(PROJECT_DIR),
-    ]
+    command = [*args, *_paths(db_path)]
     variables_json = json.dumps(variables or {}, sort_keys=True)
     if variables:
         command += ["--vars", variables_json]
     if quiet:
         command += ["--quiet"] if args and args[0] != "docs" else []
     reuse = args and args[0] in ("build", "run", "test")
-    runner = dbtRunner(manifest=_manifest(variables_json)) if reuse else dbtRunner()
+    runner = dbtRunner(manifest=_manifest(variables_json, db_path)) if reuse else dbtRunner()
     outcome = runner.invoke(command)
     failures: list[str] = []
     results = getattr(outcome.result, "results", None) or []

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from crmsync.dataflow import write_docs
-from crmsync.dbt import PROJECT_DIR, run_dbt
+from crmsync.dbt import run_dbt, target_dir
 from reverse_etl.state import ensure_state
 from sandbox.runtime import free_port
 
@@ -43,7 +43,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     write_docs(db)
     generated = run_dbt(["docs", "generate"], db)
     assert generated.success, generated.failures
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(PROJECT_DIR / "target"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(target_dir(db)))
     port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
