@@ -266,26 +266,12 @@ class Recorder:
         """The conflicts dbt resolved for this run, kept for good (the mart is recomputed)."""
         if not rows:
             return
+        names = ("mapping", "keap_id", "customcrm_id", "field", "base_value", "keap_value", "customcrm_value",
+                 "winner", "reason")  # fmt: skip
         with connect(self.db_path) as con:
-            con.executemany(
-                f"""insert into {SCHEMA}.conflicts values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())
-                    on conflict do nothing""",
-                [
-                    (
-                        self.run_id,
-                        r["mapping"],
-                        r["keap_id"],
-                        r["customcrm_id"],
-                        r["field"],
-                        r["base_value"],
-                        r["keap_value"],
-                        r["customcrm_value"],
-                        r["winner"],
-                        r["reason"],
-                    )
-                    for r in rows
-                ],
-            )
+            _insert(con, f"insert into {SCHEMA}.conflicts select ?, *, now() from",
+                    [tuple(r[n] for n in names) for r in rows], len(names), leading=[self.run_id],
+                    suffix="on conflict do nothing")  # fmt: skip
 
     # --- Keap create intents: written before the request, so a crash never creates twice ---
     def intend_keap_create(
