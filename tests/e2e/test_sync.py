@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.e2e.conftest import World
 
 RESOURCES = {
@@ -173,3 +175,40 @@ def test_a_rejected_record_is_listed_does_not_stop_the_others_and_goes_through_o
     fixed = world.sync()
     assert fixed.status == "ok" and fixed.push.mappings["contacts"].created == 1
     assert world.sql("select count(*) from sync_state.rejections where resolved_at is null") == [(0,)]
+
+
+def test_an_edit_made_in_keap_during_the_run_is_held_back_not_overwritten(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crmsync.run
+
+    assert world.sync().status == "ok"
+    keap_id, crm_id = world.sql(
+        "select keap_id, customcrm_id from sync_state.links where mapping = 'contacts' limit 1"
+    )[0]
+    world.crm.patch(f"/contacts/{crm_id}", json={"Title": "from Customcrm"})  # a Keap PATCH is now due
+    real_build = crmsync.run.dbt_build
+    edited: list[bool] = []
+
+    def build_then_edit_in_keap(*args: object, **kwargs: object) -> object:
+        result = real_build(*args, **kwargs)  # type: ignore[arg-type]
+        if not edited:  # after the extract, before the push: a user edits the record in Keap
+            world.keap.patch(f"/contacts/{keap_id}", params={"update_mask": "job_title"},
+                             json={"job_title": "typed in Keap meanwhile"})  # fmt: skip
+            edited.append(True)
+        return result
+
+    monkeypatch.setattr(crmsync.run, "dbt_build", build_then_edit_in_keap)
+    outcome = world.sync()
+    assert outcome.push.mappings["contacts"].held_back == 1
+    assert world.keap.get(f"/contacts/{keap_id}").json()["job_title"] == "typed in Keap meanwhile"
+    assert world.sql(
+        f"select status from sync_state.operations where keap_id = '{keap_id}' and target = 'keap' "
+        "order by attempted_at desc limit 1"
+    ) == [("held_back",)]
+
+    monkeypatch.setattr(crmsync.run, "dbt_build", real_build)
+    merged = world.sync()  # the next run merges it: both changed, Keap's edit is the newer
+    assert merged.status == "ok"
+    assert world.crm.get(f"/contacts/{crm_id}").json()["Title"] == "typed in Keap meanwhile"
+    assert world.keap.get(f"/contacts/{keap_id}").json()["job_title"] == "typed in Keap meanwhile"
