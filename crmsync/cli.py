@@ -205,6 +205,14 @@ def _sync_options(command: Any) -> Any:
             click.option("--quiet", is_flag=True, help="No progress output."),
             click.option("--full", is_flag=True, help="Also run Keap's full pass that finds deletions."),
             click.option(
+                "--full-every",
+                type=int,
+                default=24,
+                envvar="CRMSYNC_KEAP_FULL_PASS_EVERY",
+                show_default=True,
+                help="Run that full pass every N runs.",
+            ),
+            click.option(
                 "--conflict-policy",
                 type=click.Choice(["newest", "keap", "customcrm"]),
                 envvar="CRMSYNC_CONFLICT_POLICY",
@@ -226,7 +234,13 @@ def _sync_options(command: Any) -> Any:
 @_sync_options
 @click.pass_obj
 def sync(
-    obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: str | None, raw_vars: str | None
+    obj: Context,
+    as_json: bool,
+    quiet: bool,
+    full: bool,
+    full_every: int,
+    conflict_policy: str | None,
+    raw_vars: str | None,
 ) -> None:
     """Extract, model and push: converge Keap and Customcrm in one command.
 
@@ -246,7 +260,7 @@ def sync(
                 settings,
                 found,
                 _vars(conflict_policy, raw_vars),
-                IngestOptions(full_pass=full),
+                IngestOptions(full_pass=full, full_pass_every=full_every),
                 progress,
                 pushing,
             )
@@ -281,7 +295,13 @@ Where to look next:
 @_sync_options
 @click.pass_obj
 def plan(
-    obj: Context, as_json: bool, quiet: bool, full: bool, conflict_policy: str | None, raw_vars: str | None
+    obj: Context,
+    as_json: bool,
+    quiet: bool,
+    full: bool,
+    full_every: int,
+    conflict_policy: str | None,
+    raw_vars: str | None,
 ) -> None:
     """Show what a sync would write, without writing. Exit 1 if anything is pending, 0 if not."""
     from crmsync.report import emit_json, table
@@ -291,7 +311,11 @@ def plan(
     settings = obj.settings
     with endpoints(settings) as found:
         outcome = run_sync(
-            settings, found, _vars(conflict_policy, raw_vars), IngestOptions(full_pass=full), dry_run=True
+            settings,
+            found,
+            _vars(conflict_policy, raw_vars),
+            IngestOptions(full_pass=full, full_pass_every=full_every),
+            dry_run=True,
         )
     if outcome.error:
         click.secho(f"crmsync: {outcome.error}", fg="red", err=True)

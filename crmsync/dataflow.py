@@ -29,8 +29,8 @@ exact **pending changes** each system needs.
 |---|---|---|
 | staging | `stg_keap__*`, `stg_customcrm__*`, `stg_sync_state__*` | one per source table: rename, and put every mapped value in one canonical form |
 | intermediate | `int_<entity>__matched` | the link rules, in order: existing link, ExternalRefs.keap, unique natural key, else create |
-| intermediate | `int_<entity>__paired` | both sides of every pair, property by property: the property tables below come from its column `meta` |
-| intermediate | `int_<entity>__merged` | the three-way merge per field against the base |
+| intermediate | `int_<entity>__paired` | both sides of every pair, property by property |
+| intermediate | `int_<entity>__merged` | the three-way merge per field against the base; its `meta.mapping_fields` is the property table below |
 | marts | `link_customers`, `link_contacts`, `link_orders`, `link_products` | what is linked to what, and why — for analysts |
 | marts | `sync_customcrm__*`, `sync_keap__*` | the writes each push makes — exposures `push_customcrm`, `push_keap` |
 | marts | `sync_conflicts`, `review_ambiguous_matches`, `sync_field_decisions` | conflicts, keys to review, and the bases the push advances |
