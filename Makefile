@@ -29,7 +29,7 @@ test: $(STAMP) ## lint, type-check and run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
