@@ -232,6 +232,9 @@ def _sync_options(command: Any) -> Any:
 
 @main.command()
 @_sync_options
+@click.option(
+    "--rebuild", is_flag=True, help="Run dbt and the push even when nothing changed since the last quiet run."
+)
 @click.pass_obj
 def sync(
     obj: Context,
@@ -241,6 +244,7 @@ def sync(
     full_every: int,
     conflict_policy: str | None,
     raw_vars: str | None,
+    rebuild: bool,
 ) -> None:
     """Extract, model and push: converge Keap and Customcrm in one command.
 
@@ -263,18 +267,25 @@ def sync(
                 IngestOptions(full_pass=full, full_pass_every=full_every),
                 progress,
                 pushing,
+                rebuild=rebuild,
             )
     result = {
         "run_id": outcome.run_id,
         "status": outcome.status,
         "rounds": outcome.rounds,
         "error": outcome.error,
+        "quiet_since": outcome.quiet_since,
         **outcome.push.as_dict(),
     }
     if as_json:
         emit_json(result)
     elif not quiet:
         sync_summary(result)
+        if outcome.quiet_since:
+            click.echo(
+                f"nothing changed since run {outcome.quiet_since}, which found nothing to do: "
+                "dbt and the push were skipped (--rebuild runs them anyway)"
+            )
         if found.sandbox is not None:
             click.echo(NEXT_STEPS.format(db=settings.db_path))
     if outcome.error:

@@ -20,6 +20,7 @@ from connectors.keap import KeapClient, keap_client
 from connectors.tokens import TokenStore
 from crmsync.dbt import DbtError
 from crmsync.dbt import build as dbt_build
+from crmsync.fingerprint import input_fingerprint, last_quiet, record_quiet
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
@@ -110,6 +111,7 @@ class SyncOutcome:
     push: PushResult
     status: str  # ok | rejected | failed
     error: str | None = None
+    quiet_since: str | None = None  # nothing changed since this run: dbt and the push were skipped
 
     @property
     def exit_code(self) -> int:
@@ -128,9 +130,14 @@ def run_sync(
     progress: ProgressCallback | None = None,
     push_progress: PushProgress | None = None,
     dry_run: bool = False,
+    rebuild: bool = False,
 ) -> SyncOutcome:
     """extract -> dbt build -> push, repeated while rows wait for parents created in this
-    run; then one more extract and build so the link tables show where things stand."""
+    run; then one more extract and build so the link tables show where things stand.
+
+    When the extract loaded nothing and nothing else the models read changed since a run
+    that found nothing to do (crmsync.fingerprint), the build and the push are skipped:
+    they would find nothing again. `rebuild` builds anyway."""
     db_path = settings.db_path
     ensure_state(db_path)
     run_id = new_run_id()
@@ -144,6 +151,12 @@ def run_sync(
         errors = _extract_errors(reports)
         if errors:  # stale data must not decide writes: push nothing
             raise IncompleteExtract("; ".join(errors))
+        if not (dry_run or rebuild):
+            quiet = last_quiet(db_path)
+            if quiet and quiet[0] == input_fingerprint(db_path, variables):
+                outcome = SyncOutcome(run_id, 0, reports, result, "ok", quiet_since=quiet[1])
+                finish_run(db_path, run_id, "ok", {"push": result.as_dict(), "quiet_since": quiet[1]})
+                return outcome
         dbt_build(db_path, variables)
         if dry_run:
             return SyncOutcome(run_id, 0, reports, result, "ok")
@@ -164,10 +177,25 @@ def run_sync(
             dbt_build(db_path, variables, tests=False)
         status = "rejected" if result.rejections else ("failed" if result.failed else "ok")
         outcome = SyncOutcome(run_id, rounds, reports, result, status)
+        record_quiet(
+            db_path, input_fingerprint(db_path, variables) if _found_nothing(outcome) else None, run_id
+        )
     except (ApiError, DbtError, IncompleteExtract) as exc:
         outcome = SyncOutcome(run_id, rounds, reports, result, "failed", str(exc))
+        if not dry_run:
+            record_quiet(db_path, None, run_id)
     finish_run(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error})
     return outcome
+
+
+def _found_nothing(outcome: SyncOutcome) -> bool:
+    """Nothing written, refused, failed, waiting, held back or stale: a rerun on the same
+    inputs would do nothing either."""
+    if outcome.status != "ok" or outcome.push.wrote:
+        return False
+    return not any(
+        s.rejected or s.waiting or s.held_back or s.failed or s.stale for s in outcome.push.mappings.values()
+    )
 
 
 def pending_writes(db_path: Path) -> list[dict[str, object]]:

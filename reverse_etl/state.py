@@ -11,6 +11,7 @@ alone creates and writes it; dbt reads it as sources and never writes it, so
 | keap_create_intents | Keap create about to be sent | crash safety: found again before creating twice |
 | conflicts | field changed on both sides, per run | both values, the base, the winner and why |
 | runs | run of `crmsync sync` | when, how it ended, its summary |
+| quiet_inputs | (at most one) | the inputs of the last run that found nothing to do: the next run skips dbt when they did not change |
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ create table if not exists {SCHEMA}.runs (
     finished_at   timestamptz,
     status        varchar     not null,     -- running, ok, rejected, failed
     summary       json
+);
+
+create table if not exists {SCHEMA}.quiet_inputs (
+    fingerprint   varchar     not null,     -- crmsync.fingerprint: raw data, state, dbt project, vars
+    run_id        varchar     not null,
+    recorded_at   timestamptz not null
 );
 """
 

@@ -1,0 +1,89 @@
+"""A sync after one that found nothing to do skips dbt and the push; any change ends the skip."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import crmsync.run
+from tests.e2e.conftest import World
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Every dbt build the sync asks for, still carried out."""
+    calls: list[tuple[Any, ...]] = []
+    real: Callable[..., Any] = crmsync.run.dbt_build
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(crmsync.run, "dbt_build", counted)
+    return calls
+
+
+def _quiet(world: World) -> str:
+    """Sync until a run finds nothing to do; its run id."""
+    for _ in range(3):
+        outcome = world.sync()
+        assert outcome.status == "ok", outcome.error
+        if not outcome.push.wrote and outcome.quiet_since is None:
+            return outcome.run_id
+    raise AssertionError("three syncs and still writing")
+
+
+def test_nothing_changed_means_no_dbt_no_push_and_only_the_extract_reads(
+    world: World, builds: list[tuple[Any, ...]]
+) -> None:
+    quiet_run = _quiet(world)
+    world.served()
+    builds.clear()
+    skipped = world.sync()
+    assert skipped.status == "ok" and skipped.rounds == 0
+    assert skipped.quiet_since == quiet_run
+    assert builds == []
+    keap, crm = world.served()
+    assert keap["writes"] == crm["writes"] == 0
+    assert (keap["reads"], crm["reads"]) == (5, 4)  # the extract's one page per resource, nothing else
+    again = world.sync()
+    assert again.quiet_since == quiet_run and builds == []  # still the same quiet run: nothing recorded since
+
+
+def test_an_edit_in_customcrm_ends_the_skip_and_arrives_in_keap(
+    world: World, builds: list[tuple[Any, ...]]
+) -> None:
+    _quiet(world)
+    keap_id, crm_id = world.sql(
+        "select keap_id, customcrm_id from sync_state.links where mapping = 'contacts' order by keap_id limit 1"
+    )[0]
+    assert (
+        world.crm.patch(f"/contacts/{crm_id}", json={"Title": "Edited after a quiet run"}).status_code == 200
+    )
+    builds.clear()
+    outcome = world.sync()
+    assert outcome.status == "ok" and outcome.quiet_since is None and builds
+    assert world.keap.get(f"/contacts/{keap_id}").json()["job_title"] == "Edited after a quiet run"
+
+
+def test_other_vars_a_changed_state_or_rebuild_end_the_skip(
+    world: World, builds: list[tuple[Any, ...]]
+) -> None:
+    _quiet(world)
+    builds.clear()
+    policy = {"conflict_policy": {m: "keap" for m in ("customers", "contacts", "orders", "products")}}
+    assert world.sync(variables=policy).quiet_since is None and len(builds) == 1
+
+    assert world.sync(variables=policy).quiet_since is not None and len(builds) == 1  # quiet with those vars
+    world.sql(
+        "delete from sync_state.base_values where (mapping, keap_id) in "
+        "(select mapping, keap_id from sync_state.links where mapping = 'contacts' limit 1)"
+    )
+    after_state_change = world.sync(variables=policy)
+    assert after_state_change.quiet_since is None and len(builds) == 2
+    assert not after_state_change.push.wrote  # both sides still agree: the bases are confirmed again
+
+    assert world.sync(variables=policy).quiet_since is not None and len(builds) == 2
+    assert world.sync(variables=policy, rebuild=True).quiet_since is None and len(builds) == 3
