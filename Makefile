@@ -51,12 +51,18 @@ plan: $(STAMP) ## show what a sync would write, without writing
 status: $(STAMP) ## linked, pending, conflicts and rejections per mapping
 	$(BIN)/crmsync status
 
-bench: $(STAMP) ## the quick benchmark set (10,000 records per kind)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ## the quick benchmark set (10,000 records per kind; drt side by side)
 	$(BIN)/python -m bench.run --quick
 
 lock: ## re-pin every dependency into constraints.txt (needs network to PyPI)
 	rm -rf /tmp/crmsync-lock && $(PYTHON) -m venv /tmp/crmsync-lock
-	/tmp/crmsync-lock/bin/pip install --quiet -e '.[dev]'
+	/tmp/crmsync-lock/bin/pip install --quiet -e '.[dev,bench]'
 	/tmp/crmsync-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean: ## remove the virtualenv and local data (the sandboxes' demo data and the DuckDB file)

@@ -66,13 +66,15 @@ class RunningSandboxes:
 @contextmanager
 def sandboxes(
     data_dir: Path,
-    size: int,
+    size: int | None,
     keap_limits: str = "off",
     customcrm_limits: str = "off",
     seed: int = 42,
     customcrm_share: float = 0.08,
 ) -> Iterator[RunningSandboxes]:
-    """`crmsync sandbox` in its own process, seeded with `size` records per kind."""
+    """`crmsync sandbox` in its own process, seeded afresh with `size` records per kind, or
+    (`size` None) serving what `data_dir` already holds."""
+    seeding = ["--reset", "--size", str(size), "--seed", str(seed), "--customcrm-share", str(customcrm_share)]
     command = [
         sys.executable,
         "-m",
@@ -80,13 +82,7 @@ def sandboxes(
         "sandbox",
         "--data-dir",
         str(data_dir),
-        "--reset",
-        "--size",
-        str(size),
-        "--seed",
-        str(seed),
-        "--customcrm-share",
-        str(customcrm_share),
+        *(seeding if size is not None else []),
         "--keap-port",
         "0",
         "--customcrm-port",

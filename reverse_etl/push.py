@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +114,40 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+class RecordBehind:
+    """Records one batch's outcomes in a thread while the next batch is on the wire.
+
+    Batches are recorded in order and at most one answered batch waits to be recorded, as
+    when recording inline: a crash in that window loses only the record, and the next run
+    sends the same operations again with the same idempotency keys (Customcrm replays the
+    first answer and creates nothing). Leaving the block waits for the last record, and
+    an error while recording is raised in the pushing thread.
+    """
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="record")
+        self.pending: Future[None] | None = None
+
+    def __call__(self, outcomes: list[Outcome], bases: list[tuple[str, str, str, str | None]]) -> None:
+        self.wait()
+        self.pending = self.pool.submit(self.recorder.record, outcomes, bases)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def __enter__(self) -> RecordBehind:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
+
+
 class Pusher:
     def __init__(
         self,
@@ -122,8 +156,10 @@ class Pusher:
         keap: KeapClient,
         customcrm: CustomcrmClient,
         progress: ProgressCallback | None = None,
+        mappings: Sequence[str] = MAPPINGS,
     ) -> None:
         self.db_path = db_path
+        self.mappings = tuple(mappings)  # a subset pushes only those (the peer benchmark)
         self.recorder = Recorder(db_path, run_id)
         self.keap = keap
         self.customcrm = customcrm
@@ -132,8 +168,14 @@ class Pusher:
 
     # --- the run ---------------------------------------------------------------------
     def run(self) -> PushResult:
+        # one database instance for the whole push: the short connections below reuse it
+        # instead of opening the file again for every batch (~25 ms each)
+        with connect(self.db_path):
+            return self._run()
+
+    def _run(self) -> PushResult:
         self._resolve_keap_intents()
-        for mapping in MAPPINGS:
+        for mapping in self.mappings:
             conflicts = _rows(
                 self.db_path,
                 """select mapping, keap_id, customcrm_id, field, base_value, keap_value, customcrm_value,
@@ -219,6 +261,17 @@ class Pusher:
         )
         ready = [r for r in rows if r["status"] == "ready"]
         summary.waiting += len(rows) - len(ready)
+        with RecordBehind(self.recorder) as record:
+            self._send_customcrm_batches(mapping, ready, decisions, record)
+
+    def _send_customcrm_batches(
+        self,
+        mapping: str,
+        ready: list[dict[str, Any]],
+        decisions: dict[str, list[dict[str, Any]]],
+        record: RecordBehind,
+    ) -> None:
+        summary = self.result.mappings[mapping]
         for start in range(0, len(ready), BATCH_LIMIT):
             batch = ready[start : start + BATCH_LIMIT]
             operations = []
@@ -241,14 +294,14 @@ class Pusher:
                     self._outcome(mapping, "customcrm", row, "failed", exc.status, str(exc)) for row in batch
                 ]
                 summary.failed += len(batch)
-                self.recorder.record(outcomes, [])
+                record(outcomes, [])
                 continue
             outcomes, bases = [], []
             for row, result in zip(batch, results, strict=True):
                 outcome, pair_bases = self._customcrm_result(mapping, row, result, decisions)
                 outcomes.append(outcome)
                 bases += pair_bases
-            self.recorder.record(outcomes, bases)
+            record(outcomes, bases)
             if self.progress:
                 self.progress(mapping, "customcrm", min(start + BATCH_LIMIT, len(ready)), len(ready))
 

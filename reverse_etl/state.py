@@ -210,7 +210,7 @@ class Recorder:
                      (o.answer or "")[:2000] or None)
                     for n, o in enumerate(outcomes, start=1)
                 ]  # fmt: skip
-                _insert(con, f"insert into {SCHEMA}.operations select *, now() from", operations, 12)
+                _insert(con, f"insert into {SCHEMA}.operations select *, now() from", operations, OPERATION_TYPES)
                 links = [
                     (o.mapping, o.keap_id, o.customcrm_id, o.link_rule, self.run_id)
                     for o in outcomes
@@ -220,7 +220,7 @@ class Recorder:
                     con,
                     f"""insert into {SCHEMA}.links
                         select col0, col1, col2, col3, now(), col4, now() from""",
-                    links, 5, suffix="on conflict (mapping, keap_id) do nothing",
+                    links, ["varchar"] * 5, suffix="on conflict (mapping, keap_id) do nothing",
                 )  # fmt: skip
                 resolved = [
                     (o.mapping, o.target, o.keap_id or o.customcrm_id) for o in outcomes if o.status == "ok"
@@ -229,7 +229,7 @@ class Recorder:
                     con,
                     f"""update {SCHEMA}.rejections set resolved_at = now()
                         from (select col0 as m, col1 as t, col2 as k from""",
-                    resolved, 3,
+                    resolved, ["varchar"] * 3,
                     suffix=""") as done
                         where mapping = done.m and target = done.t and record_key = done.k
                             and resolved_at is null""",
@@ -240,7 +240,7 @@ class Recorder:
                 _insert(
                     con,
                     f"""insert into {SCHEMA}.base_values select col0, col1, col2, col3, now(), ? from""",
-                    bases, 4, leading=[self.run_id],
+                    bases, ["varchar"] * 4, leading=[self.run_id],
                     suffix="""on conflict (mapping, keap_id, field) do update
                         set value = excluded.value, synced_at = excluded.synced_at, run_id = excluded.run_id""",
                 )  # fmt: skip
@@ -248,7 +248,7 @@ class Recorder:
                     con,
                     f"""update {SCHEMA}.links set last_synced_at = now()
                         from (select distinct col0 as m, col1 as k from""",
-                    [(m, k) for m, k, _, _ in bases], 2,
+                    [(m, k) for m, k, _, _ in bases], ["varchar"] * 2,
                     suffix=") as touched where mapping = touched.m and keap_id = touched.k",
                 )  # fmt: skip
                 con.execute("commit")
@@ -277,7 +277,7 @@ class Recorder:
                  "winner", "reason")  # fmt: skip
         with connect(self.db_path) as con:
             _insert(con, f"insert into {SCHEMA}.conflicts select ?, *, now() from",
-                    [tuple(r[n] for n in names) for r in rows], len(names), leading=[self.run_id],
+                    [tuple(r[n] for n in names) for r in rows], ["varchar"] * len(names), leading=[self.run_id],
                     suffix="on conflict do nothing")  # fmt: skip
 
     # --- Keap create intents: written before the request, so a crash never creates twice ---
@@ -308,14 +308,17 @@ class Recorder:
             )
 
 
-def _insert(con: duckdb.DuckDBPyConnection, head: str, rows: Sequence[Sequence[object]], width: int,
+OPERATION_TYPES = ("varchar", "bigint", "varchar", "varchar", "varchar", "varchar", "varchar", "varchar[]",
+                   "varchar", "varchar", "integer", "varchar")  # fmt: skip
+
+
+def _insert(con: duckdb.DuckDBPyConnection, head: str, rows: Sequence[Sequence[object]], types: Sequence[str],
             suffix: str = "", leading: list[object] | None = None) -> None:  # fmt: skip
-    """`head (values (...), (...)) as v(col0, col1, ...) suffix`, in chunks: one statement per
-    1,000 rows instead of DuckDB's row-by-row executemany."""
-    columns = ", ".join(f"col{n}" for n in range(width))
-    placeholder = "(" + ", ".join("?" * width) + ")"
-    for start in range(0, len(rows), 1000):
-        chunk = rows[start : start + 1000]
-        values = ", ".join([placeholder] * len(chunk))
-        params = [*(leading or []), *(value for row in chunk for value in row)]
-        con.execute(f"{head} (values {values}) as v({columns}) {suffix}", params)
+    """`head (select unnest(?) as col0, unnest(?) as col1, ...) as v suffix`: the rows go in as
+    one typed list per column, so a statement binds a handful of parameters whatever the
+    batch's size (DuckDB's executemany goes row by row; a VALUES list binds every cell)."""
+    if not rows:
+        return
+    columns = ", ".join(f"unnest(?::{kind}[]) as col{n}" for n, kind in enumerate(types))
+    params = [*(leading or []), *(list(column) for column in zip(*rows, strict=True))]
+    con.execute(f"{head} (select {columns}) as v {suffix}", params)

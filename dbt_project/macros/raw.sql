@@ -1,8 +1,7 @@
 {#- A raw table, or an empty one of the same shape while the ingest has not created it yet
     (dlt creates a table with its first row: no deletions, no tombstones yet). The
     source() call stays either way, so the lineage shows where the data comes from. -#}
-{% macro raw_or_empty(source_name, table_name, empty_columns) -%}
-    {%- set relation = source(source_name, table_name) -%}
+{% macro raw_exists(relation) -%}
     {#- the catalog, not dbt's relation cache: the cache need not know schemas dbt does not build -#}
     {%- set exists = true -%}
     {#- in a unit test the source is a fixture CTE (__dbt__cte__...): it exists -#}
@@ -13,7 +12,12 @@
         ) -%}
         {%- set exists = found.columns[0].values()[0] > 0 -%}
     {%- endif -%}
-    {%- if exists -%}
+    {{ return(exists) }}
+{%- endmacro %}
+
+{% macro raw_or_empty(source_name, table_name, empty_columns) -%}
+    {%- set relation = source(source_name, table_name) -%}
+    {%- if raw_exists(relation) -%}
         select * from {{ relation }}
     {%- else -%}
         select
