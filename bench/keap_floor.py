@@ -18,22 +18,14 @@ second, so max(n / 10, (n - 240) / 4) seconds. 429s are counted at the sandbox.
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 from bench.common import RunningSandboxes, emit, machine, sandboxes
-from bench.sync import KEAP
-from connectors.customcrm import customcrm_client
-from connectors.keap import KeapPacer, keap_client
-from crmsync.run import Endpoints, run_sync
-from crmsync.settings import Settings
+from bench.sync import KEAP, sync_process
 
 EDITED_FIELD = {
     "customers": "Description",
@@ -47,33 +39,22 @@ def floor_seconds(requests: int) -> float:
     return max(requests / 10, (requests - 240) / 4)
 
 
-def converge(boxes: RunningSandboxes, settings: Settings) -> None:
-    """Sync unpaced until a run finds nothing to do."""
+def converge(boxes: RunningSandboxes, db: Path) -> None:
+    """Sync (limits off, each run a process of its own) until a run finds nothing to do."""
     for _ in range(4):
-        found = Endpoints(
-            keap=keap_client(
-                base_url=boxes.keap_url,
-                api_key=boxes.keap_key,
-                pacer=KeapPacer(per_second=1e6, per_minute=1e9),
-            ),
-            customcrm=customcrm_client(base_url=boxes.customcrm_url, token=boxes.customcrm_token),
-        )
-        try:
-            outcome = run_sync(settings, found)
-        finally:
-            found.close()
-        assert outcome.status == "ok", outcome.error
-        if not outcome.push.wrote:
+        answer = sync_process(boxes, db)["answer"]
+        assert answer["status"] == "ok", answer
+        if not any(m["created"] or m["updated"] or m["linked"] for m in answer["mappings"].values()):
             return
     raise RuntimeError("the setup syncs did not converge")
 
 
 def edit_in_customcrm(boxes: RunningSandboxes, db: Path, writes: int) -> None:
-    import duckdb
+    from reverse_etl.state import connect
 
     per_mapping = writes // 4
     rng = random.Random(7)
-    with duckdb.connect(str(db), read_only=True) as con:
+    with connect(db) as con:  # this process's dbt may still hold the file: same configuration
         linked = {
             m: [
                 r[0]
@@ -106,36 +87,22 @@ def run(size: int, writes: int) -> None:
     with tempfile.TemporaryDirectory(prefix="crmsync-floor-") as tmp:
         work = Path(tmp)
         db = work / "floor.duckdb"
-        settings = Settings(db_path=db, keap_configured=True, customcrm_configured=True)
         with sandboxes(work / "sandbox", size, keap_limits="off", customcrm_limits="off") as boxes:
-            converge(boxes, settings)
+            converge(boxes, db)
             edit_in_customcrm(boxes, db, writes)
             boxes.admin("keap", "/_sandbox/config", {"limits": "published"})
             boxes.admin("customcrm", "/_sandbox/config", {"limits": "default"})
             boxes.reset_stats()
-            env = {
-                **os.environ,
-                "CRMSYNC_DB": str(db),
-                "KEAP_API_URL": boxes.keap_url,
-                "KEAP_API_KEY": boxes.keap_key,
-                "CUSTOMCRM_API_URL": boxes.customcrm_url,
-                "CUSTOMCRM_API_TOKEN": boxes.customcrm_token,
-            }
-            started = time.perf_counter()
-            finished = subprocess.run(
-                [sys.executable, "-m", "crmsync.cli", "sync", "--json"],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            seconds = time.perf_counter() - started
-            if finished.returncode != 0:
-                raise RuntimeError(f"sync failed ({finished.returncode}): {finished.stderr[-2000:]}")
+            run = sync_process(boxes, db)
+            if run["answer"].get("status") != "ok":
+                raise RuntimeError(f"the timed sync did not go through: {run['answer']}")
+            seconds = run["seconds"]
             keap = boxes.admin("keap", "/_sandbox/stats")
             crm = boxes.admin("customcrm", "/_sandbox/stats")
         needed = writes + 5  # the PATCHes, and one page per Keap resource and the stages
         emit("keap_floor", {
             "size_per_kind": size, "keap_writes_needed": writes, "seconds": round(seconds, 1),
+            "rounds": run["answer"].get("rounds"), "peak_rss_mib": run["peak_rss_mib"],
             "keap_requests": keap["total"], "keap_writes": keap["writes"], "keap_reads": keap["reads"],
             "keap_429": keap["by_status"].get("429", 0), "customcrm_requests": crm["total"],
             "floor_seconds": round(floor_seconds(needed), 1),

@@ -1,144 +1,206 @@
-"""Figures: API requests and wall time of whole syncs, against what each scenario needs.
+"""Figures: API requests, wall time and peak memory of whole syncs, against what each
+scenario needs.
 
-    python -m bench.sync --size 10000
+    python -m bench.sync --size 10000                 # Keap at its published key limits
+    python -m bench.sync --size 100000 --limits off   # request counts and local cost, unpaced
 
-The Keap sandbox runs at Keap's published key limits (10/s, 240/min), Customcrm at its
-default (20/s, burst 40). Scenarios: the initial sync, an idle sync, 1% of each kind
-edited on each side. For each: requests made, the minimum the scenario needs (reads:
-one page per 1,000 Keap or 500 Customcrm records changed, at least one per resource;
-writes: one per Keap record changed, one per 100 Customcrm operations), and the floor
-Keap's limits put under the wall time (a bucket of 240 then 4 a second).
+Each scenario is one `crmsync sync --json` in a process of its own (its wall time and
+its own peak memory, read with wait4), against sandboxes in another process.
+Scenarios: the initial sync (`size` per kind in Keap, the demo's 8% twins and 4% own
+records in Customcrm), the run after it (it reads back what the first one wrote), a
+quiet run (nothing changed since a run that found nothing to do), 1% of each kind
+edited on each side, and the run after that.
+
+For each: requests made, and two minimums. `minimum` is the issue's: reads of one page
+per 1,000 Keap or 500 Customcrm records changed by users (at least one per resource
+and Keap's stages), writes of one per Keap record changed and one per 100 Customcrm
+operations. `minimum_with_echo` adds the pages that the records the sync itself wrote
+take when they are read back (their update times are past the cursor, so any
+incremental reader reads them once). The Keap floor is what its limits impose on the
+requests made: a bucket of 240, then 4 a second.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from bench.common import RunningSandboxes, emit, main_for, sandboxes
-from connectors.customcrm import customcrm_client
-from connectors.keap import keap_client
-from crmsync.run import Endpoints, run_sync
-from crmsync.settings import Settings
+from bench.common import RunningSandboxes, emit, machine, sandboxes
 
 KEAP = {"customers": "companies", "contacts": "contacts", "orders": "opportunities", "products": "products"}
 
 
 def keap_floor_seconds(requests: int) -> float:
-    return max(0.0, requests - 240) / 4
+    return max(requests / 10, (requests - 240) / 4)
 
 
-def minimum(changes_keap: dict[str, int], changes_crm: dict[str, int], writes_keap: int,
-            writes_crm: dict[str, int]) -> dict[str, int]:  # fmt: skip
-    keap_reads = sum(max(1, math.ceil(n / 1000)) for n in changes_keap.values())
-    crm_reads = sum(max(1, math.ceil(n / 500)) for n in changes_crm.values())
-    crm_writes = sum(math.ceil(n / 100) for n in writes_crm.values())
-    return {"keap": keap_reads + writes_keap, "customcrm": crm_reads + crm_writes}
+def read_pages(changed: dict[str, int], page: int) -> int:
+    return sum(max(1, math.ceil(n / page)) for n in changed.values())
+
+
+def sync_process(boxes: RunningSandboxes, db: Path) -> dict[str, Any]:
+    """One `crmsync sync --json`: its answer, wall time and peak resident memory."""
+    env = {**os.environ, "CRMSYNC_DB": str(db), "KEAP_API_URL": boxes.keap_url, "KEAP_API_KEY": boxes.keap_key,
+           "CUSTOMCRM_API_URL": boxes.customcrm_url, "CUSTOMCRM_API_TOKEN": boxes.customcrm_token}  # fmt: skip
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crmsync.cli", "sync", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    answer = json.loads(output) if output.strip() else {"status": f"exit {process.returncode}"}
+    return {"answer": answer, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss // 1024}
+
+
+def written(db: Path, run_id: str) -> dict[str, dict[str, int]]:
+    """What the run wrote, per target and mapping: Keap records, Customcrm operations."""
+    from reverse_etl.state import connect
+
+    with connect(db) as con:  # this process's dbt may still hold the file: same configuration
+        rows = con.execute(
+            """select target, mapping, count(distinct coalesce(keap_id, customcrm_id))
+               from sync_state.operations
+               where run_id = ? and op <> 'link' and status in ('ok', 'rejected')
+               group by all""",
+            [run_id],
+        ).fetchall()
+    found: dict[str, dict[str, int]] = {"keap": {}, "customcrm": {}}
+    for target, mapping, count in rows:
+        found[target][mapping] = count
+    return found
 
 
 def measure(
-    name: str, size: int, boxes: RunningSandboxes, settings: Settings, expected: dict[str, int]
+    name: str, size: int, boxes: RunningSandboxes, db: Path, changed: dict[str, dict[str, int]]
 ) -> None:
+    """`changed`: records users changed since the last run, per Keap resource (`keap`) and
+    per Customcrm resource (`customcrm`). The writes the scenario needs are what the run
+    recorded as written: one request per Keap record, one per 100 Customcrm operations."""
     boxes.reset_stats()
-    found = Endpoints(keap=keap_client(base_url=boxes.keap_url, api_key=boxes.keap_key),
-                      customcrm=customcrm_client(base_url=boxes.customcrm_url, token=boxes.customcrm_token))  # fmt: skip
-    started = time.perf_counter()
-    outcome = run_sync(settings, found)
-    seconds = time.perf_counter() - started
-    found.close()
+    run = sync_process(boxes, db)
     keap = boxes.admin("keap", "/_sandbox/stats")
     crm = boxes.admin("customcrm", "/_sandbox/stats")
+    answer = run["answer"]
+    wrote = written(db, answer["run_id"]) if answer.get("run_id") else {"keap": {}, "customcrm": {}}
+    minimum_keap = read_pages(changed["keap"], 1000) + 1 + sum(wrote["keap"].values())  # + 1: the stages
+    minimum_crm = read_pages(changed["customcrm"], 500) + sum(
+        math.ceil(n / 100) for n in wrote["customcrm"].values()
+    )
+    echo = sum(math.ceil(n / 1000) for n in wrote["keap"].values()) + sum(
+        math.ceil(n / 500) for n in wrote["customcrm"].values()
+    )
+    minimum = minimum_keap + minimum_crm
+    total = keap["total"] + crm["total"]
     emit("sync", {
-        "size_per_kind": size, "scenario": name, "status": outcome.status, "rounds": outcome.rounds,
-        "seconds": round(seconds, 1), "keap_requests": keap["total"], "keap_writes": keap["writes"],
+        "size_per_kind": size, "scenario": name, "status": answer.get("status"), "rounds": answer.get("rounds"),
+        "quiet_since": answer.get("quiet_since"),
+        "seconds": round(run["seconds"], 1), "peak_rss_mib": run["peak_rss_mib"],
+        "keap_requests": keap["total"], "keap_writes": keap["writes"],
         "customcrm_requests": crm["total"], "customcrm_writes": crm["writes"],
-        "minimum_keap": expected["keap"], "minimum_customcrm": expected["customcrm"],
-        "ratio": round((keap["total"] + crm["total"]) / max(1, expected["keap"] + expected["customcrm"]), 2),
+        "minimum_keap": minimum_keap, "minimum_customcrm": minimum_crm,
+        "minimum": minimum, "ratio": round(total / max(1, minimum), 2),
+        "minimum_with_echo": minimum + echo, "ratio_with_echo": round(total / max(1, minimum + echo), 2),
         "keap_floor_seconds": keap_floor_seconds(keap["total"]),
         "keap_429": keap["by_status"].get("429", 0), "customcrm_429": crm["by_status"].get("429", 0),
     })  # fmt: skip
 
 
-def edit_one_percent(boxes: RunningSandboxes, size: int, seed: int) -> tuple[int, int]:
-    """1% of each kind edited in Keap and another 1% in Customcrm (limits lifted meanwhile)."""
+def edit_one_percent(boxes: RunningSandboxes, size: int, seed: int, limits: str) -> int:
+    """1% of each kind edited in Keap and another 1% (of the linked records) in Customcrm,
+    limits lifted meanwhile; returns the number per kind and side."""
     rng = random.Random(seed)
     boxes.admin("keap", "/_sandbox/config", {"limits": "off"})
     boxes.admin("customcrm", "/_sandbox/config", {"limits": "off"})
     n = max(1, size // 100)
-    keap = httpx.Client(base_url=boxes.keap_url, headers={"X-Keap-API-Key": boxes.keap_key})
+    keap = httpx.Client(base_url=boxes.keap_url, headers={"X-Keap-API-Key": boxes.keap_key}, timeout=60)
     crm = httpx.Client(
-        base_url=boxes.customcrm_url, headers={"Authorization": f"Bearer {boxes.customcrm_token}"}
+        base_url=boxes.customcrm_url, headers={"Authorization": f"Bearer {boxes.customcrm_token}"}, timeout=60
     )
     first = {"companies": 2001, "contacts": 1001, "opportunities": 3001, "products": 4001}
-    field = {
-        "companies": "notes",
-        "contacts": "job_title",
-        "opportunities": "opportunity_notes",
-        "products": "description",
-    }
+    field = {"companies": "notes", "contacts": "job_title", "opportunities": "opportunity_notes",
+             "products": "description"}  # fmt: skip
     for resource, start in first.items():
         for record_id in rng.sample(range(start, start + size), n):
             keap.patch(f"/{resource}/{record_id}", params={"update_mask": field[resource]},
                        json={field[resource]: f"keap edit {seed}"})  # fmt: skip
-    crm_field = {
-        "customers": "Description",
-        "contacts": "Title",
-        "orders": "Description",
-        "products": "Description",
-    }
+    crm_field = {"customers": "Description", "contacts": "Title", "orders": "Description",
+                 "products": "Description"}  # fmt: skip
     for resource, prop in crm_field.items():
-        records = [r for r in crm.get(f"/{resource}", params={"limit": 500}).json()["data"]
-                   if r["ExternalRefs"].get("keap")]  # fmt: skip
-        for record in rng.sample(records, min(n, len(records))):
-            crm.patch(f"/{resource}/{record['Id']}", json={prop: f"customcrm edit {seed}"})
-    boxes.admin("keap", "/_sandbox/config", {"limits": "published"})
-    boxes.admin("customcrm", "/_sandbox/config", {"limits": "default"})
-    return n, min(n, 500)
+        linked: list[str] = []
+        cursor = None
+        while len(linked) < 20 * n:  # a sample from the first pages is enough
+            params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = crm.get(f"/{resource}", params=params).json()
+            linked += [r["Id"] for r in page["data"] if r["ExternalRefs"].get("keap")]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        chosen = rng.sample(linked, min(n, len(linked)))
+        for start in range(0, len(chosen), 100):
+            operations = [{"op": "update", "id": i, "data": {prop: f"customcrm edit {seed}"}}
+                          for i in chosen[start : start + 100]]  # fmt: skip
+            crm.post(f"/{resource}/batch", json={"operations": operations}).raise_for_status()
+    keap.close()
+    crm.close()
+    restore(boxes, limits)
+    return n
 
 
-def run(size: int) -> None:
+def restore(boxes: RunningSandboxes, limits: str) -> None:
+    boxes.admin("keap", "/_sandbox/config", {"limits": "published" if limits == "published" else "off"})
+    boxes.admin("customcrm", "/_sandbox/config", {"limits": "default" if limits == "published" else "off"})
+
+
+def run(size: int, limits: str = "published") -> None:
+    nothing = {"keap": {r: 0 for r in KEAP.values()}, "customcrm": {m: 0 for m in KEAP}}
     with tempfile.TemporaryDirectory(prefix="crmsync-bench-") as tmp:
         work = Path(tmp)
-        settings = Settings(db_path=work / "bench.duckdb", keap_configured=True, customcrm_configured=True)
-        with sandboxes(work / "sandbox", size, keap_limits="published", customcrm_limits="default") as boxes:
+        db = work / "bench.duckdb"
+        keap_limits, crm_limits = ("published", "default") if limits == "published" else ("off", "off")
+        with sandboxes(work / "sandbox", size, keap_limits=keap_limits, customcrm_limits=crm_limits) as boxes:
             crm_records = {m: c["live"] for m, c in boxes.admin("customcrm", "/_sandbox/counts").items()}
-            creates = {m: size - max(3, size * 8 // 100) for m in KEAP}
             measure(
-                "initial",
+                "initial sync",
                 size,
                 boxes,
-                settings,
-                minimum({r: size for r in KEAP.values()}, crm_records, writes_keap=0, writes_crm=creates),
+                db,
+                {"keap": {r: size for r in KEAP.values()}, "customcrm": crm_records},
             )
-            measure(
-                "idle",
-                size,
-                boxes,
-                settings,
-                minimum({r: 0 for r in KEAP.values()}, {m: 0 for m in KEAP}, 0, {m: 0 for m in KEAP}),
-            )
-            keap_edits, crm_edits = edit_one_percent(boxes, size, seed=1)
-            measure(
-                "1% edited on each side",
-                size,
-                boxes,
-                settings,
-                minimum(
-                    {r: keap_edits for r in KEAP.values()},
-                    {m: crm_edits for m in KEAP},
-                    writes_keap=4 * crm_edits,
-                    writes_crm={m: keap_edits for m in KEAP},
-                ),
-            )
+            measure("the run after it", size, boxes, db, nothing)
+            measure("quiet: nothing changed", size, boxes, db, nothing)
+            n = edit_one_percent(boxes, size, seed=1, limits=limits)
+            measure("1% edited on each side", size, boxes, db,
+                    {"keap": {r: n for r in KEAP.values()}, "customcrm": {m: n for m in KEAP}})  # fmt: skip
+            measure("the run after the edits", size, boxes, db, nothing)
+            measure("quiet again", size, boxes, db, nothing)
 
 
 def main() -> None:
-    main_for(run, __doc__)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
+    parser.add_argument("--limits", choices=["published", "off"], default="published")
+    args = parser.parse_args()
+    print(f"# machine: {machine()}")
+    for size in args.size or [10_000]:
+        run(size, args.limits)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,9 @@ class IngestOptions:
 def _pipeline(name: str, db_path: Path, state_dir: Path, dataset: str) -> dlt.Pipeline:
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     os.environ["DLT_DATA_DIR"] = str(state_dir / "dlt")  # not the home directory
+    # merges go through raw_*_staging; without this those tables keep the last load, which
+    # after a full extract is a second copy of every record in the file
+    os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
     db_path.parent.mkdir(parents=True, exist_ok=True)
     return dlt.pipeline(
         pipeline_name=name,

@@ -210,7 +210,9 @@ class Recorder:
                      (o.answer or "")[:2000] or None)
                     for n, o in enumerate(outcomes, start=1)
                 ]  # fmt: skip
-                _insert(con, f"insert into {SCHEMA}.operations select *, now() from", operations, OPERATION_TYPES)
+                _insert(
+                    con, f"insert into {SCHEMA}.operations select *, now() from", operations, OPERATION_TYPES
+                )
                 links = [
                     (o.mapping, o.keap_id, o.customcrm_id, o.link_rule, self.run_id)
                     for o in outcomes
