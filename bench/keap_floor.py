@@ -102,7 +102,8 @@ def run(size: int, writes: int) -> None:
         needed = writes + 5  # the PATCHes, and one page per Keap resource and the stages
         emit("keap_floor", {
             "size_per_kind": size, "keap_writes_needed": writes, "seconds": round(seconds, 1),
-            "rounds": run["answer"].get("rounds"), "peak_rss_mib": run["peak_rss_mib"],
+            "rounds": run["answer"].get("rounds"), "phases": run["answer"].get("seconds"),
+            "peak_rss_mib": run["peak_rss_mib"],
             "keap_requests": keap["total"], "keap_writes": keap["writes"], "keap_reads": keap["reads"],
             "keap_429": keap["by_status"].get("429", 0), "customcrm_requests": crm["total"],
             "floor_seconds": round(floor_seconds(needed), 1),

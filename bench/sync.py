@@ -112,7 +112,7 @@ def measure(
     emit("sync", {
         "size_per_kind": size, "scenario": name, "status": answer.get("status"), "rounds": answer.get("rounds"),
         "quiet_since": answer.get("quiet_since"),
-        "seconds": round(run["seconds"], 1), "peak_rss_mib": run["peak_rss_mib"],
+        "seconds": round(run["seconds"], 1), "phases": answer.get("seconds"), "peak_rss_mib": run["peak_rss_mib"],
         "keap_requests": keap["total"], "keap_writes": keap["writes"],
         "customcrm_requests": crm["total"], "customcrm_writes": crm["writes"],
         "minimum_keap": minimum_keap, "minimum_customcrm": minimum_crm,

@@ -275,6 +275,7 @@ def sync(
         "rounds": outcome.rounds,
         "error": outcome.error,
         "quiet_since": outcome.quiet_since,
+        "seconds": outcome.seconds,
         **outcome.push.as_dict(),
     }
     if as_json:

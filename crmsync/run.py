@@ -8,9 +8,10 @@ systems.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,7 @@ class SyncOutcome:
     status: str  # ok | rejected | failed
     error: str | None = None
     quiet_since: str | None = None  # nothing changed since this run: dbt and the push were skipped
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase: extract, dbt, push, read_back
 
     @property
     def exit_code(self) -> int:
@@ -146,45 +148,64 @@ def run_sync(
     result = PushResult()
     reports: list[ExtractReport] = []
     rounds = 0
+    seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+
     try:
-        reports = run_extract(settings, found, ingest or IngestOptions(), progress)
+        with phase("extract"):
+            reports = run_extract(settings, found, ingest or IngestOptions(), progress)
         errors = _extract_errors(reports)
         if errors:  # stale data must not decide writes: push nothing
             raise IncompleteExtract("; ".join(errors))
         if not (dry_run or rebuild):
-            quiet = last_quiet(db_path)
-            if quiet and quiet[0] == input_fingerprint(db_path, variables):
-                outcome = SyncOutcome(run_id, 0, reports, result, "ok", quiet_since=quiet[1])
-                finish_run(db_path, run_id, "ok", {"push": result.as_dict(), "quiet_since": quiet[1]})
+            with phase("fingerprint"):
+                quiet = last_quiet(db_path)
+                unchanged = quiet is not None and quiet[0] == input_fingerprint(db_path, variables)
+            if quiet and unchanged:
+                outcome = SyncOutcome(run_id, 0, reports, result, "ok", quiet_since=quiet[1], seconds=seconds)
+                finish_run(db_path, run_id, "ok", {"push": result.as_dict(), "quiet_since": quiet[1],
+                                                   "seconds": seconds})  # fmt: skip
                 return outcome
-        dbt_build(db_path, variables)
+        with phase("dbt"):
+            dbt_build(db_path, variables)
         if dry_run:
-            return SyncOutcome(run_id, 0, reports, result, "ok")
+            return SyncOutcome(run_id, 0, reports, result, "ok", seconds=seconds)
         wrote = False
         while rounds < MAX_ROUNDS:
             rounds += 1
             pusher = Pusher(db_path, run_id, found.keap, found.customcrm, push_progress)
-            round_result = pusher.run()
+            with phase("push"):
+                round_result = pusher.run()
             result = merge_results(result, round_result) if rounds > 1 else round_result
             wrote = wrote or round_result.wrote
             if round_result.waiting == 0 or round_result.creates == 0:
                 break
             # parents were created: read them back and let the waiting children through
-            run_extract(settings, found, IngestOptions(), None)
-            dbt_build(db_path, variables, select=PUSH_SELECTION, tests=False)
+            with phase("read_back"):
+                run_extract(settings, found, IngestOptions(), None)
+                dbt_build(db_path, variables, select=PUSH_SELECTION, tests=False)
         if wrote:  # show the result in the link tables
-            run_extract(settings, found, IngestOptions(), None)
-            dbt_build(db_path, variables, tests=False)
+            with phase("read_back"):
+                run_extract(settings, found, IngestOptions(), None)
+                dbt_build(db_path, variables, tests=False)
         status = "rejected" if result.rejections else ("failed" if result.failed else "ok")
-        outcome = SyncOutcome(run_id, rounds, reports, result, status)
+        outcome = SyncOutcome(run_id, rounds, reports, result, status, seconds=seconds)
         record_quiet(
             db_path, input_fingerprint(db_path, variables) if _found_nothing(outcome) else None, run_id
         )
     except (ApiError, DbtError, IncompleteExtract) as exc:
-        outcome = SyncOutcome(run_id, rounds, reports, result, "failed", str(exc))
+        outcome = SyncOutcome(run_id, rounds, reports, result, "failed", str(exc), seconds=seconds)
         if not dry_run:
             record_quiet(db_path, None, run_id)
-    finish_run(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error})
+    finish_run(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error,
+                                                 "seconds": seconds})  # fmt: skip
     return outcome
 
 
