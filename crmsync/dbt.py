@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dbt.cli.main import dbtRunner
-
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 
 
@@ -54,6 +52,8 @@ def _manifest(variables_json: str, db_path: Path) -> Any:
         command = ["parse", *_paths(db_path), "--quiet"]
         if variables_json != "{}":
             command += ["--vars", variables_json]
+        from dbt.cli.main import dbtRunner  # 2-3 s to import: only when dbt runs (a quiet sync skips it)
+
         outcome = dbtRunner().invoke(command)
         if not outcome.success:
             raise DbtError(f"dbt parse failed: {outcome.exception}")
@@ -76,6 +76,8 @@ def run_dbt(
     if quiet:
         command += ["--quiet"] if args and args[0] != "docs" else []
     reuse = args and args[0] in ("build", "run", "test")
+    from dbt.cli.main import dbtRunner
+
     runner = dbtRunner(manifest=_manifest(variables_json, db_path)) if reuse else dbtRunner()
     outcome = runner.invoke(command)
     failures: list[str] = []

@@ -35,9 +35,10 @@ def _quiet(world: World) -> str:
     raise AssertionError("three syncs and still writing")
 
 
-def test_nothing_changed_means_no_dbt_no_push_and_only_the_extract_reads(
+def test_nothing_changed_means_no_dbt_no_push_and_any_change_ends_the_skip(
     world: World, builds: list[tuple[Any, ...]]
 ) -> None:
+    """One world through the whole cycle (each step needs the quiet state the previous left)."""
     quiet_run = _quiet(world)
     world.served()
     builds.clear()
@@ -51,39 +52,30 @@ def test_nothing_changed_means_no_dbt_no_push_and_only_the_extract_reads(
     again = world.sync()
     assert again.quiet_since == quiet_run and builds == []  # still the same quiet run: nothing recorded since
 
-
-def test_an_edit_in_customcrm_ends_the_skip_and_arrives_in_keap(
-    world: World, builds: list[tuple[Any, ...]]
-) -> None:
-    _quiet(world)
-    keap_id, crm_id = world.sql(
-        "select keap_id, customcrm_id from sync_state.links where mapping = 'contacts' order by keap_id limit 1"
-    )[0]
-    assert (
-        world.crm.patch(f"/contacts/{crm_id}", json={"Title": "Edited after a quiet run"}).status_code == 200
-    )
-    builds.clear()
-    outcome = world.sync()
-    assert outcome.status == "ok" and outcome.quiet_since is None and builds
-    assert world.keap.get(f"/contacts/{keap_id}").json()["job_title"] == "Edited after a quiet run"
-
-
-def test_other_vars_a_changed_state_or_rebuild_end_the_skip(
-    world: World, builds: list[tuple[Any, ...]]
-) -> None:
-    _quiet(world)
-    builds.clear()
+    # other vars: a build; then quiet with those vars
     policy = {"conflict_policy": {m: "keap" for m in ("customers", "contacts", "orders", "products")}}
     assert world.sync(variables=policy).quiet_since is None and len(builds) == 1
+    assert world.sync(variables=policy).quiet_since is not None and len(builds) == 1
 
-    assert world.sync(variables=policy).quiet_since is not None and len(builds) == 1  # quiet with those vars
+    # a changed sync_state: a build, which writes nothing (both sides still agree) and confirms the bases
     world.sql(
         "delete from sync_state.base_values where (mapping, keap_id) in "
         "(select mapping, keap_id from sync_state.links where mapping = 'contacts' limit 1)"
     )
     after_state_change = world.sync(variables=policy)
     assert after_state_change.quiet_since is None and len(builds) == 2
-    assert not after_state_change.push.wrote  # both sides still agree: the bases are confirmed again
-
+    assert not after_state_change.push.wrote
     assert world.sync(variables=policy).quiet_since is not None and len(builds) == 2
+
+    # --rebuild builds anyway
     assert world.sync(variables=policy, rebuild=True).quiet_since is None and len(builds) == 3
+
+    # an edit in Customcrm: a build, and the edit arrives in Keap
+    keap_id, crm_id = world.sql(
+        "select keap_id, customcrm_id from sync_state.links where mapping = 'contacts' order by keap_id limit 1"
+    )[0]
+    edited = world.crm.patch(f"/contacts/{crm_id}", json={"Title": "Edited after a quiet run"})
+    assert edited.status_code == 200
+    outcome = world.sync(variables=policy)
+    assert outcome.status == "ok" and outcome.quiet_since is None and len(builds) > 3
+    assert world.keap.get(f"/contacts/{keap_id}").json()["job_title"] == "Edited after a quiet run"
