@@ -46,6 +46,17 @@ print(json.dumps({"ok": result.success, "seconds": time.perf_counter() - started
 """
 
 
+def slowest_nodes(db: Path, count: int = 6) -> list[str]:
+    """The build's slowest nodes, from dbt's run_results.json."""
+    import json as json_module
+
+    from crmsync.dbt import target_dir
+
+    results = json_module.loads((target_dir(db) / "run_results.json").read_text())["results"]
+    ranked = sorted(results, key=lambda r: r.get("execution_time") or 0, reverse=True)[:count]
+    return [f"{r['unique_id'].split('.')[-1]} {r['execution_time']:.1f}s" for r in ranked]
+
+
 def build_in_child(db: Path) -> dict[str, Any]:
     started = time.perf_counter()
     finished = subprocess.run([sys.executable, "-c", BUILD, str(db)], capture_output=True, text=True,
@@ -117,6 +128,7 @@ def run(size: int, factor: int = 1) -> None:
                 "size_per_kind": per_kind, "replicated_from": size if factor > 1 else None, "run": label,
                 "seconds": round(float(figures["seconds"]), 1), "process_seconds": figures["process_seconds"],
                 "peak_rss_mib": figures["peak_rss_mib"], "ok": figures["ok"], "failures": figures["failures"],
+                "slowest": slowest_nodes(db),
             })  # fmt: skip
 
 

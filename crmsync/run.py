@@ -197,9 +197,10 @@ def run_sync(
                 dbt_build(db_path, variables, tests=False)
         status = "rejected" if result.rejections else ("failed" if result.failed else "ok")
         outcome = SyncOutcome(run_id, rounds, reports, result, status, seconds=seconds)
-        record_quiet(
-            db_path, input_fingerprint(db_path, variables) if _found_nothing(outcome) else None, run_id
-        )
+        # quiet: a rerun on these inputs would write nothing. A run that wrote is quiet too
+        # when the read-back shows nothing left to write (the next run then skips dbt)
+        quiet_now = _nothing_left(outcome) and not (wrote and _pending(db_path))
+        record_quiet(db_path, input_fingerprint(db_path, variables) if quiet_now else None, run_id)
     except (ApiError, DbtError, IncompleteExtract) as exc:
         outcome = SyncOutcome(run_id, rounds, reports, result, "failed", str(exc), seconds=seconds)
         if not dry_run:
@@ -209,14 +210,18 @@ def run_sync(
     return outcome
 
 
-def _found_nothing(outcome: SyncOutcome) -> bool:
-    """Nothing written, refused, failed, waiting, held back or stale: a rerun on the same
-    inputs would do nothing either."""
-    if outcome.status != "ok" or outcome.push.wrote:
+def _nothing_left(outcome: SyncOutcome) -> bool:
+    """Nothing refused, failed, waiting, held back or stale in this run."""
+    if outcome.status != "ok":
         return False
     return not any(
         s.rejected or s.waiting or s.held_back or s.failed or s.stale for s in outcome.push.mappings.values()
     )
+
+
+def _pending(db_path: Path) -> bool:
+    """Do the sync_* models, as last built, hold any row to write?"""
+    return any(row["ready"] or row["waiting"] for row in pending_writes(db_path))
 
 
 def pending_writes(db_path: Path) -> list[dict[str, object]]:
