@@ -46,8 +46,7 @@ def test_batches_are_recorded_in_order_one_at_a_time_off_the_pushing_thread() ->
 
 def test_an_error_while_recording_is_raised_in_the_pushing_thread() -> None:
     recorder = SlowRecorder(fail_on=2)
-    with pytest.raises(RuntimeError, match="batch 2"):
-        with RecordBehind(recorder) as record:  # type: ignore[arg-type]
-            for batch in range(5):
-                record([batch], [])
+    with pytest.raises(RuntimeError, match="batch 2"), RecordBehind(recorder) as record:  # type: ignore[arg-type]
+        for batch in range(5):
+            record([batch], [])
     assert recorder.recorded == [0, 1]  # nothing after the failed batch was recorded
