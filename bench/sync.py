@@ -87,7 +87,11 @@ def sync_process(boxes: RunningSandboxes, db: Path, paced: bool = True) -> dict[
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
-    answer = json.loads(output) if output.strip() else {"status": f"exit {process.returncode}"}
+    if not output.strip():
+        return {"answer": {"status": f"exit {process.returncode}"}, "seconds": seconds, "peak_rss_mib": 0}
+    # the CLI prints one indented document; the unpaced runner one line, after whatever
+    # a library printed on stdout first
+    answer = json.loads(output if paced else output.strip().splitlines()[-1])
     return {"answer": answer, "seconds": seconds, "peak_rss_mib": usage.ru_maxrss // 1024}
 
 
@@ -202,12 +206,12 @@ def run(size: int, limits: str = "published") -> None:
             everything = {"keap": {r: size for r in KEAP.values()}, "customcrm": crm_records}
             measure("initial sync", size, boxes, db, everything, paced)
             measure("the run after it", size, boxes, db, nothing, paced)
-            measure("quiet: nothing changed", size, boxes, db, nothing, paced)
+            if size <= 10_000:  # the run after a writing run is already quiet; at 10,000 once more to show it
+                measure("quiet: nothing changed", size, boxes, db, nothing, paced)
             n = edit_one_percent(boxes, size, seed=1, limits=limits)
             edits = {"keap": {r: n for r in KEAP.values()}, "customcrm": {m: n for m in KEAP}}
             measure("1% edited on each side", size, boxes, db, edits, paced)
             measure("the run after the edits", size, boxes, db, nothing, paced)
-            measure("quiet again", size, boxes, db, nothing, paced)
 
 
 def main() -> None:
