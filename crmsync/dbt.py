@@ -47,8 +47,10 @@ def _paths(db_path: Path) -> list[str]:
 
 
 def _manifest(variables_json: str, db_path: Path) -> Any:
-    """The parsed project, once per process and vars: every later invocation skips parsing."""
-    if variables_json not in _MANIFESTS:
+    """The parsed project, once per process, vars and DuckDB file (the file's name is the
+    catalog the compiled SQL names): every later invocation skips parsing."""
+    key = f"{Path(db_path).resolve()}|{variables_json}"
+    if key not in _MANIFESTS:
         command = ["parse", *_paths(db_path), "--quiet"]
         if variables_json != "{}":
             command += ["--vars", variables_json]
@@ -57,8 +59,8 @@ def _manifest(variables_json: str, db_path: Path) -> Any:
         outcome = dbtRunner().invoke(command)
         if not outcome.success:
             raise DbtError(f"dbt parse failed: {outcome.exception}")
-        _MANIFESTS[variables_json] = outcome.result
-    return _MANIFESTS[variables_json]
+        _MANIFESTS[key] = outcome.result
+    return _MANIFESTS[key]
 
 
 def run_dbt(

@@ -41,3 +41,12 @@ def test_every_unit_test_runs_and_passes_and_the_sync_build_leaves_them_out(tmp_
     sync_build = build(db)
     assert _unit_test_results(sync_build.result) == {}
     assert any(n.node.resource_type == "test" for n in sync_build.result.results)  # the data tests still run
+
+
+def test_two_duckdb_files_in_one_process_each_build_against_their_own_catalog(tmp_path: Path) -> None:
+    """The parsed project is reused within a process; the file's name is the catalog its
+    SQL names, so a project parsed for one file must not be reused for another."""
+    for name in ("first", "second"):
+        db = tmp_path / f"{name}.duckdb"
+        ensure_state(db)
+        assert build(db).success
