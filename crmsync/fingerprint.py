@@ -67,8 +67,8 @@ def _data_fingerprint(con: duckdb.DuckDBPyConnection) -> list[Any]:
     parts: list[Any] = []
     for (schema, table), columns in _raw_tables(con).items():
         kept = [c for c in columns if not c.startswith("_dlt") and c not in VOLATILE]
-        sums = ", ".join(f'sum(hash("{c}"))' for c in kept)
-        row = con.execute(f'select count(*), {sums} from "{schema}"."{table}"').fetchone()
+        sums = "".join(f', sum(hash("{c}"))' for c in kept)
+        row = con.execute(f'select count(*){sums} from "{schema}"."{table}"').fetchone()
         parts.append([schema, table, *(str(v) for v in row or ())])
     for table, probe in STATE_PROBES.items():
         row = con.execute(f"select {probe} from {SCHEMA}.{table}").fetchone()
