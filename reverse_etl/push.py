@@ -117,11 +117,13 @@ def _json(value: Any) -> Any:
 class RecordBehind:
     """Records one batch's outcomes in a thread while the next batch is on the wire.
 
-    Batches are recorded in order and at most one answered batch waits to be recorded, as
-    when recording inline: a crash in that window loses only the record, and the next run
-    sends the same operations again with the same idempotency keys (Customcrm replays the
-    first answer and creates nothing). Leaving the block waits for the last record, and
-    an error while recording is raised in the pushing thread.
+    Batches are recorded in order, one at a time, and batch n + 2 is sent only once batch
+    n is recorded: a crash can leave at most two answered batches unrecorded (one when
+    recording inline). That loses only records: the next run sends
+    those creates again with the same idempotency keys (Customcrm replays the first
+    answer and creates nothing), and finds the updates already equal on both sides.
+    Leaving the block waits for the last record; an error while recording is raised in
+    the pushing thread.
     """
 
     def __init__(self, recorder: Recorder) -> None:
