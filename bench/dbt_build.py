@@ -48,11 +48,9 @@ print(json.dumps({"ok": result.success, "seconds": time.perf_counter() - started
 
 def slowest_nodes(db: Path, count: int = 6) -> list[str]:
     """The build's slowest nodes, from dbt's run_results.json."""
-    import json as json_module
-
     from crmsync.dbt import target_dir
 
-    results = json_module.loads((target_dir(db) / "run_results.json").read_text())["results"]
+    results = json.loads((target_dir(db) / "run_results.json").read_text())["results"]
     ranked = sorted(results, key=lambda r: r.get("execution_time") or 0, reverse=True)[:count]
     return [f"{r['unique_id'].split('.')[-1]} {r['execution_time']:.1f}s" for r in ranked]
 

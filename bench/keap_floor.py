@@ -26,6 +26,7 @@ import httpx
 
 from bench.common import RunningSandboxes, emit, machine, sandboxes
 from bench.sync import KEAP, sync_process
+from bench.sync import keap_floor_seconds as floor_seconds
 
 EDITED_FIELD = {
     "customers": "Description",
@@ -33,10 +34,6 @@ EDITED_FIELD = {
     "orders": "Description",
     "products": "Description",
 }
-
-
-def floor_seconds(requests: int) -> float:
-    return max(requests / 10, (requests - 240) / 4)
 
 
 def converge(boxes: RunningSandboxes, db: Path) -> None:

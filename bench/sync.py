@@ -66,9 +66,7 @@ found = Endpoints(
 )
 outcome = run_sync(settings, found)
 found.close()
-print(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "rounds": outcome.rounds,
-                  "error": outcome.error, "quiet_since": outcome.quiet_since, "seconds": outcome.seconds,
-                  **outcome.push.as_dict()}, default=str))
+print(json.dumps(outcome.as_dict(), default=str))
 """
 
 

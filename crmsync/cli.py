@@ -269,15 +269,7 @@ def sync(
                 pushing,
                 rebuild=rebuild,
             )
-    result = {
-        "run_id": outcome.run_id,
-        "status": outcome.status,
-        "rounds": outcome.rounds,
-        "error": outcome.error,
-        "quiet_since": outcome.quiet_since,
-        "seconds": outcome.seconds,
-        **outcome.push.as_dict(),
-    }
+    result = outcome.as_dict()
     if as_json:
         emit_json(result)
     elif not quiet:

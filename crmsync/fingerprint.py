@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 
 from crmsync.dbt import PROJECT_DIR
-from reverse_etl.state import SCHEMA, connect
+from reverse_etl.state import SCHEMA, connect  # the inputs are read here; recorded by reverse_etl.state
 
 RAW_SCHEMAS = ("raw_keap", "raw_customcrm")
 VOLATILE = ("_extracted_at",)  # plus every _dlt* column
@@ -93,23 +93,3 @@ def input_fingerprint(db_path: Path, variables: dict[str, Any] | None) -> str:
         data = _data_fingerprint(con)
     document = {"data": data, "project": project_fingerprint(), "vars": variables or {}}
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def last_quiet(db_path: Path) -> tuple[str, str] | None:
-    """(fingerprint, run_id) of the last run that found nothing to do, if nothing ran since."""
-    with connect(db_path) as con:
-        row = con.execute(f"select fingerprint, run_id from {SCHEMA}.quiet_inputs").fetchone()
-    return (str(row[0]), str(row[1])) if row else None
-
-
-def record_quiet(db_path: Path, fingerprint: str | None, run_id: str) -> None:
-    """Remember the inputs of a run that found nothing to do, or forget them (None)."""
-    with connect(db_path) as con:
-        con.execute("begin")
-        con.execute(f"delete from {SCHEMA}.quiet_inputs")
-        if fingerprint is not None:
-            con.execute(
-                f"insert into {SCHEMA}.quiet_inputs (fingerprint, run_id, recorded_at) values (?, ?, now())",
-                [fingerprint, run_id],
-            )
-        con.execute("commit")

@@ -21,13 +21,21 @@ from connectors.keap import KeapClient, keap_client
 from connectors.tokens import TokenStore
 from crmsync.dbt import DbtError
 from crmsync.dbt import build as dbt_build
-from crmsync.fingerprint import input_fingerprint, last_quiet, record_quiet
+from crmsync.fingerprint import input_fingerprint
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
 from reverse_etl.push import ProgressCallback as PushProgress
 from reverse_etl.push import Pusher, PushResult, merge_results
-from reverse_etl.state import connect, ensure_state, finish_run, new_run_id, start_run
+from reverse_etl.state import (
+    connect,
+    ensure_state,
+    finish_run,
+    last_quiet,
+    new_run_id,
+    record_quiet,
+    start_run,
+)
 
 PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
 
@@ -114,6 +122,11 @@ class SyncOutcome:
     error: str | None = None
     quiet_since: str | None = None  # nothing changed since this run: dbt and the push were skipped
     seconds: dict[str, float] = field(default_factory=dict)  # per phase: extract, dbt, push, read_back
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `crmsync sync --json` prints."""
+        return {"run_id": self.run_id, "status": self.status, "rounds": self.rounds, "error": self.error,
+                "quiet_since": self.quiet_since, "seconds": self.seconds, **self.push.as_dict()}  # fmt: skip
 
     @property
     def exit_code(self) -> int:

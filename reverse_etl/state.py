@@ -324,3 +324,23 @@ def _insert(con: duckdb.DuckDBPyConnection, head: str, rows: Sequence[Sequence[o
     columns = ", ".join(f"unnest(?::{kind}[]) as col{n}" for n, kind in enumerate(types))
     params = [*(leading or []), *(list(column) for column in zip(*rows, strict=True))]
     con.execute(f"{head} (select {columns}) as v {suffix}", params)
+
+
+def last_quiet(db_path: Path) -> tuple[str, str] | None:
+    """(fingerprint, run_id) of the last run that found nothing to do, if nothing ran since."""
+    with connect(db_path) as con:
+        row = con.execute(f"select fingerprint, run_id from {SCHEMA}.quiet_inputs").fetchone()
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def record_quiet(db_path: Path, fingerprint: str | None, run_id: str) -> None:
+    """Remember the inputs of a run that found nothing to do, or forget them (None)."""
+    with connect(db_path) as con:
+        con.execute("begin")
+        con.execute(f"delete from {SCHEMA}.quiet_inputs")
+        if fingerprint is not None:
+            con.execute(
+                f"insert into {SCHEMA}.quiet_inputs (fingerprint, run_id, recorded_at) values (?, ?, now())",
+                [fingerprint, run_id],
+            )
+        con.execute("commit")

@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from crmsync.dbt import PROJECT_DIR
-from crmsync.fingerprint import input_fingerprint, last_quiet, project_fingerprint, record_quiet
-from reverse_etl.state import ensure_state
+from crmsync.fingerprint import input_fingerprint, project_fingerprint
+from reverse_etl.state import ensure_state, last_quiet, record_quiet
 
 
 @pytest.fixture
