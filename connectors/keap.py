@@ -18,7 +18,7 @@ from connectors.errors import AuthError, ProtocolError, error_for_response
 from connectors.http import ApiClient, Clock, LocalBucket, Pacer, RetryPolicy, Sleep, parse_time
 from connectors.tokens import TokenSet, TokenStore
 
-# How each resource can be read incrementally (../shared/keap/README.md): a time filter
+# How each resource can be read incrementally (Keap's v2 document): a time filter
 # (oldest first where Keap can sort so), or newest first, stopping past the cursor.
 INCREMENTAL: dict[str, dict[str, str | None]] = {
     "companies": {"filter": "since_time", "order_by": None, "stamp": "update_time"},
@@ -26,6 +26,11 @@ INCREMENTAL: dict[str, dict[str, str | None]] = {
     "opportunities": {"filter": None, "order_by": "update_time desc", "stamp": "last_updated_time"},
     "products": {"filter": None, "order_by": "last_updated_time desc", "stamp": "update_time"},
 }
+
+# Whether a list's `fields` parameter picks the properties returned. Contacts and companies:
+# yes. Opportunities: `fields` only adds optional properties (custom_fields, created_by, ...)
+# to the default ones, so `fields=id,...` is refused (400). Products: no `fields` at all.
+NARROWABLE = frozenset({"contacts", "companies"})
 
 
 def filter_timestamp(value: datetime) -> str:
@@ -218,6 +223,8 @@ class KeapClient(ApiClient):
         spec = INCREMENTAL[resource]
         params: dict[str, Any] = {}
         if fields:
+            if resource not in NARROWABLE:
+                raise ValueError(f"Keap's {resource} list cannot be narrowed with `fields`")
             params["fields"] = ",".join(fields)
         if spec["order_by"]:
             params["order_by"] = spec["order_by"]

@@ -248,7 +248,8 @@ def sync(
 ) -> None:
     """Extract, model and push: converge Keap and Customcrm in one command.
 
-    Exit 0 when everything went through, 3 when some rows were rejected (listed), 1 on failure.
+    Exit 0 when everything went through, 3 when some rows were rejected (listed), 4 when a
+    resource could not be read or written (named; the other mappings went through), 1 on failure.
     """
     from crmsync.progress import extract_progress, push_progress
     from crmsync.report import emit_json, sync_summary
@@ -281,6 +282,8 @@ def sync(
             )
         if found.sandbox is not None:
             click.echo(NEXT_STEPS.format(db=settings.db_path))
+    for problem in outcome.problems:
+        click.secho(f"crmsync: {problem}", fg="red", err=True)
     if outcome.error:
         click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
     sys.exit(outcome.exit_code)
@@ -324,6 +327,8 @@ def plan(
     if outcome.error:
         click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
         sys.exit(1)
+    for problem in outcome.problems:  # a resource that could not be read: its rows may be stale
+        click.secho(f"crmsync: {problem}", fg="red", err=True)
     pending = pending_writes(settings.db_path)
     if as_json:
         emit_json({"pending": pending})

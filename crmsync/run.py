@@ -25,8 +25,8 @@ from crmsync.fingerprint import input_fingerprint
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
+from reverse_etl.push import KEAP_RESOURCE, MAPPINGS, Pusher, PushResult, merge_results
 from reverse_etl.push import ProgressCallback as PushProgress
-from reverse_etl.push import Pusher, PushResult, merge_results
 from reverse_etl.state import (
     connect,
     ensure_state,
@@ -40,8 +40,13 @@ from reverse_etl.state import (
 PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
 
 
-class IncompleteExtract(Exception):
-    """The ingest could not read everything: nothing is pushed on stale data."""
+# which mappings read which resource: a mapping whose records could not all be read is not
+# pushed that run (a write decided on stale data could overwrite an edit it never saw)
+RESOURCE_MAPPINGS = (
+    {("keap", KEAP_RESOURCE[mapping]): mapping for mapping in MAPPINGS}
+    | {("keap", "stages"): "orders"}
+    | {("customcrm", mapping): mapping for mapping in MAPPINGS}
+)
 
 
 SANDBOX_DIR = Path("data/sandbox")
@@ -118,7 +123,7 @@ class SyncOutcome:
     rounds: int
     extract: list[ExtractReport]
     push: PushResult
-    status: str  # ok | rejected | failed
+    status: str  # ok | rejected | incomplete | failed
     error: str | None = None
     quiet_since: str | None = None  # nothing changed since this run: dbt and the push were skipped
     seconds: dict[str, float] = field(default_factory=dict)  # per phase: extract, dbt, push, read_back
@@ -126,15 +131,39 @@ class SyncOutcome:
     def as_dict(self) -> dict[str, Any]:
         """What `crmsync sync --json` prints."""
         return {"run_id": self.run_id, "status": self.status, "rounds": self.rounds, "error": self.error,
-                "quiet_since": self.quiet_since, "seconds": self.seconds, **self.push.as_dict()}  # fmt: skip
+                "quiet_since": self.quiet_since, "seconds": self.seconds, "extract_errors": self.extract_errors,
+                **self.push.as_dict()}  # fmt: skip
+
+    @property
+    def extract_errors(self) -> list[str]:
+        return [error for report in self.extract for error in report.errors]
+
+    @property
+    def problems(self) -> list[str]:
+        """One line each: what could not be read or pushed this run, and what to do."""
+        lines = list(self.extract_errors)
+        lines += [f"{mapping}: {why}" for mapping, why in self.push.errors.items()]
+        return lines
 
     @property
     def exit_code(self) -> int:
-        return {"ok": 0, "rejected": 3}.get(self.status, 1)
+        return EXIT_CODES.get(self.status, 1)
 
 
-def _extract_errors(reports: list[ExtractReport]) -> list[str]:
-    return [error for report in reports for error in report.errors]
+# 0 everything went through; 3 some rows were rejected; 4 some resource could not be read or
+# written (the other mappings went through); 1 the run failed (nothing pushed after the failure)
+EXIT_CODES = {"ok": 0, "rejected": 3, "incomplete": 4, "failed": 1}
+
+
+def blocked_mappings(reports: list[ExtractReport]) -> dict[str, str]:
+    """mapping -> the read that failed: those mappings are not pushed this run."""
+    blocked: dict[str, str] = {}
+    for report in reports:
+        for counts in report.resources.values():
+            mapping = RESOURCE_MAPPINGS.get((report.system, counts.resource))
+            if counts.error and mapping and mapping not in blocked:
+                blocked[mapping] = f"{report.system}.{counts.resource} could not be read ({counts.error})"
+    return blocked
 
 
 def run_sync(
@@ -174,10 +203,10 @@ def run_sync(
     try:
         with phase("extract"):
             reports = run_extract(settings, found, ingest or IngestOptions(), progress)
-        errors = _extract_errors(reports)
-        if errors:  # stale data must not decide writes: push nothing
-            raise IncompleteExtract("; ".join(errors))
-        if not (dry_run or rebuild):
+        # stale data must not decide writes: a mapping whose records could not all be read
+        # is not pushed this run; the others are
+        blocked = blocked_mappings(reports)
+        if not (dry_run or rebuild or blocked):
             with phase("fingerprint"):
                 quiet = last_quiet(db_path)
                 unchanged = quiet is not None and quiet[0] == input_fingerprint(db_path, variables)
@@ -193,7 +222,7 @@ def run_sync(
         wrote = False
         while rounds < MAX_ROUNDS:
             rounds += 1
-            pusher = Pusher(db_path, run_id, found.keap, found.customcrm, push_progress)
+            pusher = Pusher(db_path, run_id, found.keap, found.customcrm, push_progress, blocked=blocked)
             with phase("push"):
                 round_result = pusher.run()
             result = merge_results(result, round_result) if rounds > 1 else round_result
@@ -202,25 +231,34 @@ def run_sync(
                 break
             # parents were created: read them back and let the waiting children through
             with phase("read_back"):
-                run_extract(settings, found, IngestOptions(), None)
+                read_back = run_extract(settings, found, IngestOptions(), None)
+                reports += read_back
+                blocked = {**blocked, **blocked_mappings(read_back)}
                 dbt_build(db_path, variables, select=PUSH_SELECTION, tests=False)
         if wrote:  # show the result in the link tables
             with phase("read_back"):
-                run_extract(settings, found, IngestOptions(), None)
+                reports += run_extract(settings, found, IngestOptions(), None)
                 dbt_build(db_path, variables, tests=False)
-        status = "rejected" if result.rejections else ("failed" if result.failed else "ok")
-        outcome = SyncOutcome(run_id, rounds, reports, result, status, seconds=seconds)
+        outcome = SyncOutcome(run_id, rounds, reports, result, _status(result, reports), seconds=seconds)
         # quiet: a rerun on these inputs would write nothing. A run that wrote is quiet too
         # when the read-back shows nothing left to write (the next run then skips dbt)
         quiet_now = _nothing_left(outcome) and not (wrote and _pending(db_path))
         record_quiet(db_path, input_fingerprint(db_path, variables) if quiet_now else None, run_id)
-    except (ApiError, DbtError, IncompleteExtract) as exc:
+    except (ApiError, DbtError) as exc:
         outcome = SyncOutcome(run_id, rounds, reports, result, "failed", str(exc), seconds=seconds)
         if not dry_run:
             record_quiet(db_path, None, run_id)
     finish_run(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error,
                                                  "seconds": seconds})  # fmt: skip
     return outcome
+
+
+def _status(result: PushResult, reports: list[ExtractReport]) -> str:
+    if result.errors or any(report.errors for report in reports):
+        return "incomplete"
+    if result.rejections:
+        return "rejected"
+    return "failed" if result.failed else "ok"
 
 
 def _nothing_left(outcome: SyncOutcome) -> bool:

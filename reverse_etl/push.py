@@ -30,7 +30,7 @@ from typing import Any
 from connectors.customcrm import BATCH_LIMIT, CustomcrmClient
 from connectors.errors import ApiError, FatalError, RecordRejected, RetryableError
 from connectors.http import parse_time
-from connectors.keap import INCREMENTAL, KeapClient
+from connectors.keap import INCREMENTAL, NARROWABLE, KeapClient
 from reverse_etl.state import Outcome, Recorder, connect
 
 MAPPINGS = ("customers", "contacts", "orders", "products")
@@ -73,6 +73,9 @@ class PushResult:
     )
     rejections: list[dict[str, Any]] = field(default_factory=list)
     creates: int = 0  # creates that went through: children waiting on them may now be ready
+    # mapping -> why its push stopped part-way or did not start (a refused read or write of
+    # one resource); the other mappings went on
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def wrote(self) -> bool:
@@ -87,13 +90,21 @@ class PushResult:
         return sum(s.failed for s in self.mappings.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mappings": {m: asdict(s) for m, s in self.mappings.items()}, "rejections": self.rejections}
+        return {
+            "mappings": {m: asdict(s) for m, s in self.mappings.items()},
+            "rejections": self.rejections,
+            "errors": self.errors,
+        }
 
 
 def merge_results(first: PushResult, later: PushResult) -> PushResult:
     """Two rounds of one sync as one: counts add up, except rows still waiting, which are
     what the later round left."""
-    merged = PushResult(rejections=first.rejections + later.rejections, creates=first.creates + later.creates)
+    merged = PushResult(
+        rejections=first.rejections + later.rejections,
+        creates=first.creates + later.creates,
+        errors={**first.errors, **later.errors},
+    )
     for mapping in MAPPINGS:
         a, b = asdict(first.mappings[mapping]), asdict(later.mappings[mapping])
         summed = {k: a[k] + b[k] for k in a}
@@ -159,9 +170,11 @@ class Pusher:
         customcrm: CustomcrmClient,
         progress: ProgressCallback | None = None,
         mappings: Sequence[str] = MAPPINGS,
+        blocked: dict[str, str] | None = None,
     ) -> None:
         self.db_path = db_path
         self.mappings = tuple(mappings)  # a subset pushes only those (the peer benchmark)
+        self.blocked = dict(blocked or {})  # mapping -> why it must not be pushed this run
         self.recorder = Recorder(db_path, run_id)
         self.keap = keap
         self.customcrm = customcrm
@@ -176,23 +189,36 @@ class Pusher:
             return self._run()
 
     def _run(self) -> PushResult:
-        self._resolve_keap_intents()
         for mapping in self.mappings:
-            conflicts = _rows(
-                self.db_path,
-                """select mapping, keap_id, customcrm_id, field, base_value, keap_value, customcrm_value,
-                          winner, reason
-                   from main.sync_conflicts where mapping = ?""",
-                [mapping],
-            )
-            self.recorder.record_conflicts(conflicts)
-            self.result.mappings[mapping].conflicts += len(conflicts)
-            decisions = self._decisions(mapping)
-            self._link_matches(mapping)
-            self._push_customcrm(mapping, decisions)
-            self._push_keap(mapping, decisions)
-            self._confirm_equal(mapping, decisions)
+            if mapping in self.blocked:
+                self.result.errors[mapping] = f"not pushed: {self.blocked[mapping]}"
+                continue
+            try:
+                self._push_mapping(mapping)
+            except FatalError:
+                raise
+            except ApiError as exc:  # one resource refused: this mapping stops, the others go on
+                self.result.errors[mapping] = f"stopped: {exc}"
         return self.result
+
+    def _push_mapping(self, mapping: str) -> None:
+        """One mapping's writes, in order; what went through is recorded batch by batch, so
+        an error part-way leaves nothing advanced past what was really written."""
+        self._resolve_keap_intents(mapping)
+        conflicts = _rows(
+            self.db_path,
+            """select mapping, keap_id, customcrm_id, field, base_value, keap_value, customcrm_value,
+                      winner, reason
+               from main.sync_conflicts where mapping = ?""",
+            [mapping],
+        )
+        self.recorder.record_conflicts(conflicts)
+        self.result.mappings[mapping].conflicts += len(conflicts)
+        decisions = self._decisions(mapping)
+        self._link_matches(mapping)
+        self._push_customcrm(mapping, decisions)
+        self._push_keap(mapping, decisions)
+        self._confirm_equal(mapping, decisions)
 
     def _decisions(self, mapping: str) -> dict[str, list[dict[str, Any]]]:
         """Per pair, the fields whose base must move: new, or different from the merged value."""
@@ -403,11 +429,13 @@ class Pusher:
                     self.progress(mapping, "keap", min(start + 50, len(to_write)), len(to_write))
 
     def _changed_in_keap_since_extract(self, resource: str) -> dict[str, datetime]:
-        """Records Keap changed after the extract read them: one incremental list."""
+        """Records Keap changed after the extract read them: one incremental list, narrowed to
+        the id and the update time where Keap lets a list be narrowed (whole records elsewhere)."""
         latest = _rows(self.db_path, f"select max(_cursor) as latest from raw_keap.{resource}")[0]["latest"]
         stamp = INCREMENTAL[resource]["stamp"] or "update_time"
+        fields = ["id", stamp] if resource in NARROWABLE else None
         changed: dict[str, datetime] = {}
-        for items, _ in self.keap.changed_since(resource, latest, fields=["id", stamp]):
+        for items, _ in self.keap.changed_since(resource, latest, fields=fields):
             for item in items:
                 when = parse_time(item.get(stamp))
                 if item.get("id") and when is not None:
@@ -463,11 +491,11 @@ class Pusher:
             )
         return payload.get(KEAP_NATURAL_KEY[mapping][1]) if mapping in KEAP_NATURAL_KEY else None
 
-    def _resolve_keap_intents(self) -> None:
+    def _resolve_keap_intents(self, mapping: str) -> None:
         """Creates sent in a run that ended before recording the answer: find them in Keap
         by their natural key and link them, instead of creating them a second time."""
-        for mapping, customcrm_id, natural_key in self.recorder.open_intents():
-            if not natural_key:
+        for intent_mapping, customcrm_id, natural_key in self.recorder.open_intents():
+            if intent_mapping != mapping or not natural_key:
                 continue
             key_filter = KEAP_NATURAL_KEY[mapping][0]
             found = next(

@@ -19,6 +19,9 @@ from sandbox.timefmt import MonotonicClock
 
 RESOURCES = ("contacts", "companies", "opportunities", "products")
 
+# (name, order, win probability). Two ways of naming the closing stages, as accounts do:
+# "Closed Won"/"Closed Lost" (which the sync's stage_status seed names) and "Won"/"Lost"
+# (Keap's own examples; the sync maps them by their probability).
 DEFAULT_STAGES = [
     ("Lead", 1, 10),
     ("Qualified", 2, 25),
@@ -26,6 +29,8 @@ DEFAULT_STAGES = [
     ("Negotiation", 4, 75),
     ("Closed Won", 5, 100),
     ("Closed Lost", 6, 0),
+    ("Won", 7, 100),
+    ("Lost", 8, 0),
 ]
 
 _SCHEMA = """

@@ -30,12 +30,13 @@ class World:
     keap: httpx.Client
     crm: httpx.Client
 
-    def endpoints(self) -> Endpoints:
+    def endpoints(self, keap_transport: httpx.BaseTransport | None = None) -> Endpoints:
         return Endpoints(
             keap=keap_client(
                 base_url=self.boxes.keap_url,
                 api_key=self.boxes.keap.credentials.api_key,
                 pacer=KeapPacer(per_second=1e6, per_minute=1e9),
+                transport=keap_transport,
                 sleep=no_sleep,
             ),
             customcrm=customcrm_client(
@@ -45,8 +46,9 @@ class World:
             ),
         )
 
-    def sync(self, **kw: Any) -> SyncOutcome:
-        found = self.endpoints()
+    def sync(self, keap_transport: httpx.BaseTransport | None = None, **kw: Any) -> SyncOutcome:
+        """A whole run; `keap_transport` stands between the client and the Keap sandbox."""
+        found = self.endpoints(keap_transport)
         try:
             return run_sync(self.settings, found, **kw)
         finally:
