@@ -1,4 +1,4 @@
-"""The Customcrm client (shared/customcrm/CONTRACT.md): cursor lists, ETag/If-Match,
+"""The Customcrm client (docs/customcrm-api.md): cursor lists, ETag/If-Match,
 Idempotency-Key, merge patches, soft deletes and the batch endpoint."""
 
 from __future__ import annotations

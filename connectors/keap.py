@@ -18,7 +18,7 @@ from connectors.errors import AuthError, ProtocolError, error_for_response
 from connectors.http import ApiClient, Clock, LocalBucket, Pacer, RetryPolicy, Sleep, parse_time
 from connectors.tokens import TokenSet, TokenStore
 
-# How each resource can be read incrementally (Keap's v2 document): a time filter
+# How each resource can be read incrementally (docs/keap-api.md): a time filter
 # (oldest first where Keap can sort so), or newest first, stopping past the cursor.
 INCREMENTAL: dict[str, dict[str, str | None]] = {
     "companies": {"filter": "since_time", "order_by": None, "stamp": "update_time"},

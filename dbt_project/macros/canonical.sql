@@ -1,4 +1,4 @@
-{#- The one canonical form values are compared in, on both sides (MAPPINGS.md):
+{#- The one canonical form values are compared in, on both sides (docs/specification.md):
     trimmed text with empty as null, lower-cased email, ISO alpha-2 countries, money
     as exact decimals, dates as dates, booleans as booleans. Every compared value is
     then rendered as text by `canonical_text` so one column holds any field. -#}

@@ -48,7 +48,7 @@
 {% endmacro %}
 
 
-{#- The three-way merge of MAPPINGS.md, per field, against the base (the value last
+{#- The three-way merge of docs/specification.md, per field, against the base (the value last
     written or confirmed by the sync):
     - equal on both sides: nothing to write;
     - changed on one side only: that side's value goes to the other;

@@ -1,4 +1,4 @@
-{#- The link rules of MAPPINGS.md, in order; the first that applies wins:
+{#- The link rules of docs/specification.md, in order; the first that applies wins:
       1. a link that already exists (sync_state.links: links are state);
       2. a Customcrm record whose ExternalRefs.keap is the Keap id;
       3. natural keys, each only where unique on both sides among the records still

@@ -1,4 +1,4 @@
-"""The Customcrm sandbox: serves shared/customcrm/CONTRACT.md exactly.
+"""The Customcrm sandbox: serves the Customcrm contract (docs/customcrm-api.md) exactly.
 
 Request bodies are validated against the project's OpenAPI 3.1 document of the
 contract (`openapi.yaml` beside this file, served at `/api/v1/openapi.yaml`),

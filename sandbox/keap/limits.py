@@ -1,6 +1,6 @@
 """Keap's rate limits: per-second and per-minute throttles, a daily quota, and its headers.
 
-Published figures (../shared/keap/README.md): a personal access token or service
+Published figures (docs/keap-api.md): a personal access token or service
 account key gets 10/s, 240/min and 30,000/day; an OAuth client 1,500/min and
 150,000/day. `limits` settings: "published" (those figures), "off" (no limit,
 headers still sent), or a dict {"per_second", "per_minute", "per_day"} applied

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crmsync.dataflow import DOCS_FILE, docs_file, manifest, mappings, restructured_text
-from tests.conftest import REPO, shared_dir
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,9 @@ def test_docs_dataflow_rst_is_what_crmsync_dataflow_prints(found) -> None:  # ty
 
 
 def _spec_tables() -> list[list[tuple[str, str, str]]]:
-    """The four property tables of shared/MAPPINGS.md, backticks dropped."""
+    """The four property tables of docs/specification.md, backticks dropped."""
     tables, current = [], None
-    for line in (shared_dir() / "MAPPINGS.md").read_text().splitlines():
+    for line in (REPO / "docs" / "specification.md").read_text().splitlines():
         if line.startswith("| Keap "):
             current = []
             tables.append(current)

@@ -1,4 +1,4 @@
-"""The pending-change models give exactly the writes MAPPINGS.md implies (scripted
+"""The pending-change models give exactly the writes docs/specification.md implies (scripted
 scenarios, checked on the dbt models by a dry run: extract and build, no push)."""
 
 from __future__ import annotations

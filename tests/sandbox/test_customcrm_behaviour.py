@@ -1,4 +1,4 @@
-"""The Customcrm contract (shared/customcrm/CONTRACT.md), clause by clause."""
+"""The Customcrm contract (docs/customcrm-api.md), clause by clause."""
 
 from __future__ import annotations
 
