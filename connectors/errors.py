@@ -185,7 +185,7 @@ def error_for_response(system: str, response: httpx.Response, record_id: str | N
     if status == 412:
         return PreconditionFailed("changed since it was read", **context)
     if 400 <= status < 500:
-        return RecordRejected("rejected", **context)
+        return RecordRejected("refused", **context)
     return ProtocolError(f"unexpected status {status}", **context)
 
 

@@ -46,10 +46,11 @@ exact **pending changes** each system needs.
 | `conflict_policy` | `newest` for every mapping | who wins a field changed on both sides to different values: `newest` (the later update time; an exact tie goes to Keap), `keap`, or `customcrm` |
 | `create_in_keap` | `false` | Sesam's reverse flow: create Keap companies, contacts and products for Customcrm-only records |
 | `delete_counterparts` | `false` for every mapping | when one side of a link is deleted, delete the other (only records the link covers); otherwise the link is shown as orphaned |
-| `won_opportunities_only` | `false` | sync only opportunities in a stage the seed `stage_status` calls won |
+| `won_opportunities_only` | `false` | sync only opportunities in a stage whose status is won (by the seed `stage_status`, else a win probability of 100) |
 
 Set them with `crmsync sync --vars '{"conflict_policy": {"orders": "keap"}}'` or in
-`dbt_project.yml`. The stage ⇄ status table is the seed `stage_status` (edit the CSV).
+`dbt_project.yml`. The stage ⇄ status table is the seed `stage_status` (edit the CSV); a stage it
+leaves out maps by its win probability in Keap (100 won, 0 lost, else open).
 """
 
 

@@ -162,7 +162,7 @@ def blocked_mappings(reports: list[ExtractReport]) -> dict[str, str]:
         for counts in report.resources.values():
             mapping = RESOURCE_MAPPINGS.get((report.system, counts.resource))
             if counts.error and mapping and mapping not in blocked:
-                blocked[mapping] = f"{report.system}.{counts.resource} could not be read ({counts.error})"
+                blocked[mapping] = f"{report.system}.{counts.resource} could not be read"
     return blocked
 
 

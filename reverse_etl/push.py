@@ -191,14 +191,14 @@ class Pusher:
     def _run(self) -> PushResult:
         for mapping in self.mappings:
             if mapping in self.blocked:
-                self.result.errors[mapping] = f"not pushed: {self.blocked[mapping]}"
+                self.result.errors[mapping] = f"not pushed this run: {self.blocked[mapping]}"
                 continue
             try:
                 self._push_mapping(mapping)
             except FatalError:
                 raise
             except ApiError as exc:  # one resource refused: this mapping stops, the others go on
-                self.result.errors[mapping] = f"stopped: {exc}"
+                self.result.errors[mapping] = f"stopped: {exc}; the next run writes the rest"
         return self.result
 
     def _push_mapping(self, mapping: str) -> None:
