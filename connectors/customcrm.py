@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from connectors.errors import ProtocolError
-from connectors.http import ApiClient, Clock, Pacer, RetryPolicy, Sleep
+from connectors.http import ApiClient, Clock, ListPage, Pacer, RetryPolicy, Sleep, server_time
 
 RESOURCES = ("customers", "contacts", "orders", "products")
 BATCH_LIMIT = 100
@@ -62,28 +62,63 @@ class CustomcrmClient(ApiClient):
         limit: int = PAGE_LIMIT,
     ) -> Iterator[list[dict[str, Any]]]:
         """Every page, ordered by (UpdatedAt, Id); a cursor resumes strictly after the last record."""
+        for page in self.walk(
+            resource,
+            updated_since=updated_since,
+            include_deleted=include_deleted,
+            external_ref=external_ref,
+            limit=limit,
+        ):
+            yield page.items
+
+    def walk(
+        self,
+        resource: str,
+        *,
+        updated_since: str | None = None,
+        include_deleted: bool = True,
+        external_ref: str | None = None,
+        limit: int = PAGE_LIMIT,
+    ) -> Iterator[ListPage]:
+        """`pages`, each with the server's clock when it answered; a cursor that repeats or a
+        page that does not parse stops the walk with an error naming the resource and page."""
         query: dict[str, Any] = {"limit": limit, "include_deleted": str(include_deleted).lower()}
         if updated_since:
             query["updated_since"] = updated_since
         if external_ref:
             query["external_ref"] = external_ref
+        seen: set[str] = set()
         page = 0
         while True:
             page += 1
             response = self.request("GET", f"/{resource}", params=query)
+            where = f"Customcrm {resource} page {page}"
             try:
                 body = response.json()
                 items, cursor = body["data"], body["next_cursor"]
             except (ValueError, KeyError, TypeError) as exc:
                 raise ProtocolError(
-                    f"Customcrm {resource} page {page} does not parse: {type(exc).__name__} {exc}",
+                    f"{where} does not parse: {type(exc).__name__} {exc}",
                     system="customcrm",
                     method="GET",
                     url=f"/{resource}",
                 ) from None
-            yield items
+            if not isinstance(items, list):
+                raise ProtocolError(f"{where}: 'data' is not a list", system="customcrm", url=f"/{resource}")
+            if cursor is not None and not isinstance(cursor, str):
+                raise ProtocolError(
+                    f"{where}: next_cursor is not text", system="customcrm", url=f"/{resource}"
+                )
+            yield ListPage(items, cursor or None, server_time(response))
             if not cursor:
                 return
+            if cursor in seen:
+                raise ProtocolError(
+                    f"{where}: next_cursor repeats; the walk stopped (it would never end)",
+                    system="customcrm",
+                    url=f"/{resource}",
+                )
+            seen.add(cursor)
             query = {**query, "cursor": cursor}
 
     def get(self, resource: str, record_id: str) -> dict[str, Any]:

@@ -83,6 +83,15 @@ class TransportFailure(RetryableError):
     """No (complete) answer: the request may or may not have been applied."""
 
 
+class QuotaExhausted(ApiError):
+    """The API's quota for the day is spent: ask it for nothing more until `resets_at`.
+    Not retried; the run stops asking that API and says when to try again."""
+
+    def __init__(self, message: str, *, resets_at: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.resets_at = resets_at
+
+
 class RecordRejected(ApiError):
     """The API refused this one record; the others go on."""
 
@@ -105,6 +114,10 @@ class FatalError(ApiError):
 
 class AuthError(FatalError):
     pass
+
+
+class RunDeadline(FatalError):
+    """The run's deadline passed (CRMSYNC_RUN_DEADLINE_MINUTES): it stops where it is."""
 
 
 class ProtocolError(ApiError):

@@ -17,14 +17,17 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from connectors.errors import (
     ApiError,
+    QuotaExhausted,
     RateLimited,
     RetryableError,
+    RunDeadline,
     TransportFailure,
     error_for_response,
     safe_url,
@@ -75,6 +78,10 @@ class Pacer:
         return 0.0
 
     def after(self, response: httpx.Response) -> None:
+        return None
+
+    def exhausted(self) -> QuotaExhausted | None:
+        """The error to raise instead of sending, when the API's quota is known to be spent."""
         return None
 
 
@@ -141,6 +148,18 @@ class ApiClient:
         self.rng = random.Random(seed)
         self.stats = RequestStats()
         self._stats_lock = threading.Lock()
+        self.deadline: float | None = None  # time.monotonic() past which no request is sent
+
+    def _check_deadline(self, method: str, path: str, record_id: str | None) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise RunDeadline(
+                "the run's deadline passed (CRMSYNC_RUN_DEADLINE_MINUTES): it stopped before "
+                "this request; the next run goes on from here",
+                system=self.system,
+                method=method.upper(),
+                url=safe_url(self.http.build_request(method, path).url),
+                record_id=record_id,
+            )
 
     def close(self) -> None:
         self.http.close()
@@ -168,6 +187,10 @@ class ApiClient:
         endpoint = f"{method.upper()} {_template(path)}"
         attempt = 0
         while True:
+            self._check_deadline(method, path, record_id)
+            spent = self.pacer.exhausted()
+            if spent is not None:
+                raise spent
             waited = self.pacer.before()
             self._count(endpoint, waited)
             try:
@@ -189,11 +212,16 @@ class ApiClient:
             if isinstance(error, RateLimited):
                 with self._stats_lock:
                     self.stats.rate_limited += 1
+                spent = self.pacer.exhausted()
+                if spent is not None:  # the day's quota, not a throttle: retrying cannot help
+                    raise spent
             retry_ok = isinstance(error, RateLimited) or (isinstance(error, RetryableError) and idempotent)
             attempt += 1
             if not retry_ok or attempt >= self.retry.max_attempts:
                 raise error
             pause = self.retry.delay(attempt, error, self.rng)
+            if self.deadline is not None:
+                pause = min(pause, max(0.0, self.deadline - time.monotonic()))
             with self._stats_lock:
                 self.stats.retries += 1
                 self.stats.slept_s += pause
@@ -204,6 +232,23 @@ class ApiClient:
             self.stats.requests += 1
             self.stats.by_endpoint[endpoint] += 1
             self.stats.slept_s += waited
+
+
+@dataclass
+class ListPage:
+    """One page of a list as an API answered it."""
+
+    items: list[Any]
+    next_token: str | None
+    server_time: datetime | None  # the answer's `Date`
+
+
+def server_time(response: httpx.Response) -> datetime | None:
+    """The server's clock when it answered (HTTP `Date`, one-second resolution)."""
+    try:
+        return parsedate_to_datetime(response.headers["date"]).astimezone(UTC)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -8,24 +8,42 @@ import base64
 import threading
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 
-from connectors.errors import AuthError, ProtocolError, error_for_response
-from connectors.http import ApiClient, Clock, LocalBucket, Pacer, RetryPolicy, Sleep, parse_time
+from connectors.errors import AuthError, ProtocolError, QuotaExhausted, error_for_response
+from connectors.http import (
+    ApiClient,
+    Clock,
+    ListPage,
+    LocalBucket,
+    Pacer,
+    RetryPolicy,
+    Sleep,
+    parse_time,
+    server_time,
+)
 from connectors.tokens import TokenSet, TokenStore
 
 # How each resource can be read incrementally (docs/keap-api.md): a time filter
 # (oldest first where Keap can sort so), or newest first, stopping past the cursor.
+# `filter`: the time filter (records updated at or after); `order_by`: newest first, where
+# there is no time filter; `id_filter`: the id comparison a walk by id resumes with;
+# `id_order`: the order by id where Keap offers it (else Keap's default order, checked).
 INCREMENTAL: dict[str, dict[str, str | None]] = {
-    "companies": {"filter": "since_time", "order_by": None, "stamp": "update_time"},
-    "contacts": {"filter": "start_update_time", "order_by": "update_time asc", "stamp": "update_time"},
-    "opportunities": {"filter": None, "order_by": "update_time desc", "stamp": "last_updated_time"},
-    "products": {"filter": None, "order_by": "last_updated_time desc", "stamp": "update_time"},
-}
+    "companies": {"filter": "since_time", "order_by": None, "stamp": "update_time",
+                  "id_filter": "company_id", "id_order": "id asc"},
+    "contacts": {"filter": "start_update_time", "order_by": None, "stamp": "update_time",
+                 "id_filter": "contact_id", "id_order": "id asc"},
+    "opportunities": {"filter": None, "order_by": "update_time desc", "stamp": "last_updated_time",
+                      "id_filter": "opportunity_id", "id_order": None},
+    "products": {"filter": None, "order_by": "last_updated_time desc", "stamp": "update_time",
+                 "id_filter": "product_id", "id_order": None},
+}  # fmt: skip
 
 # Whether a list's `fields` parameter picks the properties returned. Contacts and companies:
 # yes. Opportunities: `fields` only adds optional properties (custom_fields, created_by, ...)
@@ -37,6 +55,28 @@ def filter_timestamp(value: datetime) -> str:
     """Keap filters want full ISO-8601 with milliseconds and a zone."""
     utc = value.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class WalkPage:
+    items: list[Any]
+    server_time: datetime | None
+    last_id: int | None  # a walk by id: the last id so far (where an interrupted walk resumes)
+    complete: bool  # the last page of the walk
+
+
+def _fresh(items: list[Any], stamp: str | None, since: datetime) -> list[Any]:
+    """The items updated at or after `since` (and those that are not records: the ingest
+    records why they cannot be loaded)."""
+    name = stamp or "update_time"
+    return [i for i in items if not isinstance(i, dict) or (parse_time(i.get(name)) or since) >= since]
+
+
+def _int_id(item: Any) -> int | None:
+    try:
+        return int(item["id"]) if isinstance(item, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 LIST_KEYS = {
@@ -90,6 +130,32 @@ class KeapPacer(Pacer):
         quota = _number(headers.get("x-keap-product-quota-available"))
         if quota is not None and quota <= 0:
             self.quota_exhausted_until = headers.get("x-keap-product-quota-expiry-time", "tomorrow")
+        elif quota is not None:
+            self.quota_exhausted_until = None
+
+    def exhausted(self) -> QuotaExhausted | None:
+        """Keap's daily quota is spent (its headers said so): until it resets, nothing is sent."""
+        if self.quota_exhausted_until is None:
+            return None
+        resets = quota_reset_time(self.quota_exhausted_until)
+        if resets is not None and datetime.now(UTC) >= resets:
+            self.quota_exhausted_until = None
+            return None
+        when = resets.strftime("%Y-%m-%d %H:%M UTC") if resets else "tomorrow (00:00 UTC)"
+        return QuotaExhausted(
+            f"Keap's daily request quota is spent; it resets at {when}: the next run after that "
+            "goes on where this one stopped",
+            system="keap",
+            resets_at=resets.isoformat() if resets else None,
+        )
+
+
+def quota_reset_time(expiry: str) -> datetime | None:
+    """`x-keap-product-quota-expiry-time`: epoch milliseconds, or a timestamp."""
+    try:
+        return datetime.fromtimestamp(float(expiry) / 1000, UTC)
+    except ValueError:
+        return parse_time(expiry)
 
 
 def _number(value: str | None) -> float | None:
@@ -185,63 +251,160 @@ class OAuth(httpx.Auth):
 class KeapClient(ApiClient):
     system = "keap"
 
+    def list_page(
+        self, resource: str, params: dict[str, Any], page_size: int = 1000, number: int = 1
+    ) -> ListPage:
+        """One page of a list: its items, the next-page token (opaque; a whole URL is reduced
+        to its token) and the server's clock (`Date`) when it answered."""
+        key = LIST_KEYS[resource]
+        response = self.request("GET", f"/{resource}", params={**params, "page_size": page_size})
+        where = f"Keap {resource} page {number}"
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ProtocolError(
+                f"{where} does not parse as JSON: {exc}", system="keap", method="GET", url=f"/{resource}"
+            ) from None
+        if not isinstance(body, dict):
+            raise ProtocolError(
+                f"{where} is not a JSON object", system="keap", method="GET", url=f"/{resource}"
+            )
+        items = body.get(key)
+        if not isinstance(items, list):
+            raise ProtocolError(
+                f"{where}: '{key}' is {'missing' if key not in body else type(items).__name__}, not a list",
+                system="keap",
+                method="GET",
+                url=f"/{resource}",
+            )
+        token = body.get("next_page_token")
+        if token is not None and not isinstance(token, str):
+            raise ProtocolError(f"{where}: next_page_token is not text", system="keap", url=f"/{resource}")
+        if token and token.startswith(("http://", "https://")):  # captured once: a whole URL as token
+            found = parse_qs(urlparse(token).query).get("page_token", [""])[0]
+            if not found:
+                raise ProtocolError(
+                    f"{where}: the next-page URL carries no page_token; the walk stopped",
+                    system="keap",
+                    url=f"/{resource}",
+                )
+            token = found
+        return ListPage(items, token or None, server_time(response))
+
     def pages(
         self, resource: str, params: dict[str, Any] | None = None, page_size: int = 1000
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Every page of a list, following `next_page_token` (opaque, or a whole URL)."""
-        key = LIST_KEYS[resource]
-        query: dict[str, Any] = {**(params or {}), "page_size": page_size}
-        page = 0
-        while True:
-            page += 1
-            response = self.request("GET", f"/{resource}", params=query)
-            try:
-                body = response.json()
-                items = body[key]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ProtocolError(
-                    f"Keap {resource} page {page} does not parse: {type(exc).__name__} {exc}",
-                    system="keap",
-                    method="GET",
-                    url=f"/{resource}",
-                ) from None
-            if not isinstance(items, list):
-                raise ProtocolError(f"Keap {resource} page {page}: '{key}' is not a list", system="keap")
-            yield items
-            token = body.get("next_page_token")
-            if not token:
-                return
-            if token.startswith(("http://", "https://")):  # captured once: a whole URL as token
-                token = parse_qs(urlparse(token).query).get("page_token", [""])[0]
-            query = {**query, "page_token": token}
+    ) -> Iterator[list[Any]]:
+        """Every page of a list, following `next_page_token`. Only for small lists or single
+        pages: Keap may page by position, so a record deleted or edited meanwhile can shift
+        the next page by one (`walk` does not trust positions)."""
+        for page in self.token_walk(resource, params or {}, page_size):
+            yield page.items
 
-    def changed_since(
-        self, resource: str, since: datetime | None, fields: list[str] | None = None, page_size: int = 1000
-    ) -> Iterator[tuple[list[dict[str, Any]], bool]]:
-        """Pages of the records updated at or after `since` (all when None), each with a flag
-        that is True on the last page: the cheapest incremental read each resource allows."""
+    def token_walk(self, resource: str, params: dict[str, Any], page_size: int = 1000) -> Iterator[ListPage]:
+        seen_tokens: set[str] = set()
+        number = 1
+        page = self.list_page(resource, params, page_size, number)
+        while True:
+            yield page
+            if page.next_token is None:
+                return
+            if page.next_token in seen_tokens:
+                raise ProtocolError(
+                    f"Keap {resource} page {number}: the next-page token repeats; the walk stopped "
+                    "(it would never end)",
+                    system="keap",
+                    url=f"/{resource}",
+                )
+            seen_tokens.add(page.next_token)
+            number += 1
+            page = self.list_page(resource, {**params, "page_token": page.next_token}, page_size, number)
+
+    def walk(
+        self,
+        resource: str,
+        since: datetime | None,
+        fields: list[str] | None = None,
+        page_size: int = 1000,
+        after_id: int | None = None,
+    ) -> Iterator[WalkPage]:
+        """The records updated at or after `since` (all when None), page by page, without
+        trusting page positions: each page is a fresh query for the ids after the last one
+        seen (ordered by id where Keap sorts by id, else in Keap's default id order, which
+        is checked). Opportunities and products have no time filter: one newest-first page
+        answers an incremental read when it reaches past `since`; otherwise the walk goes
+        by id through them all. `after_id` resumes an interrupted walk by id."""
         spec = INCREMENTAL[resource]
         params: dict[str, Any] = {}
         if fields:
             if resource not in NARROWABLE:
                 raise ValueError(f"Keap's {resource} list cannot be narrowed with `fields`")
             params["fields"] = ",".join(fields)
-        if spec["order_by"]:
-            params["order_by"] = spec["order_by"]
-        if since is not None and spec["filter"]:
-            params["filter"] = f"{spec['filter']}=={filter_timestamp(since)}"
-        stamp = spec["stamp"] or "update_time"
-        pages = self.pages(resource, params, page_size)
-        for items in pages:
-            if since is None or spec["filter"]:
-                yield items, False
-                continue
-            fresh = [i for i in items if (parse_time(i.get(stamp)) or since) >= since]
-            if len(fresh) < len(items):  # newest first: past the cursor, the rest is older
-                yield fresh, True
+        if spec["filter"] is None and since is not None and after_id is None:
+            newest = self.list_page(resource, {**params, "order_by": spec["order_by"]}, page_size)
+            fresh = _fresh(newest.items, spec["stamp"], since)
+            if newest.next_token is None or len(fresh) < len(newest.items):
+                yield WalkPage(fresh, newest.server_time, last_id=None, complete=True)
                 return
-            yield fresh, False
-        yield [], True
+        yield from self._walk_by_id(resource, since, params, page_size, after_id)
+
+    def _walk_by_id(
+        self,
+        resource: str,
+        since: datetime | None,
+        params: dict[str, Any],
+        page_size: int,
+        after_id: int | None,
+    ) -> Iterator[WalkPage]:
+        spec = INCREMENTAL[resource]
+        clauses = []
+        if since is not None and spec["filter"]:
+            clauses.append(f"{spec['filter']}=={filter_timestamp(since)}")
+        if spec["id_order"]:
+            params = {**params, "order_by": spec["id_order"]}
+        last = after_id
+        number = 0
+        while True:
+            number += 1
+            where = [*clauses, f"{spec['id_filter']}>{last}"] if last is not None else clauses
+            query = {**params, "filter": ";".join(where)} if where else params
+            page = self.list_page(resource, query, page_size, number)
+            ids = [_int_id(item) for item in page.items]
+            known = [i for i in ids if i is not None]
+            if (
+                known != sorted(known)
+                or len(set(known)) != len(known)
+                or (last is not None and known and known[0] <= last)
+            ):
+                raise ProtocolError(
+                    f"Keap {resource} page {number} is not in increasing id order: a walk by id "
+                    "cannot be trusted; the walk stopped",
+                    system="keap",
+                    url=f"/{resource}",
+                )
+            if page.next_token is not None and not known:
+                raise ProtocolError(
+                    f"Keap {resource} page {number} promises more but carries no id to go on "
+                    "from; the walk stopped",
+                    system="keap",
+                    url=f"/{resource}",
+                )
+            if known:
+                last = known[-1]
+            items = page.items
+            if since is not None and not spec["filter"]:  # no time filter: everything came
+                items = _fresh(items, spec["stamp"], since)
+            more = page.next_token is not None
+            yield WalkPage(items, page.server_time, last_id=last, complete=not more)
+            if not more:
+                return
+
+    def changed_since(
+        self, resource: str, since: datetime | None, fields: list[str] | None = None, page_size: int = 1000
+    ) -> Iterator[tuple[list[dict[str, Any]], bool]]:
+        """Pages of the records updated at or after `since`, each with a flag that is True on
+        the last page (`walk` as (items, last) pairs)."""
+        for page in self.walk(resource, since, fields, page_size):
+            yield page.items, page.complete
 
     def get(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         params = {"fields": ",".join(fields)} if fields else None

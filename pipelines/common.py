@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dlt
@@ -75,12 +75,19 @@ class ExtractReport:
 
 
 class Cursor:
-    """A resource's incremental position, kept in dlt resource state.
+    """A resource's incremental position, kept in dlt resource state (committed with the load).
 
-    `value` is the newest update time loaded. Reads start `overlap` earlier so
-    records sharing a timestamp are never missed; the records already loaded
-    from that window are remembered (`seen`: id -> update time as sent) and not
-    loaded again, so an idle run loads nothing.
+    `value` is the server's own time when the last complete walk began (the `Date` of its
+    first answer): whatever changed while the walk went on, or carries a future update
+    time (a bad clock, bad data), is read again by the next run, never passed over. Reads
+    start `overlap` earlier, for records stamped before they became visible (a server that
+    stamps when a transaction starts, not when it commits); the records already loaded in
+    that window at the same update time (`seen`: id -> update time as sent) are not loaded
+    again, so an idle run loads nothing.
+
+    A walk by id that stops part-way (an error, the daily quota, the run's deadline) leaves
+    `walk` behind: where it started (`since`), the last id it reached and when it began;
+    the next run resumes it there instead of starting over.
     """
 
     def __init__(self, state: dict[str, Any], overlap: timedelta) -> None:
@@ -88,34 +95,61 @@ class Cursor:
         self.overlap = overlap
         self.value = parse_time(state.get("cursor"))
         self.seen: dict[str, str] = dict(state.get("seen") or {})
-        self.newest = self.value
-        self.window: dict[str, tuple[str, datetime]] = {}
+        walk = state.get("walk") or {}
+        self.began: datetime | None = parse_time(walk.get("began"))
+        self.resume_since: datetime | None = parse_time(walk.get("since"))
+        self.resume_after: int | None = walk.get("after_id")
+        self.newest: datetime | None = None
+        self.loaded: dict[str, tuple[str, datetime]] = {}
+
+    @property
+    def since(self) -> datetime | None:
+        """Where this run's walk starts: a resumed walk's start, else the cursor less the overlap."""
+        if self.resume_after is not None:
+            return self.resume_since
+        return self.value - self.overlap if self.value is not None else None
 
     def already_loaded(self, record_id: str, stamp: Any) -> bool:
         return stamp is not None and self.seen.get(record_id) == stamp
 
+    def begin(self, server_time: datetime | None) -> None:
+        """The walk's first answer: its server time bounds the cursor (kept when resuming)."""
+        if self.began is None:
+            self.began = server_time or datetime.now(UTC)
+
     def observe(self, record_id: str, stamp_text: str | None, stamp: datetime | None) -> None:
         if stamp is None or stamp_text is None:
             return
+        self.loaded[record_id] = (stamp_text, stamp)
         if self.newest is None or stamp > self.newest:
             self.newest = stamp
-            floor = stamp - self.overlap
-            self.window = {k: v for k, v in self.window.items() if v[1] >= floor}
-        if stamp >= self.newest - self.overlap:
-            self.window[record_id] = (stamp_text, stamp)
+
+    def progress(self, last_id: int) -> None:
+        """A walk by id got this far: a run that stops now resumes after `last_id`."""
+        began = self.began or datetime.now(UTC)
+        self.state["walk"] = {
+            "since": self.since.isoformat() if self.since else None,
+            "after_id": last_id,
+            "began": began.isoformat(),
+        }
 
     def commit(self) -> None:
-        """Advance to everything observed (call only when all of it was read)."""
-        if self.newest is None:
-            return
-        floor = self.newest - self.overlap
+        """The walk is complete: the cursor moves to when it began (call only then)."""
+        self.value = self.began or datetime.now(UTC)  # earlier than before (a clock set back) is safe
+        self.state["cursor"] = self.value.isoformat()
+        self.state.pop("walk", None)
+        self._keep_seen(self.state["cursor"])
+
+    def _keep_seen(self, cursor: str | None) -> None:
+        """Remember the versions loaded at or after the next read's start."""
+        value = parse_time(cursor)
+        floor = value - self.overlap if value is not None else None
         kept = {
-            k: v for k, v in self.seen.items() if (parse_time(v) or floor) >= floor and k not in self.window
+            record_id: text
+            for record_id, text in {**self.seen, **{k: t for k, (t, _) in self.loaded.items()}}.items()
+            if floor is None or (parse_time(text) or floor) >= floor
         }
-        kept.update({k: text for k, (text, stamp) in self.window.items() if stamp >= floor})
-        self.state["cursor"] = self.newest.isoformat()
         self.state["seen"] = kept
-        self.value = self.newest
 
 
 ProgressCallback = Callable[[str, str, int, int], None]

@@ -32,6 +32,9 @@ class IngestOptions:
     full_pass: bool = False  # Keap: list every id now and mark what is gone
     full_pass_every: int = 24  # ... and on this schedule, in runs
     overlap: timedelta = timedelta(seconds=2)  # Keap: re-read this much before the cursor
+    # Customcrm: the same, for records stamped when their transaction began and visible
+    # only once it committed (what was already loaded at the same UpdatedAt is skipped)
+    customcrm_overlap: timedelta = timedelta(seconds=5)
 
 
 def _pipeline(name: str, db_path: Path, state_dir: Path, dataset: str) -> dlt.Pipeline:
@@ -88,10 +91,7 @@ def extract(
     reports.append(keap_report)
 
     crm_report = ExtractReport("customcrm")
-    # no overlap here: `updated_since` is inclusive and lists are ordered by (UpdatedAt, Id),
-    # so nothing at the boundary can be missed, and the records the last push created in a
-    # burst are not read again
-    source = customcrm_source(customcrm, crm_report, overlap=timedelta(0), progress=progress)
+    source = customcrm_source(customcrm, crm_report, overlap=options.customcrm_overlap, progress=progress)
     before = customcrm.stats.requests, customcrm.stats.retries, customcrm.stats.rate_limited
     _load(_pipeline("crmsync_customcrm", db_path, state_dir, CUSTOMCRM_DATASET), source, crm_report)
     crm_report.requests = customcrm.stats.requests - before[0]

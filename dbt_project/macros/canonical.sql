@@ -11,12 +11,33 @@
     lower(nullif(trim({{ expression }}), ''))
 {%- endmacro %}
 
+{#- Values that do not parse become null here, and `unparseable` names them: the merge leaves
+    such a field alone (neither side is written, no base moves) and review_unparseable_values
+    lists it, so one record's bad value never fails the build for everyone. -#}
 {% macro canon_money(expression) -%}
-    cast({{ expression }} as decimal(18, 2))
+    try_cast({{ expression }} as decimal(18, 2))
 {%- endmacro %}
 
 {% macro canon_date(expression) -%}
-    cast({{ expression }} as date)
+    try_cast({{ expression }} as date)
+{%- endmacro %}
+
+{% macro canon_boolean(expression) -%}
+    try_cast({{ expression }} as boolean)
+{%- endmacro %}
+
+{#- The mapped fields whose raw value is there but did not parse: `checks` is a list of
+    (field, raw expression, parsed expression). -#}
+{% macro unparseable(checks) -%}
+    {%- if checks -%}
+    list_filter([
+        {%- for field, raw, parsed in checks %}
+        case when ({{ raw }}) is not null and ({{ parsed }}) is null then '{{ field }}' end{{ "," if not loop.last }}
+        {%- endfor %}
+    ], lambda field: field is not null)
+    {%- else -%}
+    cast([] as varchar[])
+    {%- endif -%}
 {%- endmacro %}
 
 {#- Keap timestamps come as `...Z` and as `...000+0000`; both parse to UTC. -#}
@@ -25,7 +46,7 @@
 {%- endmacro %}
 
 {% macro duckdb__keap_timestamp(expression) -%}
-    cast(
+    try_cast(
         regexp_replace(regexp_replace({{ expression }}, 'Z$', '+00:00'), '([+-]\d\d)(\d\d)$', '\1:\2')
         as timestamptz
     )

@@ -23,7 +23,9 @@
 
 
 {#- One row per pair and mapped field: the two values in canonical text, side by side.
-    Derived fields (an order's Status, which follows its stage) are not merged on their own. -#}
+    Derived fields (an order's Status, which follows its stage) are not merged on their own,
+    and a field whose value does not parse on either side (`*_unparseable_fields`) is left
+    out: nothing is written for it and its base stays, until the value is fixed. -#}
 {% macro unpivot_fields(mapping, paired, fields) %}
     {%- for f in fields | rejectattr('direction', 'equalto', 'derived') %}
     select
@@ -43,6 +45,8 @@
         {{ canonical_text('keap_' ~ f.field, f.compare_as) }} as keap_value,
         {{ canonical_text('customcrm_' ~ f.field, f.compare_as) }} as customcrm_value
     from {{ paired }}
+    where not list_contains(coalesce(keap_unparseable_fields, cast([] as varchar[])), '{{ f.field }}')
+        and not list_contains(coalesce(customcrm_unparseable_fields, cast([] as varchar[])), '{{ f.field }}')
     {{ "union all" if not loop.last }}
     {%- endfor %}
 {% endmacro %}

@@ -1,7 +1,9 @@
 """The Customcrm dlt source: customers, contacts, orders, products.
 
 Lists are read with `updated_since` and `include_deleted=true`, ordered by
-(UpdatedAt, Id): the cursor may advance page by page. Live records merge on
+(UpdatedAt, Id), from the server's time when the last complete walk began less a short
+overlap (a record stamped when its transaction began may become visible a little later;
+what was already loaded at the same update time is not loaded again). Live records merge on
 `id` into one table per resource; tombstones go to `tombstones` (resource, id,
 DeletedAt) so that the record's last known values stay where they were.
 """
@@ -16,7 +18,7 @@ from typing import Any
 import dlt
 
 from connectors.customcrm import CustomcrmClient
-from connectors.errors import ApiError, FatalError
+from connectors.errors import ApiError, FatalError, ProtocolError
 from connectors.http import parse_time
 from pipelines.common import (
     Cursor,
@@ -71,10 +73,11 @@ def _records(
         counts = report.resource(resource)
         extracted_at = datetime.now(UTC)
         try:
-            for number, items in enumerate(read_changes(client, resource, cursor.value, overlap), start=1):
+            for number, page in enumerate(read_changes(client, resource, cursor.since), start=1):
+                cursor.begin(page.server_time)
                 counts.pages += 1
                 rows = []
-                for index, item in enumerate(items):
+                for index, item in enumerate(page.items):
                     problem = check_record(item, ID_FIELD, CURSOR_FIELD)
                     if problem is not None:
                         counts.rejected += 1
@@ -92,13 +95,16 @@ def _records(
                 counts.records += len(rows)
                 if rows:
                     yield raw_rows(resource, rows)
-                cursor.commit()  # ordered by (UpdatedAt, Id): all before it has been read
                 if progress:
                     progress("customcrm", resource, counts.pages, counts.records)
+            cursor.commit()
         except FatalError:
             raise
-        except ApiError as exc:
+        except ApiError as exc:  # keep what was read; the cursor stays put
             counts.error = str(exc)
+            if isinstance(exc, ProtocolError):
+                counts.rejected += 1
+                yield rejection(resource, counts.pages + 1, 0, "(page)", str(exc), None, extracted_at)
 
     return records
 

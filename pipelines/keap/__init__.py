@@ -20,7 +20,7 @@ from typing import Any
 
 import dlt
 
-from connectors.errors import ApiError, FatalError
+from connectors.errors import ApiError, FatalError, ProtocolError, QuotaExhausted
 from connectors.keap import KeapClient
 from pipelines.common import (
     RAW_COLUMNS,
@@ -32,13 +32,15 @@ from pipelines.common import (
     raw_rows,
     rejection,
 )
-from pipelines.keap.helpers import list_ids, read_changes
+from pipelines.keap.helpers import confirm_deleted, list_ids, read_changes
 from pipelines.keap.settings import RESOURCES, STAGES, KeapResource
 
 DELETION_COLUMNS: dict[str, Any] = {
     "resource": {"data_type": "text", "nullable": False, "primary_key": True},
     "id": {"data_type": "text", "nullable": False, "primary_key": True},
     "detected_at": {"data_type": "timestamp", "timezone": True},
+    # true: Keap confirmed the deletion; false: marked once, then found again (live again)
+    "is_deleted": {"data_type": "bool", "nullable": True},
 }
 
 
@@ -48,26 +50,31 @@ def _records(
     overlap: timedelta,
     report: ExtractReport,
     progress: ProgressCallback | None,
+    stop: Stop,
 ) -> Any:
     @dlt.resource(name=spec.name)  # hints travel with each item: see pipelines.common
     def records() -> Iterator[Any]:
         cursor = Cursor(dlt.current.resource_state(), overlap)
         counts = report.resource(spec.name)
+        if stop.reason:  # the daily quota is spent: nothing more is asked of Keap this run
+            counts.error = stop.reason
+            return
         extracted_at = datetime.now(UTC)
+        deleted = _marked_deleted(spec.name)
         try:
-            for page in read_changes(client, spec, cursor.value, overlap):
-                if page.complete:
-                    cursor.commit()
-                    break
+            for page in read_changes(client, spec, cursor):
+                cursor.begin(page.server_time)
                 counts.pages += 1
-                rows = []
+                rows, live_again = [], []
                 for index, item in enumerate(page.items):
                     problem = check_record(item, "id", spec.cursor_field)
                     if problem is not None:
                         counts.rejected += 1
-                        yield rejection(spec.name, page.number, index, *problem, item, extracted_at)
+                        yield rejection(spec.name, counts.pages, index, *problem, item, extracted_at)
                         continue
                     row = raw_row(item, "id", spec.cursor_field, extracted_at)
+                    if row["id"] in deleted:  # marked deleted, and here it is: live again
+                        live_again.append(row["id"])
                     if cursor.already_loaded(row["id"], row["updated_at"]):
                         continue
                     cursor.observe(row["id"], row["updated_at"], row["_cursor"])
@@ -75,20 +82,35 @@ def _records(
                 counts.records += len(rows)
                 if rows:
                     yield raw_rows(spec.name, rows)
+                if live_again:
+                    yield deletion_rows(spec.name, live_again, extracted_at, is_deleted=False)
+                    deleted -= set(live_again)
+                if page.complete:
+                    cursor.commit()
+                elif page.last_id is not None:
+                    cursor.progress(page.last_id)
                 if progress:
                     progress("keap", spec.name, counts.pages, counts.records)
         except FatalError:
             raise
-        except ApiError as exc:  # keep what was read; the cursor stays put
+        except QuotaExhausted as exc:
+            stop.reason = counts.error = str(exc)
+        except ApiError as exc:  # keep what was read; the cursor stays put (a walk by id resumes)
             counts.error = str(exc)
+            if isinstance(exc, ProtocolError):
+                counts.rejected += 1
+                yield rejection(spec.name, counts.pages + 1, 0, "(page)", str(exc), None, extracted_at)
 
     return records
 
 
-def _stages(client: KeapClient, report: ExtractReport) -> Any:
+def _stages(client: KeapClient, report: ExtractReport, stop: Stop) -> Any:
     @dlt.resource(name="stages", write_disposition="merge", primary_key="id", columns=RAW_COLUMNS)
     def stages() -> Iterator[Any]:
         counts = report.resource("stages")
+        if stop.reason:
+            counts.error = stop.reason
+            return
         extracted_at = datetime.now(UTC)
         try:
             for items in client.pages(STAGES):
@@ -97,40 +119,45 @@ def _stages(client: KeapClient, report: ExtractReport) -> Any:
                 yield [raw_row(item, "id", "updated_time", extracted_at) for item in items if item.get("id")]
         except FatalError:
             raise
+        except QuotaExhausted as exc:
+            stop.reason = counts.error = str(exc)
         except ApiError as exc:
             counts.error = str(exc)
 
     return stages
 
 
-def _known_ids(resource: str) -> set[str]:
-    """Ids already loaded and not yet marked deleted, read through dlt's own connection."""
+def _ids(resource: str, deleted: bool) -> set[str]:
+    """Through dlt's own connection: the ids loaded and not marked deleted (`deleted` False),
+    or the ids marked deleted (True)."""
     pipeline = dlt.current.pipeline()
     try:
         with pipeline.sql_client() as sql:
-            table = sql.make_qualified_table_name(resource)
             deletions = sql.make_qualified_table_name("deletions")
-            try:
-                rows = sql.execute_sql(
-                    f"select id from {table} where id not in "
-                    f"(select id from {deletions} where resource = %s)",
-                    resource,
-                )
-            except Exception:  # no deletions table yet
-                rows = sql.execute_sql(f"select id from {table}")
+            marked = f"select id from {deletions} where resource = %s and coalesce(is_deleted, true)"
+            if deleted:
+                rows = sql.execute_sql(marked, resource)
+            else:
+                table = sql.make_qualified_table_name(resource)
+                try:
+                    rows = sql.execute_sql(f"select id from {table} where id not in ({marked})", resource)
+                except Exception:  # no deletions table yet
+                    rows = sql.execute_sql(f"select id from {table}")
     except Exception:  # nothing loaded yet
         return set()
     return {str(row[0]) for row in rows or []}
 
 
-def _deletions(client: KeapClient, report: ExtractReport, full_pass: bool, every: int) -> Any:
-    @dlt.resource(
-        name="deletions", write_disposition="merge", primary_key=["resource", "id"], columns=DELETION_COLUMNS
-    )
+def _marked_deleted(resource: str) -> set[str]:
+    return _ids(resource, deleted=True)
+
+
+def _deletions(client: KeapClient, report: ExtractReport, full_pass: bool, every: int, stop: Stop) -> Any:
+    @dlt.resource(name="deletions")  # hints travel with each item: see deletion_rows
     def deletions() -> Iterator[Any]:
         state = dlt.current.resource_state()
         runs = int(state.get("runs_since_full_pass", 0)) + 1
-        if not (full_pass or runs >= every):
+        if stop.reason or not (full_pass or runs >= every):
             state["runs_since_full_pass"] = runs
             return
         report.full_pass = True
@@ -138,25 +165,54 @@ def _deletions(client: KeapClient, report: ExtractReport, full_pass: bool, every
         complete = True
         for spec in RESOURCES:
             counts = report.resource(spec.name)
-            known = _known_ids(spec.name)
+            known = _ids(spec.name, deleted=False)
             try:
                 present = set(list_ids(client, spec))
+                gone = confirm_deleted(client, spec, sorted(known - present, key=_numeric))
             except FatalError:
                 raise
+            except QuotaExhausted as exc:
+                stop.reason = counts.error = f"full pass: {exc}"
+                complete = False
+                break
             except ApiError as exc:  # an incomplete id list proves nothing: mark nothing
                 counts.error = f"full pass: {exc}"
                 complete = False
                 continue
-            missing = known - present
-            counts.deleted += len(missing)
-            if missing:
-                yield [
-                    {"resource": spec.name, "id": record_id, "detected_at": detected_at}
-                    for record_id in sorted(missing)
-                ]
+            counts.deleted += len(gone)
+            if gone:
+                yield deletion_rows(spec.name, gone, detected_at, is_deleted=True)
         state["runs_since_full_pass"] = 0 if complete else runs
 
     return deletions
+
+
+def deletion_rows(resource: str, ids: list[str], at: datetime, *, is_deleted: bool) -> Any:
+    """Rows of `deletions`: a deletion Keap confirmed (a direct read answered 404), or a record
+    marked deleted that a later read found again (live again: its link recovers)."""
+    rows = [
+        {"resource": resource, "id": record_id, "detected_at": at, "is_deleted": is_deleted}
+        for record_id in ids
+    ]
+    hints = dlt.mark.make_hints(
+        table_name="deletions",
+        write_disposition="merge",
+        primary_key=["resource", "id"],
+        columns=DELETION_COLUMNS,
+    )
+    return dlt.mark.with_hints(rows, hints, create_table_variant=True)
+
+
+def _numeric(record_id: str) -> tuple[int, str]:
+    return (int(record_id), "") if record_id.isdigit() else (0, record_id)
+
+
+class Stop:
+    """Shared by a source's resources: once Keap says the day's quota is spent, the run asks
+    Keap for nothing more (the message says when the quota resets)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
 
 
 @dlt.source(name="keap", max_table_nesting=0)
@@ -171,7 +227,8 @@ def keap_source(
 ) -> Sequence[Any]:
     """`full_pass` forces the ids-only pass that finds deletions; otherwise it runs
     every `full_pass_every` runs (counted in dlt state, committed with each load)."""
-    resources = [_records(client, spec, overlap, report, progress) for spec in RESOURCES]
-    resources.append(_stages(client, report))
-    resources.append(_deletions(client, report, full_pass, full_pass_every))
+    stop = Stop()
+    resources = [_records(client, spec, overlap, report, progress, stop) for spec in RESOURCES]
+    resources.append(_stages(client, report, stop))
+    resources.append(_deletions(client, report, full_pass, full_pass_every, stop))
     return resources

@@ -1,33 +1,42 @@
-"""Keap-specific reading: timestamps in filters, the incremental walks, the ids-only pass."""
+"""Keap-specific reading: the incremental walks, the ids-only pass and its confirmation."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 
-from connectors.keap import KeapClient
-from pipelines.common import Page
-from pipelines.keap.settings import KeapResource
+from connectors.errors import NotFound
+from connectors.keap import NARROWABLE, KeapClient, WalkPage
+from pipelines.common import Cursor
+from pipelines.keap.settings import CONFIRM_PER_RUN, KeapResource
 
 
-def read_changes(
-    client: KeapClient, resource: KeapResource, since: datetime | None, overlap: timedelta
-) -> Iterator[Page]:
-    """The records changed since the cursor (less the overlap), page by page; the last
-    page says `complete` (the connector knows each resource's cheapest incremental read)."""
-    floor = since - overlap if since else None
-    number = 0
-    for items, last in client.changed_since(resource.path, floor, list(resource.fields or []) or None):
-        if items or not last:
-            number += 1
-            yield Page(number, items, complete=False)
-    yield Page(0, [], complete=True)
+def read_changes(client: KeapClient, resource: KeapResource, cursor: Cursor) -> Iterator[WalkPage]:
+    """The records changed since the cursor (less its overlap), page by page, resuming a walk
+    by id that an earlier run left part-way; the last page says `complete`."""
+    fields = list(resource.fields or []) or None
+    yield from client.walk(resource.path, cursor.since, fields, after_id=cursor.resume_after)
 
 
 def list_ids(client: KeapClient, resource: KeapResource) -> Iterator[str]:
-    """Every id Keap has for a resource (the full pass that finds deletions)."""
-    params = {"fields": "id"} if resource.ids_only_fields else {}
-    for items in client.pages(resource.path, params):
-        for item in items:
-            if item.get("id") is not None:
+    """Every id Keap has for a resource, by id (the full pass that finds deletions): a walk
+    by id cannot miss a record because another was deleted meanwhile. Opportunities and
+    products cannot be narrowed to their ids: whole records."""
+    fields = ["id"] if resource.path in NARROWABLE else None
+    for page in client.walk(resource.path, None, fields):
+        for item in page.items:
+            if isinstance(item, dict) and item.get("id") is not None:
                 yield str(item["id"])
+
+
+def confirm_deleted(client: KeapClient, resource: KeapResource, candidates: list[str]) -> list[str]:
+    """The candidates Keap confirms deleted: a direct read answers 404. A record that
+    answers is live (it was missed, not deleted). At most CONFIRM_PER_RUN a run; the rest
+    stay candidates for the next full pass."""
+    fields = ["id"] if resource.path in NARROWABLE else None
+    gone = []
+    for record_id in candidates[:CONFIRM_PER_RUN]:
+        try:
+            client.get(resource.path, record_id, fields)
+        except NotFound:
+            gone.append(record_id)
+    return gone

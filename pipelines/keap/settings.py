@@ -54,3 +54,5 @@ RESOURCES = (
     KeapResource("products", "products", "update_time", ids_only_fields=False),
 )
 STAGES = "opportunities/stages"
+# a full pass confirms at most this many deletions a run, one direct read each
+CONFIRM_PER_RUN = 500

@@ -38,7 +38,12 @@ API_PREFIX = "/crm/rest/v2"
 DEFAULT_PAGE_SIZE = 50
 ACCESS_TTL_S = 24 * 3600
 _ID_FILTERS = frozenset(
-    {("companies", "company_id"), ("opportunities", "opportunity_id"), ("products", "product_id")}
+    {
+        ("contacts", "contact_id"),
+        ("companies", "company_id"),
+        ("opportunities", "opportunity_id"),
+        ("products", "product_id"),
+    }
 )
 REFRESH_TTL_S = 45 * 24 * 3600
 

@@ -457,6 +457,7 @@ SPECS = {
                 "start_update_time",
                 "end_update_time",
                 "ids",
+                "contact_id",
                 "contact_ids",
                 "email",
                 "company_id",

@@ -85,7 +85,7 @@ def test_first_run_loads_everything_then_an_idle_run_costs_one_request_per_resou
     for table in CRM_TABLES:
         expected = _crm_live_count(ingest.boxes, table)
         assert ingest.sql(f"select count(*) from raw_customcrm.{table}") == [(expected,)]
-    assert ingest.sql("select count(*) from raw_keap.stages") == [(6,)]
+    assert ingest.sql("select count(*) from raw_keap.stages") == [(8,)]
 
     ingest.served()
     idle = ingest.run()
@@ -272,7 +272,7 @@ def test_a_record_without_an_id_is_recorded_with_resource_page_and_field_and_the
     ingest: Ingest,
 ) -> None:
     def drop_an_id(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
-        if request.url.path.endswith("/contacts") and "page_token" in request.url.params:
+        if request.url.path.endswith("/contacts") and "contact_id>" in request.url.params.get("filter", ""):
             body = response.json()
             del body["contacts"][3]["id"]
             return httpx.Response(200, json=body, headers={"content-type": "application/json"})
@@ -296,7 +296,8 @@ def test_a_page_that_does_not_parse_keeps_what_was_loaded_and_does_not_advance(i
     broken = {"on": True}
 
     def spoil_page_two(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
-        if broken["on"] and request.url.path.endswith("/companies") and "page_token" in request.url.params:
+        second_page = "company_id>" in request.url.params.get("filter", "")
+        if broken["on"] and request.url.path.endswith("/companies") and second_page:
             return httpx.Response(
                 200, content=b'{"companies": [ {"id": ', headers={"content-type": "application/json"}
             )
@@ -314,8 +315,11 @@ def test_a_page_that_does_not_parse_keeps_what_was_loaded_and_does_not_advance(i
     # the page already read is kept, and the other resources loaded in full
     assert ingest.sql("select count(*) from raw_keap.companies") == [(1000,)]
     assert ingest.sql("select count(*) from raw_keap.contacts") == [(1200,)]
+    assert ingest.sql("select resource, page, field from raw_keap.ingest_rejections") == [
+        ("companies", 2, "(page)")
+    ]
     broken["on"] = False
-    reports = ingest.run()  # the cursor did not move past the broken page: all is read again
+    reports = ingest.run()  # the walk resumes after the last id it reached: the rest is read
     assert not reports["keap"].errors
-    assert reports["keap"].resources["companies"].records == 1200
+    assert reports["keap"].resources["companies"].records == 200
     assert ingest.sql("select count(*), count(distinct id) from raw_keap.companies") == [(1200, 1200)]

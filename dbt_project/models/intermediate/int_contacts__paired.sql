@@ -32,6 +32,8 @@ final as (
         keap.updated_at as keap_updated_at,
         customcrm.updated_at as customcrm_updated_at,
         customcrm.version as customcrm_version,
+        keap.unparseable_fields as keap_unparseable_fields,
+        customcrm.unparseable_fields as customcrm_unparseable_fields,
         keap.first_name as keap_first_name,
         customcrm.first_name as customcrm_first_name,
         keap.last_name as keap_last_name,

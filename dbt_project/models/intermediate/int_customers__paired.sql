@@ -25,6 +25,8 @@ final as (
         keap.updated_at as keap_updated_at,
         customcrm.updated_at as customcrm_updated_at,
         customcrm.version as customcrm_version,
+        keap.unparseable_fields as keap_unparseable_fields,
+        customcrm.unparseable_fields as customcrm_unparseable_fields,
         keap.name as keap_name,
         customcrm.name as customcrm_name,
         keap.description as keap_description,

@@ -62,6 +62,8 @@ final as (
         keap.updated_at as keap_updated_at,
         customcrm.updated_at as customcrm_updated_at,
         customcrm.version as customcrm_version,
+        keap.unparseable_fields as keap_unparseable_fields,
+        customcrm.unparseable_fields as customcrm_unparseable_fields,
         keap.title as keap_title,
         customcrm.title as customcrm_title,
         keap.keap_contact_id as keap_contact,

@@ -24,8 +24,8 @@ records as (
         upper({{ canon_text(json_text('payload', 'Country')) }}) as country,
         {{ canon_text(json_text('payload', 'OrgNumber')) }} as org_number,
         {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
-        cast({{ json_text('payload', 'Version') }} as integer) as version,
-        cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
+        try_cast({{ json_text('payload', 'Version') }} as integer) as version,
+        try_cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
         cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source
@@ -34,6 +34,7 @@ records as (
 final as (
     select
         records.*,
+        {{ unparseable([]) }} as unparseable_fields,
         tombstones.deleted_at,
         tombstones.id is not null as is_deleted
     from records

@@ -21,8 +21,8 @@ records as (
         {{ canon_date(canon_text(json_text('payload', 'CloseDate'))) }} as close_date,
         {{ canon_text(json_text('payload', 'Description')) }} as description,
         {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
-        cast({{ json_text('payload', 'Version') }} as integer) as version,
-        cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
+        try_cast({{ json_text('payload', 'Version') }} as integer) as version,
+        try_cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
         cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source
@@ -31,6 +31,10 @@ records as (
 final as (
     select
         records.*,
+        {{ unparseable([
+            ('amount', canon_text(json_text('records.customcrm_payload', 'Amount')), 'records.amount'),
+            ('close_date', canon_text(json_text('records.customcrm_payload', 'CloseDate')), 'records.close_date'),
+        ]) }} as unparseable_fields,
         tombstones.deleted_at,
         tombstones.id is not null as is_deleted
     from records

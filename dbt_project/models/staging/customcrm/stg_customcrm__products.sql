@@ -17,10 +17,10 @@ records as (
         {{ canon_text(json_text('payload', 'ShortDescription')) }} as short_description,
         {{ canon_money(canon_text(json_text('payload', 'Price'))) }} as price,
         upper({{ canon_text(json_text('payload', 'Currency')) }}) as currency,
-        cast({{ json_text('payload', 'Active') }} as boolean) as active,
+        {{ canon_boolean(json_text('payload', 'Active')) }} as active,
         {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
-        cast({{ json_text('payload', 'Version') }} as integer) as version,
-        cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
+        try_cast({{ json_text('payload', 'Version') }} as integer) as version,
+        try_cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
         cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source
@@ -29,6 +29,10 @@ records as (
 final as (
     select
         records.*,
+        {{ unparseable([
+            ('price', canon_text(json_text('records.customcrm_payload', 'Price')), 'records.price'),
+            ('active', canon_text(json_text('records.customcrm_payload', 'Active')), 'records.active'),
+        ]) }} as unparseable_fields,
         tombstones.deleted_at,
         tombstones.id is not null as is_deleted
     from records

@@ -5,7 +5,7 @@ source as (
 ),
 
 deletions as (
-    {{ raw_or_empty('raw_keap', 'deletions', {'resource': 'varchar', 'id': 'varchar', 'detected_at': 'timestamptz'}) }}
+    select * from {{ ref('stg_keap__deletions') }}
 ),
 
 countries as (
@@ -58,8 +58,9 @@ final as (
         companies.country_alpha3,
         companies.region_code,
         companies.updated_at,
-        deletions.detected_at as deleted_at,
-        deletions.id is not null as is_deleted,
+        {{ unparseable([('country', 'companies.country_alpha3', 'countries.alpha2')]) }} as unparseable_fields,
+        deletions.deleted_at,
+        deletions.keap_id is not null as is_deleted,
         companies.keap_payload,
         companies.extracted_at
     from companies
@@ -67,7 +68,7 @@ final as (
         on countries.alpha3 = companies.country_alpha3
     left join deletions
         on deletions.resource = 'companies'
-        and deletions.id = companies.keap_company_id
+        and deletions.keap_id = companies.keap_company_id
 )
 
 select * from final

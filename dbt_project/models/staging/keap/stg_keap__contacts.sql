@@ -5,7 +5,7 @@ source as (
 ),
 
 deletions as (
-    {{ raw_or_empty('raw_keap', 'deletions', {'resource': 'varchar', 'id': 'varchar', 'detected_at': 'timestamptz'}) }}
+    select * from {{ ref('stg_keap__deletions') }}
 ),
 
 countries as (
@@ -45,7 +45,8 @@ contacts as (
             when {{ canon_text(json_text('billing', 'zip_code')) }} is not null then 'zip_code'
         end as zip_field,
         upper({{ canon_text(json_text('billing', 'country_code')) }}) as country_alpha3,
-        try_cast(left({{ canon_text(json_text('payload', 'birth_date')) }}, 10) as date) as birth_date,
+        {{ canon_text(json_text('payload', 'birth_date')) }} as birth_date_text,
+        {{ canon_date("left(" ~ canon_text(json_text('payload', 'birth_date')) ~ ", 10)") }} as birth_date,
         {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
         cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
@@ -70,8 +71,12 @@ final as (
         contacts.zip_field,
         contacts.country_alpha3,
         contacts.updated_at,
-        deletions.detected_at as deleted_at,
-        deletions.id is not null as is_deleted,
+        {{ unparseable([
+            ('country', 'contacts.country_alpha3', 'countries.alpha2'),
+            ('birth_date', 'contacts.birth_date_text', 'contacts.birth_date'),
+        ]) }} as unparseable_fields,
+        deletions.deleted_at,
+        deletions.keap_id is not null as is_deleted,
         contacts.keap_payload,
         contacts.extracted_at
     from contacts
@@ -79,7 +84,7 @@ final as (
         on countries.alpha3 = contacts.country_alpha3
     left join deletions
         on deletions.resource = 'contacts'
-        and deletions.id = contacts.keap_contact_id
+        and deletions.keap_id = contacts.keap_contact_id
 )
 
 select * from final

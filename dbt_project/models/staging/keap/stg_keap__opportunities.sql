@@ -5,7 +5,7 @@ source as (
 ),
 
 deletions as (
-    {{ raw_or_empty('raw_keap', 'deletions', {'resource': 'varchar', 'id': 'varchar', 'detected_at': 'timestamptz'}) }}
+    select * from {{ ref('stg_keap__deletions') }}
 ),
 
 opportunities as (
@@ -15,7 +15,9 @@ opportunities as (
         {{ canon_text(json_text('payload', 'contact.id')) }} as keap_contact_id,
         {{ canon_text(json_text('payload', 'stage.id')) }} as stage_id,
         {{ canon_text(json_text('payload', 'stage.name')) }} as stage_name,
+        {{ json_text('payload', 'projected_revenue_high') }} as amount_text,
         {{ canon_money("json_extract(payload, '$.projected_revenue_high')") }} as amount,
+        {{ canon_text(json_text('payload', 'estimated_close_time')) }} as estimated_close_time_text,
         {{ keap_timestamp(json_text('payload', 'estimated_close_time')) }} as estimated_close_time,
         {{ canon_text(json_text('payload', 'opportunity_notes')) }} as description,
         {{ keap_timestamp(json_text('payload', 'last_updated_time')) }} as updated_at,
@@ -37,14 +39,18 @@ final as (
         opportunities.estimated_close_time,
         opportunities.description,
         opportunities.updated_at,
-        deletions.detected_at as deleted_at,
-        deletions.id is not null as is_deleted,
+        {{ unparseable([
+            ('amount', 'opportunities.amount_text', 'opportunities.amount'),
+            ('close_date', 'opportunities.estimated_close_time_text', 'opportunities.estimated_close_time'),
+        ]) }} as unparseable_fields,
+        deletions.deleted_at,
+        deletions.keap_id is not null as is_deleted,
         opportunities.keap_payload,
         opportunities.extracted_at
     from opportunities
     left join deletions
         on deletions.resource = 'opportunities'
-        and deletions.id = opportunities.keap_opportunity_id
+        and deletions.keap_id = opportunities.keap_opportunity_id
 )
 
 select * from final

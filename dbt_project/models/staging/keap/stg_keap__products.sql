@@ -5,7 +5,7 @@ source as (
 ),
 
 deletions as (
-    {{ raw_or_empty('raw_keap', 'deletions', {'resource': 'varchar', 'id': 'varchar', 'detected_at': 'timestamptz'}) }}
+    select * from {{ ref('stg_keap__deletions') }}
 ),
 
 products as (
@@ -16,9 +16,11 @@ products as (
         {{ canon_text(json_text('payload', 'description')) }} as description,
         {{ canon_text(json_text('payload', 'short_description')) }} as short_description,
         -- Keap reads a price back as an object whose amount is in minor units (1250 = 12.50)
-        cast(cast({{ json_text('payload', 'price.amount') }} as bigint) as decimal(18, 2)) / 100 as price,
+        {{ json_text('payload', 'price.amount') }} as price_text,
+        try_cast(try_cast({{ json_text('payload', 'price.amount') }} as bigint) as decimal(18, 2)) / 100 as price,
         upper({{ canon_text(json_text('payload', 'price.currency_code')) }}) as currency,
-        cast({{ json_text('payload', 'active') }} as boolean) as active,
+        {{ json_text('payload', 'active') }} as active_text,
+        {{ canon_boolean(json_text('payload', 'active')) }} as active,
         {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
         cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
@@ -36,14 +38,18 @@ final as (
         products.currency,
         products.active,
         products.updated_at,
-        deletions.detected_at as deleted_at,
-        deletions.id is not null as is_deleted,
+        {{ unparseable([
+            ('price', 'products.price_text', 'products.price'),
+            ('active', 'products.active_text', 'products.active'),
+        ]) }} as unparseable_fields,
+        deletions.deleted_at,
+        deletions.keap_id is not null as is_deleted,
         products.keap_payload,
         products.extracted_at
     from products
     left join deletions
         on deletions.resource = 'products'
-        and deletions.id = products.keap_product_id
+        and deletions.keap_id = products.keap_product_id
 )
 
 select * from final
