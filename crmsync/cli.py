@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from connectors.errors import FatalError
+from connectors.errors import FatalError, redact
 from crmsync.settings import ConfigurationError, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
@@ -41,7 +41,7 @@ class CrmsyncGroup(click.Group):
         except (ConfigurationError, FatalError, OSError, ValueError) as exc:
             if "--debug" in sys.argv:
                 raise
-            click.secho(f"crmsync: {exc}", fg="red", err=True)
+            click.secho(f"crmsync: {redact(str(exc))}", fg="red", err=True)
             sys.exit(1)
 
 
@@ -285,7 +285,7 @@ def sync(
     for problem in outcome.problems:
         click.secho(f"crmsync: {problem}", fg="red", err=True)
     if outcome.error:
-        click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
+        click.secho(f"crmsync: {redact(outcome.error)}", fg="red", err=True)
     sys.exit(outcome.exit_code)
 
 

@@ -8,6 +8,7 @@ systems.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.customcrm import CustomcrmClient, customcrm_client
-from connectors.errors import ApiError
+from connectors.errors import ApiError, redact
 from connectors.keap import KeapClient, keap_client
 from connectors.tokens import TokenStore
 from crmsync.dbt import DbtError
@@ -67,6 +68,9 @@ class Endpoints:
 @contextmanager
 def endpoints(settings: Settings, sandbox_dir: Path = SANDBOX_DIR) -> Iterator[Endpoints]:
     settings.validate()
+    insecure = settings.insecure_http_warning()
+    if insecure:
+        print(f"crmsync: {insecure}", file=sys.stderr)
     if settings.sandbox_mode:
         from sandbox.bundle import Sandboxes  # only the embedded default needs the sandboxes
 
@@ -100,7 +104,7 @@ def endpoints(settings: Settings, sandbox_dir: Path = SANDBOX_DIR) -> Iterator[E
             token_store=TokenStore(settings.state_dir / "keap_oauth.json"),
         ),
         customcrm=customcrm_client(base_url=settings.customcrm_api_url, token=settings.customcrm_api_token),
-        description=f"Keap at {settings.keap_api_url}, Customcrm at {settings.customcrm_api_url}",
+        description=redact(f"Keap at {settings.keap_api_url}, Customcrm at {settings.customcrm_api_url}"),
     )
     try:
         yield found

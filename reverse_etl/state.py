@@ -158,10 +158,12 @@ def start_run(db_path: Path | str, run_id: str) -> None:
 def finish_run(db_path: Path | str, run_id: str, status: str, summary: object) -> None:
     import json
 
+    from connectors.errors import redact  # never a credential written into a URL, in the state either
+
     with connect(db_path) as con:
         con.execute(
             f"update {SCHEMA}.runs set finished_at = now(), status = ?, summary = ? where run_id = ?",
-            [status, json.dumps(summary, default=str), run_id],
+            [status, redact(json.dumps(summary, default=str)), run_id],
         )
 
 
