@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from connectors.errors import FatalError, redact
+from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
 from crmsync.settings import ConfigurationError, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
@@ -38,7 +39,7 @@ class CrmsyncGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigurationError, FatalError, OSError, ValueError) as exc:
+        except (ConfigurationError, FatalError, QueryError, OSError, ValueError) as exc:
             if "--debug" in sys.argv:
                 raise
             click.secho(f"crmsync: {redact(str(exc))}", fg="red", err=True)
@@ -382,19 +383,29 @@ def status(obj: Context, as_json: bool) -> None:
 @main.command()
 @click.argument("query")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Stop the query after this many seconds.",
+)
+@click.option(
+    "--memory-limit",
+    default=DEFAULT_MEMORY_LIMIT,
+    show_default=True,
+    help="DuckDB memory limit for the query.",
+)
 @click.pass_obj
-def sql(obj: Context, query: str, as_json: bool) -> None:
-    """Run a read-only SQL query on the DuckDB file and print a table."""
-    import duckdb
+def sql(obj: Context, query: str, as_json: bool, timeout: float, memory_limit: str) -> None:
+    """Run a read-only SQL query on the DuckDB file and print a table.
 
+    The query reads the DuckDB file and nothing else: no other file, URL or extension,
+    no settings, no writes (README: For analysts)."""
+    from crmsync.readonly import run_query
     from crmsync.report import emit_json, table
 
-    if not obj.settings.db_path.exists():
-        raise click.ClickException(f"{obj.settings.db_path} does not exist yet: run `make sync` first")
-    with duckdb.connect(str(obj.settings.db_path), read_only=True) as con:
-        cursor = con.execute(query)
-        columns = [d[0] for d in cursor.description or []]
-        rows = cursor.fetchall()
+    columns, rows = run_query(obj.settings.db_path, query, timeout=timeout, memory_limit=memory_limit)
     if as_json:
         emit_json([dict(zip(columns, row, strict=True)) for row in rows])
     else:
