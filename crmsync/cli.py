@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from connectors.errors import FatalError, redact
+from crmsync.filemodes import private_umask, secure_state
 from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
 from crmsync.settings import ConfigurationError, Settings
 
@@ -30,7 +31,12 @@ class Context:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = Settings.from_env()
+            secure_state(self._settings.db_path, create=False, warn=_warn)  # tighten what exists
         return self._settings
+
+
+def _warn(line: str) -> None:
+    click.secho(f"crmsync: {line}", fg="yellow", err=True)
 
 
 class CrmsyncGroup(click.Group):
@@ -51,6 +57,7 @@ class CrmsyncGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Keep Keap and Customcrm in sync, both ways."""
+    private_umask()  # the state holds personal data and tokens: whatever is created is the owner's only
     ctx.obj = Context(debug)
 
 

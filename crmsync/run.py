@@ -22,6 +22,7 @@ from connectors.keap import KeapClient, keap_client
 from connectors.tokens import TokenStore
 from crmsync.dbt import DbtError
 from crmsync.dbt import build as dbt_build
+from crmsync.filemodes import secure_state
 from crmsync.fingerprint import input_fingerprint
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
@@ -187,6 +188,7 @@ def run_sync(
     that found nothing to do (crmsync.fingerprint), the build and the push are skipped:
     they would find nothing again. `rebuild` builds anyway."""
     db_path = settings.db_path
+    secure_state(db_path)  # the state folder 0700, the DuckDB file 0600
     ensure_state(db_path)
     run_id = new_run_id()
     if not dry_run:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from connectors.errors import redact
+from crmsync.filemodes import state_dir
 
 DEFAULT_KEAP_API_URL = "https://api.infusionsoft.com/crm/rest/v2"
 DEFAULT_KEAP_TOKEN_URL = "https://api.infusionsoft.com/token"
@@ -135,7 +136,7 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         """dlt's working folder and other state live beside the DuckDB file."""
-        return self.db_path.parent / (self.db_path.stem + ".state")
+        return state_dir(self.db_path)
 
     def endpoint_urls(self) -> dict[str, str]:
         """Every URL a configured run sends credentials to, by its variable."""

@@ -16,6 +16,7 @@ alone creates and writes it; dbt reads it as sources and never writes it, so
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,9 +126,13 @@ create table if not exists {SCHEMA}.quiet_inputs (
 
 
 def ensure_state(db_path: Path | str) -> None:
-    """Create the state tables when missing (idempotent; never alters data)."""
+    """Create the state tables when missing (idempotent; never alters data). A DuckDB file
+    created here is readable by its owner only (it holds customers' personal data)."""
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    new = not Path(db_path).exists()
     with duckdb.connect(str(db_path)) as con:
+        if new:
+            os.chmod(db_path, 0o600)
         con.execute(DDL)
 
 
