@@ -420,6 +420,52 @@ def sql(obj: Context, query: str, as_json: bool, timeout: float, memory_limit: s
 
 
 @main.command()
+@click.option("--apply", is_flag=True, help="Blank them (without it: only show what would be blanked).")
+@click.option(
+    "--days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Keep this many days [default: CRMSYNC_RETENTION_DAYS, else 30].",
+)
+@click.pass_obj
+def retention(obj: Context, apply: bool, days: int | None) -> None:
+    """Show (and with --apply blank) the personal data in sync_state older than the retention.
+
+    Payloads written, API answers, conflicting values, resolved rejections' reasons, records
+    that could not be loaded: set to null after N days; the rows stay as the audit. Every
+    sync applies this at its end."""
+    import duckdb
+
+    from crmsync.readonly import first_line, require
+    from crmsync.report import table
+    from reverse_etl.state import ensure_state
+    from reverse_etl.state import retention as expire
+
+    settings = obj.settings
+    days = settings.retention_days if days is None else days
+    require(settings.db_path)
+    try:
+        ensure_state(settings.db_path)
+        found = expire(settings.db_path, days, apply=apply)
+    except duckdb.Error as exc:  # e.g. a sync holds the file
+        raise QueryError(f"retention: {first_line(exc)}") from None
+    table(
+        f"personal data older than {days} days",
+        ["table", "values", "rows", "oldest"],
+        [[e.table, e.blanks, e.rows, e.oldest.date() if e.oldest else ""] for e in found],
+    )
+    total = sum(e.rows for e in found)
+    if apply:
+        click.echo(f"blanked the values of {total} rows" if total else "nothing to blank")
+    else:
+        click.echo(
+            f"{total} rows would be blanked: `crmsync retention --apply` does it"
+            if total
+            else "nothing to blank"
+        )
+
+
+@main.command()
 @click.option(
     "--write-docs", is_flag=True, help="Also regenerate the dbt docs page with the property tables."
 )

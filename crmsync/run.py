@@ -36,6 +36,7 @@ from reverse_etl.state import (
     last_quiet,
     new_run_id,
     record_quiet,
+    retention,
     start_run,
 )
 
@@ -220,6 +221,7 @@ def run_sync(
                 outcome = SyncOutcome(run_id, 0, reports, result, "ok", quiet_since=quiet[1], seconds=seconds)
                 finish_run(db_path, run_id, "ok", {"push": result.as_dict(), "quiet_since": quiet[1],
                                                    "seconds": seconds})  # fmt: skip
+                retention(db_path, settings.retention_days, apply=True)
                 return outcome
         with phase("dbt"):
             dbt_build(db_path, variables)
@@ -256,6 +258,7 @@ def run_sync(
             record_quiet(db_path, None, run_id)
     finish_run(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error,
                                                  "seconds": seconds})  # fmt: skip
+    retention(db_path, settings.retention_days, apply=True)  # personal data past CRMSYNC_RETENTION_DAYS
     return outcome
 
 

@@ -8,6 +8,7 @@
 | KEAP_TOKEN_URL | OAuth token endpoint (default https://api.infusionsoft.com/token) |
 | CUSTOMCRM_API_URL, CUSTOMCRM_API_TOKEN | the Customcrm API and its bearer token |
 | CRMSYNC_DB | the DuckDB file (default data/crmsync.duckdb) |
+| CRMSYNC_RETENTION_DAYS | days the payloads written to each system are kept in sync_state (default 30) |
 | CRMSYNC_ALLOW_INSECURE_HTTP | 1: accept plain http:// endpoints beyond loopback (warned on every run) |
 
 With neither a Keap nor a Customcrm endpoint configured, the sync runs against
@@ -36,6 +37,7 @@ from crmsync.filemodes import state_dir
 DEFAULT_KEAP_API_URL = "https://api.infusionsoft.com/crm/rest/v2"
 DEFAULT_KEAP_TOKEN_URL = "https://api.infusionsoft.com/token"
 DEFAULT_DB = "data/crmsync.duckdb"
+DEFAULT_RETENTION_DAYS = 30
 
 KEAP_SECRETS = ("KEAP_API_KEY", "KEAP_ACCESS_TOKEN", "KEAP_REFRESH_TOKEN", "KEAP_CLIENT_SECRET")
 
@@ -88,6 +90,7 @@ class Settings:
     db_path: Path = Path(DEFAULT_DB)
     keap_configured: bool = False
     customcrm_configured: bool = False
+    retention_days: int = DEFAULT_RETENTION_DAYS
     allow_insecure_http: bool = False
 
     def __repr__(self) -> str:
@@ -110,6 +113,11 @@ class Settings:
             value = values.get(name, "").strip()
             return value or None
 
+        retention = get("CRMSYNC_RETENTION_DAYS") or str(DEFAULT_RETENTION_DAYS)
+        if not retention.isdigit():
+            raise ConfigurationError(
+                f"CRMSYNC_RETENTION_DAYS must be a whole number of days (got {retention!r})"
+            )
         keap_configured = any(get(n) for n in ("KEAP_API_URL", *KEAP_SECRETS))
         customcrm_configured = any(get(n) for n in ("CUSTOMCRM_API_URL", "CUSTOMCRM_API_TOKEN"))
         return cls(
@@ -125,6 +133,7 @@ class Settings:
             db_path=Path(get("CRMSYNC_DB") or DEFAULT_DB),
             keap_configured=keap_configured,
             customcrm_configured=customcrm_configured,
+            retention_days=int(retention),
             allow_insecure_http=(get("CRMSYNC_ALLOW_INSECURE_HTTP") or "").lower() in ("1", "true", "yes"),
         )
 

@@ -114,6 +114,14 @@ def test_credentials_in_urls_stay_out_of_the_repr() -> None:
         assert secret not in shown
 
 
+@pytest.mark.parametrize("value", ["thirty", "-1", "1.5"])
+def test_the_retention_is_a_whole_number_of_days(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="CRMSYNC_RETENTION_DAYS must be a whole number of days"):
+        Settings.from_env({"CRMSYNC_RETENTION_DAYS": value})
+    assert Settings.from_env({}).retention_days == 30
+    assert Settings.from_env({"CRMSYNC_RETENTION_DAYS": "7"}).retention_days == 7
+
+
 def test_the_syncing_line_and_the_insecure_warning(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
