@@ -12,7 +12,9 @@
     ├── ProtocolError       an answer that does not parse as the API promised:
     │                       stop reading that resource, keep what was read
     └── FatalError          stop the run with one clear line
-        └── AuthError       401, 403, a refused OAuth refresh
+        ├── AuthError       401, 403, a refused OAuth refresh
+        └── TokenEndpointUnavailable  Keap's OAuth token endpoint kept failing (5xx,
+                            429, no answer): try again later, the grant is fine
 
 Status codes map to classes in one place: `error_for_response`. Errors carry
 their context (system, method, URL without query secrets, status, the API's
@@ -107,6 +109,10 @@ class FatalError(ApiError):
 
 class AuthError(FatalError):
     pass
+
+
+class TokenEndpointUnavailable(FatalError):
+    """The token endpoint failed past the retries; re-authorizing would not help."""
 
 
 class ProtocolError(ApiError):
