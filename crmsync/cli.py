@@ -291,7 +291,7 @@ def sync(
         if found.sandbox is not None:
             click.echo(NEXT_STEPS.format(db=settings.db_path))
     for problem in outcome.problems:
-        click.secho(f"crmsync: {problem}", fg="red", err=True)
+        click.secho(f"crmsync: {redact(problem)}", fg="red", err=True)
     if outcome.error:
         click.secho(f"crmsync: {redact(outcome.error)}", fg="red", err=True)
     sys.exit(outcome.exit_code)
@@ -336,7 +336,7 @@ def plan(
         click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
         sys.exit(1)
     for problem in outcome.problems:  # a resource that could not be read: its rows may be stale
-        click.secho(f"crmsync: {problem}", fg="red", err=True)
+        click.secho(f"crmsync: {redact(problem)}", fg="red", err=True)
     pending = pending_writes(settings.db_path)
     if as_json:
         emit_json({"pending": pending})
