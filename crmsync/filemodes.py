@@ -37,8 +37,8 @@ def _stderr(line: str) -> None:
 
 def secure_state(db_path: Path, create: bool = True, warn: Callable[[str], None] = _stderr) -> list[Path]:
     """Create the state folder 0700 (with `create`) and take the group's and others' access
-    away from the state folder, the DuckDB file, its WAL and the token files wherever they
-    have any, with one warning line each. Returns what was tightened."""
+    away from the state folder, the DuckDB file, its WAL and spill folder and the token files
+    wherever they have any, with one warning line each. Returns what was tightened."""
     db_path = Path(db_path)
     folder = state_dir(db_path)
     if create and not folder.exists():
@@ -48,6 +48,7 @@ def secure_state(db_path: Path, create: bool = True, warn: Callable[[str], None]
         folder,
         db_path,
         Path(f"{db_path}.wal"),
+        Path(f"{db_path}.tmp"),  # DuckDB's spill folder
         folder / "keap_oauth.json",
         folder / "keap_oauth.json.lock",
     ]

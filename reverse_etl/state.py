@@ -197,16 +197,16 @@ def retention(db_path: Path | str, days: int, apply: bool = False) -> list[Expir
     transaction."""
     found: list[Expiring] = []
     with connect(db_path) as con:
-        present = {
-            f"{schema}.{table}"
-            for schema, table in con.execute(
-                "select table_schema, table_name from information_schema.tables"
+        present = {  # raw_*.ingest_rejections exist once dlt created them
+            f"{schema}.{table}.{column}"
+            for schema, table, column in con.execute(
+                "select table_schema, table_name, column_name from information_schema.columns"
             ).fetchall()
         }
         con.execute("begin transaction")
         try:
             for rule in RETENTION:
-                if rule.table not in present:
+                if f"{rule.table}.{rule.age}" not in present:
                     continue
                 where = f"{rule.holds} and {rule.age} < now() - to_days(?::integer)"
                 rows, oldest = con.execute(  # type: ignore[misc]
