@@ -12,15 +12,19 @@
     ├── ProtocolError       an answer that does not parse as the API promised:
     │                       stop reading that resource, keep what was read
     └── FatalError          stop the run with one clear line
-        └── AuthError       401, 403, a refused OAuth refresh
+        ├── AuthError       401, 403, a refused OAuth refresh
+        └── TokenEndpointUnavailable  Keap's OAuth token endpoint kept failing (5xx,
+                            429, no answer): try again later, the grant is fine
 
 Status codes map to classes in one place: `error_for_response`. Errors carry
 their context (system, method, URL without query secrets, status, the API's
-reason, record id), never a credential.
+reason, record id), never a credential: URLs lose their query and any
+`user:password@` (`redact`), in every message.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +66,7 @@ class ApiError(Exception):
         record = f" (record {self.record_id})" if self.record_id else ""
         fields = "; ".join(f"{f.field}: {f.message}" for f in self.field_errors)
         detail = f": {fields}" if fields else (f": {self.reason}" if self.reason else "")
-        return f"{self.message}{record} [{where}{status}]{detail}"
+        return redact(f"{self.message}{record} [{where}{status}]{detail}")
 
 
 class RetryableError(ApiError):
@@ -118,6 +122,10 @@ class AuthError(FatalError):
 
 class RunDeadline(FatalError):
     """The run's deadline passed (CRMSYNC_RUN_DEADLINE_MINUTES): it stops where it is."""
+
+
+class TokenEndpointUnavailable(FatalError):
+    """The token endpoint failed past the retries; re-authorizing would not help."""
 
 
 class ProtocolError(ApiError):
@@ -203,5 +211,14 @@ def error_for_response(system: str, response: httpx.Response, record_id: str | N
 
 
 def safe_url(url: httpx.URL) -> str:
-    """The URL without its query (filters may hold emails; never a secret in logs)."""
-    return str(url.copy_with(query=None))
+    """The URL without its query (filters may hold emails) and without credentials in it
+    (`https://user:password@host/`): never a secret in logs."""
+    return redact(str(url.copy_with(query=None)))
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
+
+
+def redact(text: str) -> str:
+    """`scheme://user:password@host` -> `scheme://***@host`, wherever it stands in `text`."""
+    return _USERINFO.sub(r"\1***@", text)

@@ -5,6 +5,7 @@ the ingest and the push share."""
 from __future__ import annotations
 
 import base64
+import random
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -15,7 +16,17 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
-from connectors.errors import AuthError, ProtocolError, QuotaExhausted, error_for_response
+from connectors.errors import (
+    ApiError,
+    AuthError,
+    ProtocolError,
+    QuotaExhausted,
+    RetryableError,
+    TokenEndpointUnavailable,
+    TransportFailure,
+    error_for_response,
+    safe_url,
+)
 from connectors.http import (
     ApiClient,
     Clock,
@@ -177,7 +188,15 @@ class ApiKeyAuth(httpx.Auth):
 
 
 class OAuth(httpx.Auth):
-    """Bearer access token; refreshed when expired or answered 401, rotation stored first."""
+    """Bearer access token; refreshed when expired or answered 401, rotation stored first.
+
+    A refresh holds the token store's lock across processes and reads the stored tokens
+    again first: when another process (or thread) rotated the grant meanwhile, its tokens
+    are used instead of refreshing again (a second refresh would send a rotated-away
+    token). A token endpoint that fails (5xx, 429, no answer) is retried with backoff,
+    then reported as unavailable; only a refused grant asks for re-authorization."""
+
+    RETRY = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=10.0, max_retry_after=60.0)
 
     def __init__(
         self,
@@ -190,14 +209,19 @@ class OAuth(httpx.Auth):
         store: TokenStore,
         transport: httpx.BaseTransport | None = None,
         clock: Clock = time.time,
+        sleep: Sleep = time.sleep,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.token_url = token_url
         self.client_id, self.client_secret = client_id, client_secret
-        self.env_refresh = refresh_token
+        self.env_access, self.env_refresh = access_token, refresh_token
         self.store = store
         self.tokens: TokenSet = store.load(access_token, refresh_token)
         self.transport = transport
         self.clock = clock
+        self.sleep = sleep
+        self.retry = retry or self.RETRY
+        self.rng = random.Random()
         self.lock = threading.Lock()
         self.refreshes = 0
 
@@ -213,39 +237,82 @@ class OAuth(httpx.Auth):
             yield request
 
     def refresh(self, stale: str | None) -> None:
-        with self.lock:
-            if self.tokens.access_token != stale and self.tokens.access_token is not None:
-                return  # another thread refreshed already
+        """Make sure the access token is a newer one than `stale` (the one that expired or
+        was refused), refreshing only when nobody else did."""
+        with self.lock, self.store.exclusive():
+            stored = self.store.load(self.env_access, self.env_refresh)
+            if (stored.access_token, stored.refresh_token) != (
+                self.tokens.access_token,
+                self.tokens.refresh_token,
+            ):
+                self.tokens = stored  # another process rotated the grant meanwhile
+            if self.tokens.access_token not in (None, stale) and not self.tokens.expired(self.clock()):
+                return
             if not (self.tokens.refresh_token and self.client_id and self.client_secret):
                 raise AuthError(
                     "Keap's access token expired and no refresh token/client is configured", system="keap"
                 )
-            basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
-            with httpx.Client(transport=self.transport, timeout=30) as client:
-                response = client.post(
-                    self.token_url,
-                    headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
-                    data={"grant_type": "refresh_token", "refresh_token": self.tokens.refresh_token},
-                )
-            if response.status_code != 200:
-                error = error_for_response("keap", response)
-                raise AuthError(
-                    "Keap refused the OAuth refresh; re-authorize and set KEAP_REFRESH_TOKEN",
-                    system="keap",
-                    method="POST",
-                    url=error.url,
-                    status=response.status_code,
-                    reason=error.reason,
-                )
-            body = response.json()
-            tokens = TokenSet(
-                access_token=body["access_token"],
-                refresh_token=body.get("refresh_token", self.tokens.refresh_token),
-                expires_at=self.clock() + float(body.get("expires_in", 86400)),
-            )
+            tokens = self._ask_for_tokens(self.tokens.refresh_token)
             self.store.save(tokens, self.env_refresh)  # durable before it is used
             self.tokens = tokens
             self.refreshes += 1
+
+    def _ask_for_tokens(self, refresh_token: str) -> TokenSet:
+        basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        attempt = 0
+        while True:
+            attempt += 1
+            error: ApiError
+            try:
+                with httpx.Client(transport=self.transport, timeout=30) as client:
+                    response = client.post(
+                        self.token_url,
+                        headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
+                        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                    )
+            except httpx.TransportError as exc:
+                error = TransportFailure(
+                    f"no answer: {type(exc).__name__}",
+                    system="keap",
+                    method="POST",
+                    url=safe_url(httpx.URL(self.token_url)),
+                    reason=str(exc)[:200],
+                )
+            else:
+                if response.status_code == 200:
+                    body = response.json()
+                    return TokenSet(
+                        access_token=body["access_token"],
+                        refresh_token=body.get("refresh_token", refresh_token),
+                        expires_at=self.clock() + float(body.get("expires_in", 86400)),
+                    )
+                error = error_for_response("keap", response)
+                if not (isinstance(error, RetryableError) or response.status_code == 408):
+                    raise self._refused(error)
+            if attempt >= self.retry.max_attempts:
+                failure = f"HTTP {error.status}" if error.status else error.message
+                raise TokenEndpointUnavailable(
+                    f"Keap's token endpoint is unavailable ({failure}); try again later",
+                    system="keap",
+                    method="POST",
+                    url=error.url,
+                    status=error.status,
+                    reason=error.reason,
+                )
+            self.sleep(self.retry.delay(attempt, error, self.rng))
+
+    @staticmethod
+    def _refused(error: ApiError) -> AuthError:
+        """Keap refused the grant (a revoked or rotated-away refresh token) or the client."""
+        message = (
+            "Keap refused the OAuth client; check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET, "
+            "or re-authorize and set KEAP_REFRESH_TOKEN"
+            if error.status == 401
+            else "Keap refused the OAuth refresh; re-authorize and set KEAP_REFRESH_TOKEN"
+        )
+        return AuthError(
+            message, system="keap", method="POST", url=error.url, status=error.status, reason=error.reason
+        )
 
 
 class KeapClient(ApiClient):
@@ -465,6 +532,7 @@ def keap_client(
             refresh_token=refresh_token,
             store=token_store,
             transport=transport,
+            sleep=sleep,
         )
     else:
         raise AuthError("Keap needs KEAP_API_KEY, or KEAP_ACCESS_TOKEN/KEAP_REFRESH_TOKEN", system="keap")

@@ -10,16 +10,25 @@ The file lives in the state folder beside the DuckDB file, readable by its
 owner only. It remembers a digest of the KEAP_REFRESH_TOKEN it started from: a
 user who re-authorizes and sets a new one in the environment is believed over
 the file.
+
+Two processes on one grant (a sync and `crmsync extract`, two schedulers) must not
+both refresh: the second would send a refresh token the first just rotated away, and
+fail. A refresh therefore holds an OS lock on `keap_oauth.json.lock` (`exclusive`) and
+reads the file again inside it: a rotation another process stored meanwhile is used
+instead of refreshing again.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +51,22 @@ class TokenStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.Lock()
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the grant's lock, across processes (flock on a file beside the tokens; the
+        OS releases it if the process dies). Blocks while another process refreshes."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(handle)  # releases the lock
 
     def load(self, env_access: str | None, env_refresh: str | None) -> TokenSet:
         """The newest tokens: the file's, unless the environment holds a newer grant."""

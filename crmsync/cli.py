@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-from connectors.errors import FatalError
+from connectors.errors import FatalError, redact
+from crmsync.filemodes import private_umask, secure_state
+from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
 from crmsync.settings import ConfigurationError, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
@@ -29,7 +31,12 @@ class Context:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = Settings.from_env()
+            secure_state(self._settings.db_path, create=False, warn=_warn)  # tighten what exists
         return self._settings
+
+
+def _warn(line: str) -> None:
+    click.secho(f"crmsync: {line}", fg="yellow", err=True)
 
 
 class CrmsyncGroup(click.Group):
@@ -38,10 +45,10 @@ class CrmsyncGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigurationError, FatalError, OSError, ValueError) as exc:
+        except (ConfigurationError, FatalError, QueryError, OSError, ValueError) as exc:
             if "--debug" in sys.argv:
                 raise
-            click.secho(f"crmsync: {exc}", fg="red", err=True)
+            click.secho(f"crmsync: {redact(str(exc))}", fg="red", err=True)
             sys.exit(1)
 
 
@@ -50,6 +57,7 @@ class CrmsyncGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """Keep Keap and Customcrm in sync, both ways."""
+    private_umask()  # the state holds personal data and tokens: whatever is created is the owner's only
     ctx.obj = Context(debug)
 
 
@@ -283,9 +291,9 @@ def sync(
         if found.sandbox is not None:
             click.echo(NEXT_STEPS.format(db=settings.db_path))
     for problem in outcome.problems:
-        click.secho(f"crmsync: {problem}", fg="red", err=True)
+        click.secho(f"crmsync: {redact(problem)}", fg="red", err=True)
     if outcome.error:
-        click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
+        click.secho(f"crmsync: {redact(outcome.error)}", fg="red", err=True)
     sys.exit(outcome.exit_code)
 
 
@@ -328,7 +336,7 @@ def plan(
         click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
         sys.exit(1)
     for problem in outcome.problems:  # a resource that could not be read: its rows may be stale
-        click.secho(f"crmsync: {problem}", fg="red", err=True)
+        click.secho(f"crmsync: {redact(problem)}", fg="red", err=True)
     pending = pending_writes(settings.db_path)
     if as_json:
         emit_json({"pending": pending})
@@ -382,23 +390,79 @@ def status(obj: Context, as_json: bool) -> None:
 @main.command()
 @click.argument("query")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Stop the query after this many seconds.",
+)
+@click.option(
+    "--memory-limit",
+    default=DEFAULT_MEMORY_LIMIT,
+    show_default=True,
+    help="DuckDB memory limit for the query.",
+)
 @click.pass_obj
-def sql(obj: Context, query: str, as_json: bool) -> None:
-    """Run a read-only SQL query on the DuckDB file and print a table."""
-    import duckdb
+def sql(obj: Context, query: str, as_json: bool, timeout: float, memory_limit: str) -> None:
+    """Run a read-only SQL query on the DuckDB file and print a table.
 
+    The query reads the DuckDB file and nothing else: no other file, URL or extension,
+    no settings, no writes (README: For analysts)."""
+    from crmsync.readonly import run_query
     from crmsync.report import emit_json, table
 
-    if not obj.settings.db_path.exists():
-        raise click.ClickException(f"{obj.settings.db_path} does not exist yet: run `make sync` first")
-    with duckdb.connect(str(obj.settings.db_path), read_only=True) as con:
-        cursor = con.execute(query)
-        columns = [d[0] for d in cursor.description or []]
-        rows = cursor.fetchall()
+    columns, rows = run_query(obj.settings.db_path, query, timeout=timeout, memory_limit=memory_limit)
     if as_json:
         emit_json([dict(zip(columns, row, strict=True)) for row in rows])
     else:
         table(f"{len(rows)} rows", columns, rows)
+
+
+@main.command()
+@click.option("--apply", is_flag=True, help="Blank them (without it: only show what would be blanked).")
+@click.option(
+    "--days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Keep this many days [default: CRMSYNC_RETENTION_DAYS, else 30].",
+)
+@click.pass_obj
+def retention(obj: Context, apply: bool, days: int | None) -> None:
+    """Show (and with --apply blank) the personal data in sync_state older than the retention.
+
+    Payloads written, API answers, conflicting values, resolved rejections' reasons, records
+    that could not be loaded: set to null after N days; the rows stay as the audit. Every
+    sync applies this at its end."""
+    import duckdb
+
+    from crmsync.readonly import first_line, require
+    from crmsync.report import table
+    from reverse_etl.state import ensure_state
+    from reverse_etl.state import retention as expire
+
+    settings = obj.settings
+    days = settings.retention_days if days is None else days
+    require(settings.db_path)
+    try:
+        ensure_state(settings.db_path)
+        found = expire(settings.db_path, days, apply=apply)
+    except duckdb.Error as exc:  # e.g. a sync holds the file
+        raise QueryError(f"retention: {first_line(exc)}") from None
+    table(
+        f"personal data older than {days} days",
+        ["table", "values", "rows", "oldest"],
+        [[e.table, e.blanks, e.rows, e.oldest.date() if e.oldest else ""] for e in found],
+    )
+    total = sum(e.rows for e in found)
+    if apply:
+        click.echo(f"blanked the values of {total} rows" if total else "nothing to blank")
+    else:
+        click.echo(
+            f"{total} rows would be blanked: `crmsync retention --apply` does it"
+            if total
+            else "nothing to blank"
+        )
 
 
 @main.command()

@@ -8,6 +8,7 @@ systems.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from connectors.customcrm import CustomcrmClient, customcrm_client
-from connectors.errors import ApiError
+from connectors.errors import ApiError, redact
 from connectors.keap import KeapClient, keap_client
 from connectors.tokens import TokenStore
 from crmsync.dbt import DbtError
 from crmsync.dbt import build as dbt_build
+from crmsync.filemodes import secure_state
 from crmsync.fingerprint import input_fingerprint
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
@@ -34,6 +36,7 @@ from reverse_etl.state import (
     last_quiet,
     new_run_id,
     record_quiet,
+    retention,
     start_run,
 )
 
@@ -67,6 +70,9 @@ class Endpoints:
 @contextmanager
 def endpoints(settings: Settings, sandbox_dir: Path = SANDBOX_DIR) -> Iterator[Endpoints]:
     settings.validate()
+    insecure = settings.insecure_http_warning()
+    if insecure:
+        print(f"crmsync: {insecure}", file=sys.stderr)
     if settings.sandbox_mode:
         from sandbox.bundle import Sandboxes  # only the embedded default needs the sandboxes
 
@@ -100,7 +106,7 @@ def endpoints(settings: Settings, sandbox_dir: Path = SANDBOX_DIR) -> Iterator[E
             token_store=TokenStore(settings.state_dir / "keap_oauth.json"),
         ),
         customcrm=customcrm_client(base_url=settings.customcrm_api_url, token=settings.customcrm_api_token),
-        description=f"Keap at {settings.keap_api_url}, Customcrm at {settings.customcrm_api_url}",
+        description=redact(f"Keap at {settings.keap_api_url}, Customcrm at {settings.customcrm_api_url}"),
     )
     try:
         yield found
@@ -183,6 +189,7 @@ def run_sync(
     that found nothing to do (crmsync.fingerprint), the build and the push are skipped:
     they would find nothing again. `rebuild` builds anyway."""
     db_path = settings.db_path
+    secure_state(db_path)  # the state folder 0700, the DuckDB file 0600
     ensure_state(db_path)
     run_id = new_run_id()
     if not dry_run:
@@ -214,6 +221,7 @@ def run_sync(
                 outcome = SyncOutcome(run_id, 0, reports, result, "ok", quiet_since=quiet[1], seconds=seconds)
                 finish_run(db_path, run_id, "ok", {"push": result.as_dict(), "quiet_since": quiet[1],
                                                    "seconds": seconds})  # fmt: skip
+                retention(db_path, settings.retention_days, apply=True)
                 return outcome
         with phase("dbt"):
             dbt_build(db_path, variables)
@@ -250,6 +258,7 @@ def run_sync(
             record_quiet(db_path, None, run_id)
     finish_run(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error,
                                                  "seconds": seconds})  # fmt: skip
+    retention(db_path, settings.retention_days, apply=True)  # personal data past CRMSYNC_RETENTION_DAYS
     return outcome
 
 

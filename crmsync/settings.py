@@ -8,23 +8,36 @@
 | KEAP_TOKEN_URL | OAuth token endpoint (default https://api.infusionsoft.com/token) |
 | CUSTOMCRM_API_URL, CUSTOMCRM_API_TOKEN | the Customcrm API and its bearer token |
 | CRMSYNC_DB | the DuckDB file (default data/crmsync.duckdb) |
+| CRMSYNC_RETENTION_DAYS | days the payloads written to each system are kept in sync_state (default 30) |
+| CRMSYNC_ALLOW_INSECURE_HTTP | 1: accept plain http:// endpoints beyond loopback (warned on every run) |
 
 With neither a Keap nor a Customcrm endpoint configured, the sync runs against
 the bundled sandboxes with demo data (`sandbox_mode`).
+
+Every endpoint must be https://: API keys, bearer and refresh tokens would otherwise
+travel in the clear. Plain http:// is accepted on loopback addresses only (the
+sandboxes), or anywhere with CRMSYNC_ALLOW_INSECURE_HTTP=1. Credentials written into a
+URL (`https://user:password@host/`) never show in a repr or a message.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from connectors.errors import redact
+from crmsync.filemodes import state_dir
 
 DEFAULT_KEAP_API_URL = "https://api.infusionsoft.com/crm/rest/v2"
 DEFAULT_KEAP_TOKEN_URL = "https://api.infusionsoft.com/token"
 DEFAULT_DB = "data/crmsync.duckdb"
+DEFAULT_RETENTION_DAYS = 30
 
 KEAP_SECRETS = ("KEAP_API_KEY", "KEAP_ACCESS_TOKEN", "KEAP_REFRESH_TOKEN", "KEAP_CLIENT_SECRET")
 
@@ -37,7 +50,33 @@ def _secret() -> str | None:
     return field(default=None, repr=False)  # type: ignore[return-value]
 
 
-@dataclass(frozen=True)
+def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 and localhost: traffic that never leaves the machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_reason(url: str) -> str | None:
+    """Why `url` would carry credentials in the clear, or None when it is fine."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme == "http" and host:
+        return None if is_loopback(host) else "uses plain http://"
+    return "is not an https:// URL"
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     keap_api_url: str = DEFAULT_KEAP_API_URL
     keap_token_url: str = DEFAULT_KEAP_TOKEN_URL
@@ -51,6 +90,13 @@ class Settings:
     db_path: Path = Path(DEFAULT_DB)
     keap_configured: bool = False
     customcrm_configured: bool = False
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    allow_insecure_http: bool = False
+
+    def __repr__(self) -> str:
+        """Secrets left out, credentials in URLs redacted."""
+        shown = ", ".join(f"{f.name}={redact(repr(getattr(self, f.name)))}" for f in fields(self) if f.repr)
+        return f"Settings({shown})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, dotenv: str | Path = ".env") -> Settings:
@@ -67,6 +113,11 @@ class Settings:
             value = values.get(name, "").strip()
             return value or None
 
+        retention = get("CRMSYNC_RETENTION_DAYS") or str(DEFAULT_RETENTION_DAYS)
+        if not retention.isdigit():
+            raise ConfigurationError(
+                f"CRMSYNC_RETENTION_DAYS must be a whole number of days (got {retention!r})"
+            )
         keap_configured = any(get(n) for n in ("KEAP_API_URL", *KEAP_SECRETS))
         customcrm_configured = any(get(n) for n in ("CUSTOMCRM_API_URL", "CUSTOMCRM_API_TOKEN"))
         return cls(
@@ -82,6 +133,8 @@ class Settings:
             db_path=Path(get("CRMSYNC_DB") or DEFAULT_DB),
             keap_configured=keap_configured,
             customcrm_configured=customcrm_configured,
+            retention_days=int(retention),
+            allow_insecure_http=(get("CRMSYNC_ALLOW_INSECURE_HTTP") or "").lower() in ("1", "true", "yes"),
         )
 
     @property
@@ -92,13 +145,50 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         """dlt's working folder and other state live beside the DuckDB file."""
-        return self.db_path.parent / (self.db_path.stem + ".state")
+        return state_dir(self.db_path)
+
+    def endpoint_urls(self) -> dict[str, str]:
+        """Every URL a configured run sends credentials to, by its variable."""
+        urls = {"KEAP_API_URL": self.keap_api_url, "KEAP_TOKEN_URL": self.keap_token_url}
+        if self.customcrm_api_url:
+            urls["CUSTOMCRM_API_URL"] = self.customcrm_api_url
+        return urls
+
+    def insecure_endpoints(self) -> list[str]:
+        """The variables whose URL is plain http:// beyond loopback (allowed only with
+        CRMSYNC_ALLOW_INSECURE_HTTP=1)."""
+        if self.sandbox_mode:
+            return []
+        return [
+            name for name, url in self.endpoint_urls().items() if insecure_reason(url) == "uses plain http://"
+        ]
+
+    def insecure_http_warning(self) -> str | None:
+        """The line every run prints while CRMSYNC_ALLOW_INSECURE_HTTP lets plain http through."""
+        names = self.insecure_endpoints()
+        if not (names and self.allow_insecure_http):
+            return None
+        return (
+            f"warning: {', '.join(names)} {'uses' if len(names) == 1 else 'use'} plain http:// "
+            "(CRMSYNC_ALLOW_INSECURE_HTTP=1): credentials and customer data travel unencrypted"
+        )
 
     def validate(self) -> None:
-        """Raise ConfigurationError naming what is missing; sandbox mode needs nothing."""
+        """Raise ConfigurationError naming what is missing or unsafe; sandbox mode needs nothing."""
         if self.sandbox_mode:
             return
         problems = []
+        for name, url in self.endpoint_urls().items():
+            reason = insecure_reason(url)
+            if reason == "uses plain http://" and self.allow_insecure_http:
+                continue
+            if reason == "uses plain http://":
+                problems.append(
+                    f"{name} uses plain http://, which would send credentials unencrypted: use https:// "
+                    "(plain http is accepted for 127.0.0.1/localhost only, or with CRMSYNC_ALLOW_INSECURE_HTTP=1)"
+                )
+            elif reason:
+                problems.append(f"{name} {reason}: set it to the service's https:// address")
         if not self.keap_configured:
             problems.append("Keap is not configured: set KEAP_API_KEY (or the KEAP_* OAuth settings)")
         elif not (self.keap_api_key or self.keap_access_token or self.keap_refresh_token):

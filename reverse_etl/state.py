@@ -12,13 +12,21 @@ alone creates and writes it; dbt reads it as sources and never writes it, so
 | conflicts | field changed on both sides, per run | both values, the base, the winner and why |
 | runs | run of `crmsync sync` | when, how it ended, its summary |
 | quiet_inputs | (at most one) | the inputs of the last run that found nothing to do: the next run skips dbt when they did not change |
+
+Retention (`RETENTION`): what the push wrote and the values it saw are personal data,
+kept for `CRMSYNC_RETENTION_DAYS` (30 by default) and then blanked (`retention`,
+at the end of every sync, or `crmsync retention --apply`): the rows stay as the audit of
+what happened when, without the customers' data. Links and bases are the sync's working
+state and are not aged out.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -72,7 +80,7 @@ create table if not exists {SCHEMA}.rejections (
     target        varchar     not null,
     record_key    varchar     not null,     -- keap_id, or customcrm_id for Customcrm-only records
     op            varchar     not null,
-    reason        varchar     not null,
+    reason        varchar,                  -- null once resolved and past the retention
     field_errors  json,
     http_status   integer,
     first_seen    timestamptz not null,
@@ -86,7 +94,7 @@ create table if not exists {SCHEMA}.keap_create_intents (
     mapping       varchar     not null,
     customcrm_id  varchar     not null,
     natural_key   varchar,
-    payload       json        not null,
+    payload       json,                     -- null once fulfilled and past the retention
     run_id        varchar     not null,
     intended_at   timestamptz not null,
     keap_id       varchar,                  -- known once Keap answered, or once found again
@@ -125,10 +133,93 @@ create table if not exists {SCHEMA}.quiet_inputs (
 
 
 def ensure_state(db_path: Path | str) -> None:
-    """Create the state tables when missing (idempotent; never alters data)."""
+    """Create the state tables when missing (idempotent; never alters data). A DuckDB file
+    created here is readable by its owner only (it holds customers' personal data)."""
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    new = not Path(db_path).exists()
     with duckdb.connect(str(db_path)) as con:
+        if new:
+            os.chmod(db_path, 0o600)
         con.execute(DDL)
+        for table, column in BLANKABLE:  # created NOT NULL before retention existed
+            required = con.execute(
+                """select is_nullable = 'NO' from information_schema.columns
+                   where table_schema = ? and table_name = ? and column_name = ?""",
+                [SCHEMA, table, column],
+            ).fetchone()
+            if required and required[0]:
+                con.execute(f"alter table {SCHEMA}.{table} alter column {column} drop not null")
+
+
+BLANKABLE = (("rejections", "reason"), ("keap_create_intents", "payload"))
+
+
+@dataclass(frozen=True)
+class RetentionRule:
+    table: str  # schema.table
+    blanks: str  # what is blanked, for people
+    assign: str  # the SET clause
+    age: str  # the timestamp a row's age is counted from
+    holds: str  # the rows that still hold something to blank
+
+
+RETENTION = (
+    RetentionRule(f"{SCHEMA}.operations", "payload, answer", "payload = null, answer = null",
+                  "attempted_at", "(payload is not null or answer is not null)"),
+    RetentionRule(f"{SCHEMA}.keap_create_intents", "payload (fulfilled creates)", "payload = null",
+                  "intended_at", "keap_id is not null and payload is not null"),
+    RetentionRule(f"{SCHEMA}.rejections", "reason, field_errors (resolved)", "reason = null, field_errors = null",
+                  "resolved_at", "resolved_at is not null and (reason is not null or field_errors is not null)"),
+    RetentionRule(f"{SCHEMA}.conflicts", "base_value, keap_value, customcrm_value",
+                  "base_value = null, keap_value = null, customcrm_value = null", "decided_at",
+                  "(base_value is not null or keap_value is not null or customcrm_value is not null)"),
+    RetentionRule(f"{SCHEMA}.runs", "summary: the rejections listed",
+                  """summary = json_merge_patch(summary, '{"push": {"rejections": null}}')""", "started_at",
+                  "coalesce(json_array_length(summary, '$.push.rejections'), 0) > 0"),
+    RetentionRule("raw_keap.ingest_rejections", "record", "record = null", "rejected_at", "record is not null"),
+    RetentionRule("raw_customcrm.ingest_rejections", "record", "record = null", "rejected_at", "record is not null"),
+)  # fmt: skip
+
+
+@dataclass
+class Expiring:
+    """Rows of one table whose personal data is older than the retention."""
+
+    table: str
+    blanks: str
+    rows: int
+    oldest: datetime | None
+
+
+def retention(db_path: Path | str, days: int, apply: bool = False) -> list[Expiring]:
+    """Per table: the rows holding personal data older than `days` days, and the oldest
+    such row's time; with `apply`, that data is set to null (the rows stay), in one
+    transaction."""
+    found: list[Expiring] = []
+    with connect(db_path) as con:
+        present = {  # raw_*.ingest_rejections exist once dlt created them
+            f"{schema}.{table}.{column}"
+            for schema, table, column in con.execute(
+                "select table_schema, table_name, column_name from information_schema.columns"
+            ).fetchall()
+        }
+        con.execute("begin transaction")
+        try:
+            for rule in RETENTION:
+                if f"{rule.table}.{rule.age}" not in present:
+                    continue
+                where = f"{rule.holds} and {rule.age} < now() - to_days(?::integer)"
+                rows, oldest = con.execute(  # type: ignore[misc]
+                    f"select count(*), min({rule.age}) from {rule.table} where {where}", [days]
+                ).fetchone()
+                if rows and apply:
+                    con.execute(f"update {rule.table} set {rule.assign} where {where}", [days])
+                found.append(Expiring(rule.table, rule.blanks, rows, oldest))
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+    return found
 
 
 @contextmanager
@@ -158,10 +249,12 @@ def start_run(db_path: Path | str, run_id: str) -> None:
 def finish_run(db_path: Path | str, run_id: str, status: str, summary: object) -> None:
     import json
 
+    from connectors.errors import redact  # never a credential written into a URL, in the state either
+
     with connect(db_path) as con:
         con.execute(
             f"update {SCHEMA}.runs set finished_at = now(), status = ?, summary = ? where run_id = ?",
-            [status, json.dumps(summary, default=str), run_id],
+            [status, redact(json.dumps(summary, default=str)), run_id],
         )
 
 

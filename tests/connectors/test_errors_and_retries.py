@@ -203,3 +203,24 @@ def test_auth_errors_stop_at_once() -> None:
     with pytest.raises(AuthError, match="CUSTOMCRM_"):
         client.request("GET", "/customers")
     assert len(seen) == 1
+
+
+def test_credentials_written_into_a_url_never_reach_a_message() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json=FAULT_401)
+
+    def drop(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {request.url}")
+
+    for answer, error in ((refuse, AuthError), (drop, TransportFailure)):
+        client = KeapClient(
+            "https://keapuser:keappass@keap.test/crm/rest/v2",
+            transport=httpx.MockTransport(answer),
+            retry=RetryPolicy(max_attempts=1),
+            sleep=lambda s: None,
+        )
+        with pytest.raises(error) as caught:
+            client.request("GET", "/contacts")
+        shown = str(caught.value)
+        assert "https://***@keap.test/crm/rest/v2/contacts" in shown
+        assert "keapuser" not in shown and "keappass" not in shown

@@ -54,3 +54,87 @@ def test_dotenv_fills_what_the_environment_leaves_unset(
     settings = Settings.from_env(dotenv=dotenv)
     assert settings.db_path == Path("from-env.duckdb")
     assert settings.customcrm_api_token == "dotenv-token"
+
+
+CONFIGURED = {"KEAP_API_KEY": "KeapAK-secret", "CUSTOMCRM_API_URL": "https://crm.example/api/v1",
+              "CUSTOMCRM_API_TOKEN": "tok-secret"}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["KEAP_API_URL", "KEAP_TOKEN_URL", "CUSTOMCRM_API_URL"])
+def test_plain_http_beyond_loopback_is_refused_naming_the_variable(name: str) -> None:
+    settings = Settings.from_env({**CONFIGURED, name: "http://crm.example.com/api"})
+    with pytest.raises(ConfigurationError) as caught:
+        settings.validate()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{name} uses plain http://")
+    assert "use https://" in message and "CRMSYNC_ALLOW_INSECURE_HTTP=1" in message
+    assert settings.insecure_endpoints() == [name]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8765/crm/rest/v2", "http://127.3.4.5/x", "http://localhost:9/x", "http://[::1]:8/x",
+     "https://api.infusionsoft.com/crm/rest/v2"],
+)  # fmt: skip
+def test_https_and_loopback_http_are_accepted(url: str) -> None:
+    settings = Settings.from_env({**CONFIGURED, "KEAP_API_URL": url, "KEAP_TOKEN_URL": url})
+    settings.validate()
+    assert settings.insecure_endpoints() == [] and settings.insecure_http_warning() is None
+
+
+@pytest.mark.parametrize("url", ["http://localhost.evil.example/x", "http://0.0.0.0/x", "http://10.0.0.1/x"])
+def test_look_alikes_of_loopback_are_not_loopback(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="CUSTOMCRM_API_URL uses plain http://"):
+        Settings.from_env({**CONFIGURED, "CUSTOMCRM_API_URL": url}).validate()
+
+
+def test_a_url_that_is_not_https_at_all_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"KEAP_API_URL is not an https:// URL: set it"):
+        Settings.from_env({**CONFIGURED, "KEAP_API_URL": "ftp://keap.example/x"}).validate()
+
+
+def test_insecure_http_can_be_allowed_and_is_then_warned_about() -> None:
+    env = {**CONFIGURED, "CUSTOMCRM_API_URL": "http://crm.internal/api/v1", "KEAP_TOKEN_URL": "http://t.internal/token",
+           "CRMSYNC_ALLOW_INSECURE_HTTP": "1"}  # fmt: skip
+    settings = Settings.from_env(env)
+    settings.validate()
+    assert settings.insecure_http_warning() == (
+        "warning: KEAP_TOKEN_URL, CUSTOMCRM_API_URL use plain http:// (CRMSYNC_ALLOW_INSECURE_HTTP=1): "
+        "credentials and customer data travel unencrypted"
+    )
+
+
+def test_credentials_in_urls_stay_out_of_the_repr() -> None:
+    env = {**CONFIGURED, "KEAP_API_URL": "https://keapuser:keappass@keap.example/crm/rest/v2",
+           "CUSTOMCRM_API_URL": "https://crmuser:crmpass@crm.example/api/v1"}  # fmt: skip
+    shown = repr(Settings.from_env(env))
+    assert "https://***@keap.example/crm/rest/v2" in shown and "https://***@crm.example/api/v1" in shown
+    for secret in ("keapuser", "keappass", "crmuser", "crmpass", "KeapAK-secret", "tok-secret"):
+        assert secret not in shown
+
+
+@pytest.mark.parametrize("value", ["thirty", "-1", "1.5"])
+def test_the_retention_is_a_whole_number_of_days(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="CRMSYNC_RETENTION_DAYS must be a whole number of days"):
+        Settings.from_env({"CRMSYNC_RETENTION_DAYS": value})
+    assert Settings.from_env({}).retention_days == 30
+    assert Settings.from_env({"CRMSYNC_RETENTION_DAYS": "7"}).retention_days == 7
+
+
+def test_the_syncing_line_and_the_insecure_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from crmsync.run import endpoints
+
+    env = {**CONFIGURED, "KEAP_API_URL": "https://keapuser:keappass@keap.example/crm/rest/v2",
+           "CUSTOMCRM_API_URL": "http://crmuser:crmpass@crm.internal/api/v1", "CRMSYNC_ALLOW_INSECURE_HTTP": "1",
+           "CRMSYNC_DB": str(tmp_path / "c.duckdb")}  # fmt: skip
+    with endpoints(Settings.from_env(env)) as found:
+        assert found.description == (
+            "Keap at https://***@keap.example/crm/rest/v2, Customcrm at http://***@crm.internal/api/v1"
+        )
+    assert capsys.readouterr().err == (
+        "crmsync: warning: CUSTOMCRM_API_URL uses plain http:// (CRMSYNC_ALLOW_INSECURE_HTTP=1): "
+        "credentials and customer data travel unencrypted\n"
+    )

@@ -1,0 +1,122 @@
+"""`crmsync sql`: a query on a connection that can read the DuckDB file and nothing else.
+
+`read_only` alone protects only the DuckDB file: `COPY ... TO` would still write any
+file, `read_text` read any file the process can (the OAuth tokens beside the state),
+`ATTACH`, `INSTALL` and `LOAD` reach further. The connection therefore has
+
+- no external access (`enable_external_access=false`): no file or URL is read or
+  written but the DuckDB file itself; no extension is installed or loaded beyond the
+  ones built into DuckDB (json among them);
+- no spilling to disk (`temp_directory=''`), so nothing is written beside the file;
+- its configuration locked (`lock_configuration=true`): `SET`, `RESET` and
+  `PRAGMA` settings cannot lift any of this;
+- a memory limit and few threads, and a time limit enforced from a timer thread with
+  `interrupt()`.
+
+Analysts who need more open the file themselves, with a sync not running (README).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MEMORY_LIMIT = "1GB"
+THREADS = 2
+
+LOCKED_DOWN: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "temp_directory": "",
+    "lock_configuration": True,  # last: nothing after it can be changed
+}
+
+MORE = "open the DuckDB file yourself for more (README: For analysts)"
+
+
+class QueryError(Exception):
+    """A query on the state was refused or failed; the message is one line saying which and why."""
+
+
+def first_line(error: BaseException) -> str:
+    """DuckDB's messages run over several lines (the query, a caret): the first says it."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+def require(db_path: Path) -> None:
+    if not Path(db_path).exists():
+        raise QueryError(f"{db_path} does not exist yet: run `make sync` first")
+
+
+def connect(db_path: Path, memory_limit: str = DEFAULT_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+    """The locked-down, read-only connection."""
+    import duckdb
+
+    require(db_path)
+    config = {"memory_limit": memory_limit, "threads": THREADS, **LOCKED_DOWN}
+    try:
+        return duckdb.connect(str(db_path), read_only=True, config=config)
+    except duckdb.Error as exc:
+        text = first_line(exc)
+        if "lock" in text.lower():
+            raise QueryError(
+                f"{db_path} is open for writing (a sync is running?): try again when it ends ({text})"
+            ) from None
+        raise QueryError(f"cannot open {db_path} read-only: {text}") from None
+
+
+def run_query(
+    db_path: Path,
+    query: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(columns, rows) of `query`, or a QueryError with one line."""
+    import duckdb
+
+    con = connect(db_path, memory_limit)
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        con.interrupt()
+
+    timer = threading.Timer(timeout, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        cursor = con.execute(query)
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+    except duckdb.Error as exc:
+        raise _explain(exc, timed_out.is_set(), timeout, memory_limit) from None
+    finally:
+        timer.cancel()
+        con.close()
+    return columns, rows
+
+
+def _explain(exc: duckdb.Error, timed_out: bool, timeout: float, memory_limit: str) -> QueryError:
+    import duckdb
+
+    text = first_line(exc)
+    if timed_out or isinstance(exc, duckdb.InterruptException):
+        return QueryError(
+            f"query stopped after {timeout:g} s (--timeout): make it cheaper, or give it longer"
+        )
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return QueryError(f"query needs more than {memory_limit} of memory (--memory-limit): {text}")
+    if isinstance(exc, duckdb.PermissionException) or "disabled through configuration" in text:
+        return QueryError(f"query refused: crmsync sql reads the DuckDB file only, no other file, URL or extension; {MORE} ({text})")  # fmt: skip
+    if "configuration has been locked" in text:
+        return QueryError(f"query refused: crmsync sql cannot change DuckDB's settings; {MORE} ({text})")
+    if "read-only mode" in text:
+        return QueryError(f"query refused: crmsync sql only reads; {MORE} ({text})")
+    return QueryError(f"query failed: {text}")

@@ -1,0 +1,169 @@
+"""`crmsync sql` reads the DuckDB file and nothing else: every way out is refused with one
+line and exit 1, and what analysts need (tables, JSON) still works."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner, Result
+
+from crmsync.cli import main
+
+SECRET = "refresh-token-that-must-stay-in-its-file"
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A DuckDB file with a table and the OAuth token file beside it, as after a sync."""
+    db = tmp_path / "data" / "crmsync.duckdb"
+    db.parent.mkdir()
+    with duckdb.connect(str(db)) as con:
+        con.execute("create schema raw_keap")
+        con.execute(
+            """create table raw_keap.contacts as select '1' as id, '{"email": "ada@example.com"}' as payload"""
+        )
+    tokens = db.parent / "crmsync.state" / "keap_oauth.json"
+    tokens.parent.mkdir()
+    tokens.write_text(json.dumps({"refresh_token": SECRET}))
+    for path, mode in ((db, 0o600), (tokens.parent, 0o700), (tokens, 0o600)):
+        path.chmod(mode)  # as crmsync leaves them (looser ones would be warned about)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRMSYNC_DB", str(db))
+    umask = os.umask(0o022)  # the CLI sets a private umask for its process: give pytest's back
+    os.umask(umask)
+    try:
+        yield db
+    finally:
+        os.umask(umask)
+
+
+def sql(*args: str) -> Result:
+    return CliRunner().invoke(main, ["sql", *args])
+
+
+def test_queries_and_json_work(state: Path) -> None:
+    done = sql("select payload->>'$.email' as email, now() > '2020-01-01'::timestamptz as later from raw_keap.contacts",
+               "--json")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout) == [{"email": "ada@example.com", "later": True}]
+
+
+def _refused(done: Result, reason: str) -> str:
+    assert done.exit_code == 1
+    assert done.stdout == ""
+    line = done.stderr
+    assert line.count("\n") == 1 and line.startswith("crmsync: query refused: ")  # one line, no traceback
+    assert reason in line
+    return line
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "copy (select 42) to '{outside}/x.csv'",
+        "copy raw_keap.contacts to '{outside}/x.parquet' (format parquet)",
+        "export database '{outside}/export'",
+        "attach '{outside}/other.duckdb' as other",
+        "select * from read_text('{tokens}')",
+        "select * from read_blob('{tokens}')",
+        "select * from read_csv('{tokens}')",
+        "select * from read_json('{tokens}')",
+        "select * from glob('{state_dir}/*')",
+        "select * from read_text('/etc/hostname')",
+        "select * from read_parquet('https://example.com/x.parquet')",
+        "install httpfs",
+        "load httpfs",
+        "create secret (type s3, key_id 'a', secret 'b')",
+    ],
+)
+def test_no_file_url_or_extension_is_reachable(state: Path, tmp_path: Path, query: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tokens = state.parent / "crmsync.state" / "keap_oauth.json"
+    done = sql(query.format(outside=outside, tokens=tokens, state_dir=tokens.parent))
+    line = _refused(done, "crmsync sql reads the DuckDB file only, no other file, URL or extension")
+    assert SECRET not in done.output
+    assert "README: For analysts" in line
+    assert list(outside.iterdir()) == []  # nothing was written
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "set enable_external_access = true",
+        "set memory_limit = '64GB'",
+        "reset threads",
+        "pragma enable_profiling",
+        "call enable_logging()",
+        "set lock_configuration = false",
+    ],
+)
+def test_settings_cannot_be_changed(state: Path, query: str) -> None:
+    _refused(sql(query), "crmsync sql cannot change DuckDB's settings")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "create table raw_keap.x as select 1",
+        "insert into raw_keap.contacts values ('2', '{}')",
+        "update raw_keap.contacts set payload = '{}'",
+        "delete from raw_keap.contacts",
+        "drop table raw_keap.contacts",
+        "create view v as select 1",
+        "attach ':memory:' as scratch",
+    ],
+)
+def test_nothing_is_written(state: Path, query: str) -> None:
+    before = hashlib.sha256(state.read_bytes()).hexdigest()
+    done = sql(query)
+    assert done.exit_code == 1 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(
+        ("crmsync: query refused: crmsync sql only reads", "crmsync: query failed: ")
+    )
+    assert hashlib.sha256(state.read_bytes()).hexdigest() == before
+
+
+def test_a_long_query_is_stopped_at_the_timeout(state: Path) -> None:
+    done = sql("select count(*) from range(1000000000000) t(i) where i % 7 = 3", "--timeout", "0.5")
+    assert done.exit_code == 1
+    assert (
+        done.stderr == "crmsync: query stopped after 0.5 s (--timeout): make it cheaper, or give it longer\n"
+    )
+
+
+def test_a_query_past_the_memory_limit_is_stopped(state: Path) -> None:
+    done = sql("select count(distinct i::varchar || repeat('x', 40)) from range(20000000) t(i)",
+               "--memory-limit", "30MB")  # fmt: skip
+    assert done.exit_code == 1 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(
+        "crmsync: query needs more than 30MB of memory (--memory-limit): Out of Memory"
+    )
+
+
+def test_sql_errors_are_one_line_too(state: Path) -> None:
+    done = sql("selec 1")
+    assert done.exit_code == 1
+    assert done.stderr == 'crmsync: query failed: Parser Error: syntax error at or near "selec"\n'
+
+
+def test_the_command_as_users_run_it(state: Path, tmp_path: Path) -> None:
+    """A real process: one line on stderr, exit 1, no file written."""
+    target = tmp_path / "stolen.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "crmsync.cli", "sql",
+         f"copy (select * from read_text('{state.parent / 'crmsync.state' / 'keap_oauth.json'}')) to '{target}'"],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "CRMSYNC_DB": str(state)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("crmsync: query refused: ")
+    assert "Traceback" not in done.stderr and SECRET not in done.stderr + done.stdout
+    assert not target.exists()
