@@ -1,4 +1,6 @@
-"""Figure: requests and time of a full and of an idle extract, per size.
+"""Figures: requests and time of a full and of an idle extract, per size; and what the
+walk by id (each page a fresh query: Keap may page by position) costs against following
+Keap's page tokens, resource by resource, on the same data.
 
     python -m bench.extract --size 10000 [--size 100000]
 
@@ -10,12 +12,15 @@ minute) would impose on the same requests is printed beside it.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bench.common import Timer, emit, main_for, peak_rss_mib, sandboxes
 from connectors.customcrm import customcrm_client
-from connectors.keap import KeapPacer, keap_client
+from connectors.keap import NARROWABLE, KeapClient, KeapPacer, keap_client
 from pipelines.ingest import extract
+from pipelines.keap.settings import RESOURCES
 
 KEAP_PER_MINUTE = 240
 
@@ -53,6 +58,28 @@ def run(size: int) -> None:
                         "peak_rss_mib": round(peak_rss_mib()),
                     },
                 )
+            walks(keap, boxes, size)
+
+
+def walks(keap: KeapClient, boxes: object, size: int) -> None:
+    """The initial read of each Keap resource both ways: following page tokens (what the
+    sync did before, and what trusts positions) and by id (what it does now)."""
+    for spec in RESOURCES:
+        fields = list(spec.fields or []) or None
+        params = {"fields": ",".join(fields)} if fields and spec.path in NARROWABLE else {}
+        figures: dict[str, object] = {"size_per_kind": size, "resource": spec.name}
+        pages: dict[str, Iterator[Any]] = {
+            "page_tokens": keap.token_walk(spec.path, params),  # generators: nothing is read yet
+            "by_id": keap.walk(spec.path, None, fields),
+        }
+        for label, read in pages.items():
+            before = keap.stats.requests
+            with Timer() as timer:
+                records = sum(len(page.items) for page in read)
+            figures[f"{label}_requests"] = keap.stats.requests - before
+            figures[f"{label}_seconds"] = round(timer.seconds, 2)
+            figures[f"{label}_records"] = records
+        emit("keap_walk", figures)
 
 
 def main() -> None:

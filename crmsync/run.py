@@ -189,6 +189,8 @@ def run_sync(
     that found nothing to do (crmsync.fingerprint), the build and the push are skipped:
     they would find nothing again. `rebuild` builds anyway."""
     db_path = settings.db_path
+    deadline = time.monotonic() + settings.run_deadline_s  # no request is sent past it
+    found.keap.deadline = found.customcrm.deadline = deadline
     secure_state(db_path)  # the state folder 0700, the DuckDB file 0600
     ensure_state(db_path)
     run_id = new_run_id()

@@ -10,6 +10,7 @@
 | CRMSYNC_DB | the DuckDB file (default data/crmsync.duckdb) |
 | CRMSYNC_RETENTION_DAYS | days the payloads written to each system are kept in sync_state (default 30) |
 | CRMSYNC_ALLOW_INSECURE_HTTP | 1: accept plain http:// endpoints beyond loopback (warned on every run) |
+| CRMSYNC_RUN_DEADLINE_MINUTES | a run sends no request after this many minutes (default 120): a stalled API cannot keep it alive |
 
 With neither a Keap nor a Customcrm endpoint configured, the sync runs against
 the bundled sandboxes with demo data (`sandbox_mode`).
@@ -37,6 +38,7 @@ from crmsync.filemodes import state_dir
 DEFAULT_KEAP_API_URL = "https://api.infusionsoft.com/crm/rest/v2"
 DEFAULT_KEAP_TOKEN_URL = "https://api.infusionsoft.com/token"
 DEFAULT_DB = "data/crmsync.duckdb"
+DEFAULT_RUN_DEADLINE_MINUTES = 120
 DEFAULT_RETENTION_DAYS = 30
 
 KEAP_SECRETS = ("KEAP_API_KEY", "KEAP_ACCESS_TOKEN", "KEAP_REFRESH_TOKEN", "KEAP_CLIENT_SECRET")
@@ -92,6 +94,7 @@ class Settings:
     customcrm_configured: bool = False
     retention_days: int = DEFAULT_RETENTION_DAYS
     allow_insecure_http: bool = False
+    run_deadline_s: float = DEFAULT_RUN_DEADLINE_MINUTES * 60
 
     def __repr__(self) -> str:
         """Secrets left out, credentials in URLs redacted."""
@@ -118,6 +121,15 @@ class Settings:
             raise ConfigurationError(
                 f"CRMSYNC_RETENTION_DAYS must be a whole number of days (got {retention!r})"
             )
+        deadline = get("CRMSYNC_RUN_DEADLINE_MINUTES") or str(DEFAULT_RUN_DEADLINE_MINUTES)
+        try:
+            deadline_minutes = float(deadline)
+        except ValueError:
+            deadline_minutes = 0
+        if deadline_minutes <= 0:
+            raise ConfigurationError(
+                f"CRMSYNC_RUN_DEADLINE_MINUTES must be a positive number of minutes (got {deadline!r})"
+            )
         keap_configured = any(get(n) for n in ("KEAP_API_URL", *KEAP_SECRETS))
         customcrm_configured = any(get(n) for n in ("CUSTOMCRM_API_URL", "CUSTOMCRM_API_TOKEN"))
         return cls(
@@ -135,6 +147,7 @@ class Settings:
             customcrm_configured=customcrm_configured,
             retention_days=int(retention),
             allow_insecure_http=(get("CRMSYNC_ALLOW_INSECURE_HTTP") or "").lower() in ("1", "true", "yes"),
+            run_deadline_s=deadline_minutes * 60,
         )
 
     @property
