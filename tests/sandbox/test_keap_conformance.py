@@ -1,5 +1,5 @@
 """Every Keap operation the sync uses, answered by the sandbox in exactly the shape
-of Keap's official OpenAPI document (shared/keap/keap-v2-openapi.yml)."""
+of Keap's official OpenAPI document (as derived into sandbox/keap/spec/keap-v2-subset.json)."""
 
 from __future__ import annotations
 
