@@ -2,7 +2,9 @@
 
 Serves `/crm/rest/v2/{contacts,companies,opportunities,products}` (list, get,
 create, PATCH with `update_mask`, delete), `/crm/rest/v2/opportunities/stages`,
-and the OAuth token endpoint `/token`, with Keap's quirks: string ids,
+and the OAuth token endpoint `/token`. Every request is checked against Keap's own
+document (sandbox/keap/spec, sandbox.keap.strict) and refused with Keap's 400 where
+Keap would refuse it. Keap's quirks: string ids,
 `page_size` <= 1000 and `page_token`, filters and `order_by`, company lists that
 hide address/email/phone/notes/update_time unless asked for in `fields`, PATCH
 replacing whole arrays, prices written in minor units and read as objects,
@@ -29,22 +31,16 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from sandbox.keap.limits import KeapLimiter
-from sandbox.keap.resources import SPECS, KeapValidationError, render
+from sandbox.keap.resources import MESSAGE_HINTS, SPECS, FilterSql, KeapValidationError, render
+from sandbox.keap.spec import operation as spec_operation
 from sandbox.keap.store import RESOURCES, KeapStore
+from sandbox.keap.strict import Clause, Query, body_properties, check_body, check_query
 from sandbox.runtime import SandboxMiddleware
 from sandbox.timefmt import keap_z, parse_filter_ts
 
 API_PREFIX = "/crm/rest/v2"
 DEFAULT_PAGE_SIZE = 50
 ACCESS_TTL_S = 24 * 3600
-_ID_FILTERS = frozenset(
-    {
-        ("contacts", "contact_id"),
-        ("companies", "company_id"),
-        ("opportunities", "opportunity_id"),
-        ("products", "product_id"),
-    }
-)
 REFRESH_TTL_S = 45 * 24 * 3600
 
 _STATUS_TEXT = {
@@ -224,10 +220,24 @@ class KeapSandbox:
         self.store.revoke(refresh)  # every refresh rotates: the old token stops working
         return JSONResponse(self.issue_tokens())
 
+    # --- what Keap's document allows ----------------------------------------------------
+    @staticmethod
+    def _query(request: Request, method: str, path: str, resource: str) -> Query:
+        key = f"{method} {path}"
+        try:
+            return check_query(key, spec_operation(method, path), list(request.query_params.multi_items()))
+        except KeapValidationError as exc:
+            raise KeapError(
+                400, f"Invalid {exc.field}: {exc.message}", [_detail(exc.field, resource)]
+            ) from None
+
     # --- lists -------------------------------------------------------------------------
     async def list_stages(self, request: Request) -> Response:
-        page_size, offset, fingerprint = self._paging(request, "stages")
-        stages = self.store.stages()
+        query = self._query(request, "GET", "/opportunities/stages", "stages")
+        page_size, offset, fingerprint = self._paging(request, "stages", query)
+        stages = [s for s in self.store.stages() if all(_stage_matches(s, c) for c in query.filters)]
+        if query.order:
+            stages.sort(key=lambda s: (s["order"], int(s["id"])), reverse=query.order[1] == "desc")
         page = stages[offset : offset + page_size]
         body: dict[str, Any] = {
             "stages": [
@@ -250,11 +260,11 @@ class KeapSandbox:
         resource = request.url.path.rsplit("/", 1)[1]
         if request.method == "POST":
             return await self.create(request, resource)
-        spec = SPECS[resource]
-        page_size, offset, fingerprint = self._paging(request, resource)
-        where = self._filters(resource, request.query_params.get("filter"))
-        order = self._order(resource, request.query_params.get("order_by"))
-        wanted = self._fields(request) if spec.accepts_fields else None
+        query = self._query(request, "GET", f"/{resource}", resource)
+        page_size, offset, fingerprint = self._paging(request, resource, query)
+        where = [self._clause(resource, clause) for clause in query.filters]
+        order = self._order(resource, query.order)
+        wanted = _wanted(query)
         rows = self.store.query(resource, where, order, offset, page_size + 1)
         more = len(rows) > page_size
         items = [
@@ -268,21 +278,14 @@ class KeapSandbox:
             body["next_page_token"] = ""  # an empty token ends these lists; others omit it
         return JSONResponse(body)
 
-    def _paging(self, request: Request, resource: str) -> tuple[int, int, str]:
+    def _paging(self, request: Request, resource: str, query: Query) -> tuple[int, int, str]:
+        page_size = query.get("page_size") or DEFAULT_PAGE_SIZE  # 0 or absent: the default
         params = request.query_params
-        raw_size = params.get("page_size") or "0"
-        try:
-            page_size = int(raw_size)
-        except ValueError:
-            raise KeapError(400, f"Invalid page_size '{raw_size}'") from None
-        if page_size < 0 or page_size > 1000:
-            raise KeapError(400, "page_size must be between 0 and 1000")
-        page_size = page_size or DEFAULT_PAGE_SIZE
         fingerprint = _digest(
             json.dumps([resource, params.get("filter"), params.get("order_by"), page_size])
         )[:12]
         offset = 0
-        token = params.get("page_token")
+        token = query.get("page_token")
         if token:
             try:
                 state = json.loads(base64.urlsafe_b64decode(token.encode() + b"==="))
@@ -290,7 +293,7 @@ class KeapSandbox:
                 if state["f"] != fingerprint:
                     raise ValueError("fingerprint")
             except (ValueError, KeyError, TypeError, binascii.Error):
-                raise KeapError(400, "Invalid page_token") from None
+                raise KeapError(400, "Invalid page_token", [_detail("page_token", resource)]) from None
         return page_size, offset, fingerprint
 
     def _token(self, request: Request, offset: int, fingerprint: str) -> str:
@@ -302,79 +305,48 @@ class KeapSandbox:
             return f"{request.url.scheme}://{request.url.netloc}{request.url.path}?{urlencode(query)}"
         return text
 
-    def _fields(self, request: Request) -> set[str] | None:
-        raw = request.query_params.getlist("fields")
-        if not raw:
-            return None
-        return {name.strip() for part in raw for name in part.split(",") if name.strip()}
-
-    def _order(self, resource: str, order_by: str | None) -> str:
-        spec = SPECS[resource]
-        if not order_by:
+    @staticmethod
+    def _order(resource: str, order: tuple[str, str] | None) -> str:
+        if order is None:
             return "id asc"
-        parts = order_by.replace(",", " ").split()
-        name, direction = parts[0], (parts[1].lower() if len(parts) > 1 else "asc")
-        if name not in spec.order_by or direction not in ("asc", "desc") or len(parts) > 2:
-            raise KeapError(
-                400,
-                f"Invalid order_by '{order_by}': one of {sorted(spec.order_by)} then asc or desc",
-            )
-        return f"{spec.order_by[name]} {direction}, id {direction}"
-
-    def _filters(self, resource: str, text: str | None) -> list[tuple[str, list[Any]]]:
-        if not text:
-            return []
-        spec = SPECS[resource]
-        where: list[tuple[str, list[Any]]] = []
-        for clause in filter(None, text.split(";")):
-            for op in ("==", ">=", "<=", ">", "<"):
-                if op in clause:
-                    name, value = clause.split(op, 1)
-                    break
-            else:
-                raise KeapError(400, f"Invalid filter '{clause}': expected field==value")
-            name = name.strip()
-            if name not in spec.filters:
-                raise KeapError(400, f"Invalid filter field '{name}' for {resource}: {sorted(spec.filters)}")
-            if op != "==" and (resource, name) not in _ID_FILTERS:
-                raise KeapError(400, f"Filter '{name}' supports only ==")
-            where.append(self._clause(resource, name, op, value))
-        return where
-
-    def _clause(self, resource: str, name: str, op: str, value: str) -> tuple[str, list[Any]]:
-        try:
-            if name in ("start_update_time", "since_time"):
-                return "update_us >= ?", [parse_filter_ts(value)]
-            if name in ("end_update_time", "until_time"):
-                return "update_us <= ?", [parse_filter_ts(value)]
-        except ValueError as exc:
-            raise KeapError(400, f"Invalid filter {name}: {exc}") from None
-        if name in ("ids", "contact_ids", "product_ids"):
-            ids = [int(v) for v in value.split(",") if v.strip().isdigit()]
-            if name == "ids" and resource == "opportunities" and len(ids) > 100:
-                raise KeapError(400, "ids accepts at most 100 ids")
-            return f"id in ({','.join('?' * len(ids)) or 'null'})", ids
-        if (resource, name) in _ID_FILTERS:
-            if not value.isdigit():
-                raise KeapError(400, f"Invalid filter {name}: '{value}' is not an id")
-            return f"id {'=' if op == '==' else op} ?", [int(value)]
-        column = {
-            ("contacts", "email"): "email",
-            ("companies", "email"): "email",
-            ("companies", "company_name"): "name",
-            ("companies", "name"): "name",
-            ("opportunities", "opportunity_title"): "name",
-            ("products", "name"): "name",
-            ("products", "sku"): "sku",
-        }.get((resource, name))
+        name, direction = order
+        column = SPECS[resource].order_sql.get(name)
         if column is None:
-            path = {"company_id": "$.company.id"}.get(name, f"$.{name}")
-            column = f"json_extract(doc, '{path}')"
-        if column == "email":
+            raise _not_implemented(f"order_by {name}", resource)
+        return f"{column} {direction}, id {direction}"
+
+    @staticmethod
+    def _clause(resource: str, clause: Clause) -> tuple[str, list[Any]]:
+        """One filter clause the document allows, as SQL over the store."""
+        how: FilterSql | None = SPECS[resource].filter_sql.get(clause.name)
+        if how is None:
+            raise _not_implemented(f"filter field {clause.name}", resource)
+        value, sql_op = clause.value, "=" if clause.op == "==" else clause.op
+        try:
+            if how.kind in ("since", "until"):
+                return f"{how.column} {'>=' if how.kind == 'since' else '<='} ?", [parse_filter_ts(value)]
+            if how.kind == "ids":
+                bad = [v for v in clause.values if not v.isdigit()]
+                if bad:
+                    raise ValueError(f"'{bad[0]}' is not an id")
+                ids = [int(v) for v in clause.values]
+                return f"{how.column} in ({','.join('?' * len(ids)) or 'null'})", ids
+            if how.kind == "id":
+                if not value.isdigit():
+                    raise ValueError(f"'{value}' is not an id")
+                return f"{how.column} {sql_op} ?", [int(value)]
+            if how.kind == "number":
+                return f"cast({how.column} as real) {sql_op} ?", [float(value)]
+        except ValueError as exc:
+            raise KeapError(
+                400, f"Invalid filter: {clause.name}: {exc}", [_detail("filter", resource)]
+            ) from None
+        if how.column == "email":
             value = value.lower()
-        if value.endswith("*") and name not in ("company_name",):
-            return f"{column} like ?", [value[:-1].replace("%", r"\%") + "%"]
-        return f"{column} = ?", [value]
+        if clause.spec["wildcard"] and value.endswith("*"):
+            prefix = value[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            return f"{how.column} like ? escape '\\'", [prefix + "%"]
+        return f"{how.column} = ?", [value]
 
     # --- one record -------------------------------------------------------------------
     def _lookup(self, resource: str, record_id: str) -> dict[str, Any] | None:
@@ -391,26 +363,28 @@ class KeapSandbox:
     async def one(self, request: Request) -> Response:
         resource = request.url.path.rsplit("/", 2)[1]
         record_id = request.path_params["record_id"]
+        if request.method == "PATCH":
+            return await self.patch(request, resource, record_id)
+        query = self._query(request, request.method, SPECS[resource].one_path, resource)
         if request.method == "GET":
-            wanted = self._fields(request) if SPECS[resource].accepts_fields else None
-            return JSONResponse(self._render_one(resource, record_id, wanted))
-        if request.method == "DELETE":
-            if not self.store.delete(resource, record_id):
-                raise KeapError(404, f"{SPECS[resource].singular.title()} {record_id} not found")
-            return Response(status_code=204)
-        return await self.patch(request, resource, record_id)
+            return JSONResponse(self._render_one(resource, record_id, _wanted(query)))
+        if not self.store.delete(resource, record_id):
+            raise KeapError(404, f"{SPECS[resource].singular.title()} {record_id} not found")
+        return Response(status_code=204)
 
-    async def _body(self, request: Request, resource: str) -> dict[str, Any]:
+    async def _body(self, request: Request, resource: str, method: str, path: str) -> dict[str, Any]:
         try:
             body = json.loads(await request.body() or b"null")
         except json.JSONDecodeError as exc:
             raise KeapError(400, f"Malformed JSON body: {exc.msg}") from None
         if not isinstance(body, dict):
             raise KeapError(400, "The request body must be a JSON object")
-        unknown = set(body) - SPECS[resource].writable
-        if unknown:
-            name = sorted(unknown)[0]
-            raise KeapError(400, f"Invalid field '{name}' for {resource}", [_detail(name, resource)])
+        try:
+            check_body(f"{method} {path}", spec_operation(method, path), body, MESSAGE_HINTS.get(resource))
+        except KeapValidationError as exc:
+            raise KeapError(
+                400, f"Invalid {exc.field}: {exc.message}", [_detail(exc.field, resource)]
+            ) from None
         return body
 
     def _check(self, resource: str, body: dict[str, Any], creating: bool) -> None:
@@ -442,20 +416,21 @@ class KeapSandbox:
                 )
 
     async def create(self, request: Request, resource: str) -> Response:
-        body = await self._body(request, resource)
-        self._check(resource, body, creating=True)
+        query = self._query(request, "POST", f"/{resource}", resource)
+        body = await self._body(request, resource, "POST", f"/{resource}")
+        self._check(resource, {k: v for k, v in body.items() if v is not None}, creating=True)
         doc = {k: v for k, v in body.items() if v is not None}
-        duplicate_option = request.query_params.get("duplicate_option")
+        duplicate_option = query.get("duplicate_option")
         if resource == "contacts" and duplicate_option:
-            if duplicate_option not in ("Email", "EmailAndName", "EmailAndNameAndCompany"):
-                raise KeapError(400, f"Invalid duplicate_option '{duplicate_option}'")
             existing = self._duplicate(doc, duplicate_option)
             if existing is not None:
                 merged = {**existing, **doc, "id": existing["id"]}
                 self.store.replace(resource, merged)
-                return JSONResponse(self._render_one(resource, existing["id"]), status_code=200)
+                return JSONResponse(
+                    self._render_one(resource, existing["id"], _wanted(query)), status_code=200
+                )
         (record_id,) = self.store.insert_many(resource, [doc])
-        return JSONResponse(self._render_one(resource, str(record_id)), status_code=201)
+        return JSONResponse(self._render_one(resource, str(record_id), _wanted(query)), status_code=201)
 
     def _duplicate(self, doc: dict[str, Any], option: str) -> dict[str, Any] | None:
         email = next(
@@ -477,28 +452,29 @@ class KeapSandbox:
         return None
 
     async def patch(self, request: Request, resource: str, record_id: str) -> Response:
+        path = SPECS[resource].one_path
+        query = self._query(request, "PATCH", path, resource)
         found = self.store.get(resource, record_id)
         if found is None:
             raise KeapError(404, f"{SPECS[resource].singular.title()} {record_id} not found")
-        body = await self._body(request, resource)
-        mask_raw = request.query_params.getlist("update_mask")
-        mask = [n.strip() for part in mask_raw for n in part.split(",") if n.strip()]
-        unknown = [n for n in mask if n not in SPECS[resource].writable]
-        if unknown:
-            raise KeapError(
-                400,
-                f"Invalid update_mask field '{unknown[0]}' for {resource}",
-                [_detail(unknown[0], resource)],
-            )
-        names = mask or list(body)
+        body = await self._body(request, resource, "PATCH", path)
+        writable = body_properties(spec_operation("PATCH", path))
+        # a mask may name what the body cannot carry (id, update_time, ...): those change nothing
+        names = [n for n in query.get("update_mask") or list(body) if n in writable]
         patch = {n: body.get(n) for n in names}
         self._check(resource, {k: v for k, v in patch.items() if v is not None}, creating=False)
         doc = dict(found[0])
-        for name, value in patch.items():  # arrays and objects are replaced whole
+        if resource == "products":  # written flat, kept (and answered) as the inventory object
+            inventory = dict(doc.get("inventory") or {})
+            for name in [n for n in patch if n in _PRODUCT_INVENTORY]:
+                inventory[name] = patch.pop(name)
+            if inventory != (doc.get("inventory") or {}):
+                patch["inventory"] = {k: v for k, v in inventory.items() if v is not None} or None
+        for name, value in patch.items():  # a masked property absent from the body is cleared
             if value is None:
                 doc.pop(name, None)
             else:
-                doc[name] = value
+                doc[name] = value  # arrays and objects are replaced whole
         if resource == "opportunities" and not doc.get("opportunity_title"):
             raise KeapError(
                 400, "Invalid opportunity_title: is required", [_detail("opportunity_title", resource)]
@@ -506,8 +482,37 @@ class KeapSandbox:
         if resource == "products" and not doc.get("name"):
             raise KeapError(400, "Invalid name: is required", [_detail("name", resource)])
         self.store.replace(resource, doc)
-        wanted = self._fields(request) if SPECS[resource].accepts_fields else None
-        return JSONResponse(self._render_one(resource, record_id, wanted))
+        return JSONResponse(self._render_one(resource, record_id, _wanted(query)))
+
+
+_PRODUCT_INVENTORY = ("inventory_limit", "out_of_stock_enabled", "email_for_inventory_notifications")
+
+
+def _wanted(query: Query) -> set[str] | None:
+    fields = query.get("fields")
+    return set(fields) if fields else None
+
+
+def _stage_matches(stage: dict[str, Any], clause: Clause) -> bool:
+    if clause.name == "opportunity_stage_id":
+        if not clause.value.isdigit():
+            raise KeapError(
+                400, f"Invalid filter: '{clause.value}' is not a stage id", [_detail("filter", "stages")]
+            )
+        left, right = int(stage["id"]), int(clause.value)
+        return {"==": left == right, ">": left > right, "<": left < right, ">=": left >= right,
+                "<=": left <= right}[clause.op]  # fmt: skip
+    if clause.name == "opportunity_stage_name":
+        name, wanted = stage["name"].lower(), clause.value.lower()
+        return name.startswith(wanted[:-1]) if wanted.endswith("*") else name == wanted
+    raise _not_implemented(f"filter field {clause.name}", "stages")
+
+
+def _not_implemented(what: str, resource: str) -> KeapError:
+    """Keap's document allows it; the sandbox has no data for it. Said, never ignored."""
+    return KeapError(
+        501, f"The sandbox does not implement {what} (Keap's document allows it)", [_detail(what, resource)]
+    )
 
 
 def _detail(field_name: str, resource: str) -> dict[str, str]:

@@ -1,8 +1,11 @@
 """What Keap accepts and how it answers, per resource: validation and rendering.
 
-Shapes follow Keap's OpenAPI document for v2 (Contact, Company, RestV2Opportunity,
-RestV2Product_Detail/_List, RestOpportunityStage); the conformance test checks
-every answer of this sandbox against that document.
+What a request may carry comes from Keap's own document (sandbox/keap/spec, checked by
+sandbox.keap.strict); this module adds what Keap checks beyond it (email syntax,
+country codes, lengths the document leaves out, required properties on create) and how
+filters and orders map onto the store. Shapes follow the document's schemas (Contact,
+Company, RestV2Opportunity, RestV2Product_Detail/_List, RestOpportunityStage); the
+conformance test checks every answer of this sandbox against them.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import pycountry
 
+from sandbox.keap.spec import operation as spec_operation
 from sandbox.timefmt import keap_plus0000, keap_z
 
 EMAIL_RE = re.compile(  # dot-atom local part, host name with an alphabetic last label
@@ -32,25 +37,12 @@ class KeapValidationError(ValueError):
         self.message = message
 
 
-def _str(body: dict[str, Any], key: str, max_len: int | None = None) -> None:
+def _max_len(body: dict[str, Any], key: str, max_len: int) -> None:
+    """A length limit Keap enforces and its document does not state (types are checked against
+    the document before these run: sandbox.keap.strict)."""
     value = body.get(key)
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise KeapValidationError(key, "must be a string")
-    if max_len is not None and len(value) > max_len:
+    if isinstance(value, str) and len(value) > max_len:
         raise KeapValidationError(key, f"must be at most {max_len} characters")
-
-
-def _bool(body: dict[str, Any], key: str) -> None:
-    if body.get(key) is not None and not isinstance(body[key], bool):
-        raise KeapValidationError(key, "must be a boolean")
-
-
-def _number(body: dict[str, Any], key: str) -> None:
-    value = body.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise KeapValidationError(key, "must be a number")
 
 
 def _email(value: Any, where: str, max_len: int = 254) -> None:
@@ -60,27 +52,10 @@ def _email(value: Any, where: str, max_len: int = 254) -> None:
         raise KeapValidationError(where, f"must be at most {max_len} characters")
 
 
-def _address(addr: Any, where: str, line_max: int | None = None) -> None:
-    if not isinstance(addr, dict):
-        raise KeapValidationError(where, "must be an object")
-    allowed = {
-        "country",
-        "line1",
-        "line2",
-        "locality",
-        "region",
-        "field",
-        "country_code",
-        "postal_code",
-        "region_code",
-        "zip_code",
-        "zip_four",
-    }
-    unknown = set(addr) - allowed
-    if unknown:
-        raise KeapValidationError(f"{where}.{sorted(unknown)[0]}", "unknown property")
-    for key in allowed - {"field"}:
-        _str(addr, key, line_max if key in ("line1", "line2") else None)
+def _address(addr: dict[str, Any], where: str, line_max: int | None = None) -> None:
+    for key in ("line1", "line2"):
+        if line_max is not None and len(addr.get(key) or "") > line_max:
+            raise KeapValidationError(f"{where}.{key}", f"must be at most {line_max} characters")
     code = addr.get("country_code")
     if code is not None and code not in ALPHA3:
         raise KeapValidationError(f"{where}.country_code", f"'{code}' is not an ISO 3166-1 alpha-3 code")
@@ -88,100 +63,45 @@ def _address(addr: Any, where: str, line_max: int | None = None) -> None:
         raise KeapValidationError(f"{where}.country_code", "is required when a region is set")
 
 
-def _array_of(body: dict[str, Any], key: str, fields_allowed: set[str], enum: set[str]) -> list[Any]:
-    items = body.get(key)
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise KeapValidationError(key, "must be an array")
+def _array_of(body: dict[str, Any], key: str, slots: set[str]) -> list[dict[str, Any]]:
+    """An array of slotted items (EMAIL1, PHONE2, BILLING): each names a slot, at most once."""
+    items: list[dict[str, Any]] = body.get(key) or []
     seen = set()
     for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise KeapValidationError(f"{key}[{index}]", "must be an object")
-        unknown = set(item) - fields_allowed
-        if unknown:
-            raise KeapValidationError(f"{key}[{index}].{sorted(unknown)[0]}", "unknown property")
         slot = item.get("field")
-        if slot not in enum:
-            raise KeapValidationError(f"{key}[{index}].field", f"must be one of {sorted(enum)}")
+        if slot not in slots:
+            raise KeapValidationError(f"{key}[{index}].field", f"must be one of {sorted(slots)}")
         if slot in seen:
             raise KeapValidationError(f"{key}[{index}].field", f"{slot} appears twice")
         seen.add(slot)
     return items
 
 
-# --- per resource --------------------------------------------------------------
+# --- per resource: what Keap checks beyond the types, lengths and enums of its document ----
 
 
 def validate_contact(body: dict[str, Any], creating: bool) -> None:
-    for key, max_len in (
-        ("given_name", 40),
-        ("family_name", 40),
-        ("middle_name", 100),
-        ("job_title", 255),
-        ("website", 100),
-        ("preferred_name", 100),
-        ("spouse_name", 100),
-        ("prefix", None),
-        ("suffix", None),
-        ("birth_date", None),
-        ("anniversary_date", None),
-        ("owner_id", None),
-        ("contact_type", None),
-        ("time_zone", None),
-        ("preferred_locale", None),
-        ("leadsource_id", None),
-        ("referral_code", None),
-        ("assistant_name", 20),
-        ("assistant_phone", 15),
-        ("billing_information", 100),
-    ):
-        _str(body, key, max_len)
     for key in ("birth_date", "anniversary_date"):
         if body.get(key) and not re.match(r"^\d{4}-\d\d-\d\d", body[key]):
             raise KeapValidationError(key, "must be a date (YYYY-MM-DD)")
-    emails = _array_of(
-        body, "email_addresses", {"email", "field", "opt_in_reason"}, {"EMAIL1", "EMAIL2", "EMAIL3"}
-    )
+    emails = _array_of(body, "email_addresses", {"EMAIL1", "EMAIL2", "EMAIL3"})
     for index, item in enumerate(emails):
         _email(
             item.get("email"), f"email_addresses[{index}].email", 75 if item.get("field") == "EMAIL1" else 254
         )
-    phones = _array_of(
-        body,
-        "phone_numbers",
-        {"number", "field", "type", "extension", "number_e164"},
-        {f"PHONE{i}" for i in range(1, 6)},
-    )
+    phones = _array_of(body, "phone_numbers", {f"PHONE{i}" for i in range(1, 6)})
     for index, item in enumerate(phones):
         number = item.get("number")
         if not isinstance(number, str) or not number.strip():
             raise KeapValidationError(f"phone_numbers[{index}].number", "is required")
         if item["field"] in ("PHONE1", "PHONE2", "PHONE3") and len(number) > 40:
             raise KeapValidationError(f"phone_numbers[{index}].number", "must be at most 40 characters")
-    addresses = _array_of(
-        body,
-        "addresses",
-        {
-            "country",
-            "line1",
-            "line2",
-            "locality",
-            "region",
-            "field",
-            "country_code",
-            "postal_code",
-            "region_code",
-            "zip_code",
-            "zip_four",
-        },
-        {"BILLING", "SHIPPING", "OTHER"},
-    )
+    addresses = _array_of(body, "addresses", {"BILLING", "SHIPPING", "OTHER"})
     for index, item in enumerate(addresses):
         _address(item, f"addresses[{index}]", 75 if item["field"] == "BILLING" else None)
-    _array_of(body, "fax_numbers", {"number", "type", "field"}, {"FAX1", "FAX2"})
+    _array_of(body, "fax_numbers", {"FAX1", "FAX2"})
     company = body.get("company")
-    if company is not None and (not isinstance(company, dict) or not isinstance(company.get("id"), str)):
+    if company is not None and not isinstance(company.get("id"), str):
         raise KeapValidationError("company.id", "must be a company id (string)")
     if creating and not (emails or phones or addresses):
         raise KeapValidationError(
@@ -190,45 +110,16 @@ def validate_contact(body: dict[str, Any], creating: bool) -> None:
 
 
 def validate_company(body: dict[str, Any], creating: bool) -> None:
-    for key in (
-        "company_name",
-        "notes",
-        "website",
-        "suffix",
-        "title",
-        "first_name",
-        "last_name",
-        "middle_name",
-        "job_title",
-        "preferred_name",
-        "spouse_name",
-        "owner_id",
-        "referral_code",
-        "contact_type",
-        "birth_date",
-        "anniversary_date",
-        "assistant_name",
-        "assistant_phone",
-        "billing_information",
-    ):
-        _str(body, key, 100 if key == "company_name" else None)
+    _max_len(body, "company_name", 100)
     if creating and not (body.get("company_name") or "").strip():
         raise KeapValidationError("company_name", "is required")
     email = body.get("email_address")
     if email is not None:
-        if not isinstance(email, dict) or set(email) - {
-            "email",
-            "field",
-            "opt_in_reason",
-            "is_opt_in",
-            "email_opt_status",
-        }:
-            raise KeapValidationError("email_address", "must be an EmailAddress object")
         _email(email.get("email"), "email_address.email")
     for key in ("phone_number", "fax_number"):
         value = body.get(key)
         if value is not None:
-            if not isinstance(value, dict) or not isinstance(value.get("number"), str):
+            if not isinstance(value.get("number"), str):
                 raise KeapValidationError(f"{key}.number", "is required")
             if len(value["number"]) > 40:
                 raise KeapValidationError(f"{key}.number", "must be at most 40 characters")
@@ -237,23 +128,9 @@ def validate_company(body: dict[str, Any], creating: bool) -> None:
 
 
 def validate_opportunity(body: dict[str, Any], creating: bool) -> None:
-    for key in (
-        "opportunity_title",
-        "opportunity_notes",
-        "next_action_notes",
-        "contact_id",
-        "stage_id",
-        "user_id",
-        "affiliate_id",
-        "estimated_close_time",
-        "next_action_time",
-    ):
-        _str(body, key)
     for key in ("projected_revenue_low", "projected_revenue_high"):
-        _number(body, key)
         if (body.get(key) or 0) < 0:
             raise KeapValidationError(key, "must not be negative")
-    _bool(body, "include_in_forecast")
     if creating:
         for key in ("contact_id", "opportunity_title", "stage_id"):
             if not body.get(key):
@@ -266,32 +143,8 @@ def validate_opportunity(body: dict[str, Any], creating: bool) -> None:
 
 
 def validate_product(body: dict[str, Any], creating: bool) -> None:
-    for key in (
-        "name",
-        "sku",
-        "description",
-        "short_description",
-        "top_html",
-        "bottom_html",
-        "delivery_description",
-    ):
-        _str(body, key)
-    for key in (
-        "active",
-        "shippable",
-        "taxable",
-        "subscription_only",
-        "storefront_hidden",
-        "country_taxable",
-        "state_taxable",
-        "city_taxable",
-        "is_package",
-        "needs_digital_delivery",
-    ):
-        _bool(body, key)
-    _number(body, "weight")
     price = body.get("price")
-    if price is not None and (isinstance(price, bool) or not isinstance(price, int) or price < 0):
+    if price is not None and price < 0:
         raise KeapValidationError(
             "price", "must be a non-negative integer amount in minor units (1250 = 12.50)"
         )
@@ -299,6 +152,12 @@ def validate_product(body: dict[str, Any], creating: bool) -> None:
         for key in ("name", "price", "short_description"):
             if body.get(key) is None or body.get(key) == "":
                 raise KeapValidationError(key, "is required")
+
+
+# What a schema error on these properties means to a client (sandbox.keap.strict.check_body).
+MESSAGE_HINTS: dict[str, dict[str, str]] = {
+    "products": {"price": "an integer amount in minor units (1250 = 12.50)"},
+}
 
 
 # --- rendering -------------------------------------------------------------------
@@ -315,191 +174,141 @@ def _clean(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None and v != [] and not k.startswith("_")}
 
 
-COMPANY_LIST_HIDDEN = frozenset(
-    {
-        "address",
-        "email_address",
-        "phone_number",
-        "fax_number",
-        "notes",
-        "custom_fields",
-        "create_time",
-        "update_time",
-    }
-)
+@dataclass(frozen=True)
+class FilterSql:
+    """How one filter field Keap's document allows maps onto the store.
+
+    kind: `since` / `until` (update time at or after / before), `ids` (a list of ids),
+    `id` (the record id, compared), `text` (a column or a JSON path, equal or, where the
+    document allows a wildcard, a prefix), `number` (a JSON number, compared)."""
+
+    kind: str
+    column: str
 
 
 @dataclass(frozen=True)
 class ResourceSpec:
+    """What the sandbox adds to Keap's document (sandbox/keap/spec) for a resource: how to
+    validate beyond the document, and how filters and orders map onto the store. What a
+    request may carry (parameters, filter fields and operators, order_by fields, body
+    properties) comes from the document alone."""
+
     name: str  # the path and the list key
     singular: str
-    writable: frozenset[str]
     validate: Callable[[dict[str, Any], bool], None]
-    order_by: dict[str, str]  # Keap name -> SQL expression
-    filters: frozenset[str]
-    list_hidden: frozenset[str] = field(default_factory=frozenset)
-    accepts_fields: bool = True
+    order_sql: dict[str, str]  # Keap's order_by field -> SQL expression over the store
+    filter_sql: dict[str, FilterSql]
+    list_hidden: frozenset[str] = field(default_factory=frozenset)  # beyond the document's own
+
+    @property
+    def id_param(self) -> str:
+        return f"{self.singular}_id"
+
+    @property
+    def one_path(self) -> str:
+        return f"/{self.name}/{{{self.id_param}}}"
 
 
-CONTACT_WRITABLE = frozenset(
-    {
-        "addresses",
-        "company",
-        "origin",
-        "prefix",
-        "suffix",
-        "website",
-        "anniversary_date",
-        "birth_date",
-        "contact_type",
-        "custom_fields",
-        "email_addresses",
-        "family_name",
-        "fax_numbers",
-        "given_name",
-        "job_title",
-        "leadsource_id",
-        "middle_name",
-        "owner_id",
-        "phone_numbers",
-        "preferred_locale",
-        "preferred_name",
-        "referral_code",
-        "social_accounts",
-        "source_type",
-        "spouse_name",
-        "time_zone",
-        "utm_parameters",
-        "assistant_name",
-        "assistant_phone",
-        "billing_information",
-    }
-)
-COMPANY_WRITABLE = frozenset(
-    {
-        "address",
-        "notes",
-        "website",
-        "suffix",
-        "title",
-        "company_name",
-        "custom_fields",
-        "email_address",
-        "fax_number",
-        "phone_number",
-        "anniversary_date",
-        "assistant_name",
-        "assistant_phone",
-        "billing_information",
-        "birth_date",
-        "contact_type",
-        "first_name",
-        "job_title",
-        "last_name",
-        "middle_name",
-        "preferred_name",
-        "owner_id",
-        "referral_code",
-        "spouse_name",
-    }
-)
-OPPORTUNITY_WRITABLE = frozenset(
-    {
-        "opportunity_title",
-        "next_action_time",
-        "next_action_notes",
-        "opportunity_notes",
-        "estimated_close_time",
-        "include_in_forecast",
-        "projected_revenue_low",
-        "projected_revenue_high",
-        "contact_id",
-        "stage_id",
-        "user_id",
-        "custom_fields",
-        "affiliate_id",
-    }
-)
-PRODUCT_WRITABLE = frozenset(
-    {
-        "name",
-        "sku",
-        "price",
-        "active",
-        "description",
-        "shippable",
-        "weight",
-        "taxable",
-        "inventory",
-        "short_description",
-        "subscription_only",
-        "storefront_hidden",
-        "country_taxable",
-        "state_taxable",
-        "city_taxable",
-        "top_html",
-        "bottom_html",
-        "is_package",
-        "needs_digital_delivery",
-        "delivery_description",
-    }
-)
+def _json(path: str) -> str:
+    return f"json_extract(doc, '{path}')"
+
 
 SPECS = {
     "contacts": ResourceSpec(
         "contacts",
         "contact",
-        CONTACT_WRITABLE,
         validate_contact,
         {"id": "id", "create_time": "create_us", "email": "email", "update_time": "update_us"},
-        frozenset(
-            {
-                "start_update_time",
-                "end_update_time",
-                "ids",
-                "contact_id",
-                "contact_ids",
-                "email",
-                "company_id",
-                "given_name",
-                "family_name",
-            }
-        ),
+        {
+            "start_update_time": FilterSql("since", "update_us"),
+            "end_update_time": FilterSql("until", "update_us"),
+            "ids": FilterSql("ids", "id"),
+            "contact_ids": FilterSql("ids", "id"),
+            "contact_id": FilterSql("id", "id"),
+            "email": FilterSql("text", "email"),
+            "company_id": FilterSql("text", _json("$.company.id")),
+            "given_name": FilterSql("text", _json("$.given_name")),
+            "family_name": FilterSql("text", _json("$.family_name")),
+            "middle_name": FilterSql("text", _json("$.middle_name")),
+            "website": FilterSql("text", _json("$.website")),
+        },
         list_hidden=frozenset({"custom_fields"}),
     ),
     "companies": ResourceSpec(
         "companies",
         "company",
-        COMPANY_WRITABLE,
         validate_company,
         {"id": "id", "create_time": "create_us", "name": "name", "email": "email"},
-        frozenset({"since_time", "until_time", "company_name", "name", "email", "company_id"}),
-        list_hidden=COMPANY_LIST_HIDDEN,
+        {
+            "since_time": FilterSql("since", "update_us"),
+            "until_time": FilterSql("until", "update_us"),
+            "company_id": FilterSql("id", "id"),
+            "company_name": FilterSql("text", "name"),
+            "name": FilterSql("text", "name"),
+            "email": FilterSql("text", "email"),
+            "city": FilterSql("text", _json("$.address.locality")),
+            "state": FilterSql("text", _json("$.address.region")),
+        },
     ),
     "opportunities": ResourceSpec(
         "opportunities",
         "opportunity",
-        OPPORTUNITY_WRITABLE,
         validate_opportunity,
         {
             "created_time": "create_us",
             "update_time": "update_us",
             "opportunity_title": "name",
-            "next_action_time": "json_extract(doc, '$.next_action_time')",
-            "contact_name": "json_extract(doc, '$.contact_id')",
+            "next_action_time": _json("$.next_action_time"),
+            "contact_name": _json("$.contact_id"),
         },
-        frozenset({"stage_id", "contact_id", "ids", "opportunity_id", "opportunity_title", "user_id"}),
+        {
+            "ids": FilterSql("ids", "id"),
+            "opportunity_id": FilterSql("id", "id"),
+            "opportunity_title": FilterSql("text", "name"),
+            "stage_id": FilterSql("text", _json("$.stage_id")),
+            "contact_id": FilterSql("text", _json("$.contact_id")),
+            "user_id": FilterSql("text", _json("$.user_id")),
+            "affiliate_id": FilterSql("text", _json("$.affiliate_id")),
+            "projected_revenue_high": FilterSql("number", _json("$.projected_revenue_high")),
+            "projected_revenue_low": FilterSql("number", _json("$.projected_revenue_low")),
+        },
     ),
     "products": ResourceSpec(
         "products",
         "product",
-        PRODUCT_WRITABLE,
         validate_product,
         {"name": "name", "sku": "sku", "last_updated_time": "update_us"},
-        frozenset({"name", "sku", "product_id", "product_ids", "description", "short_description"}),
-        accepts_fields=False,
+        {
+            "product_ids": FilterSql("ids", "id"),
+            "product_id": FilterSql("id", "id"),
+            "name": FilterSql("text", "name"),
+            "sku": FilterSql("text", "sku"),
+            "description": FilterSql("text", _json("$.description")),
+            "short_description": FilterSql("text", _json("$.short_description")),
+        },
     ),
 }
+
+
+def _fields_param(path: str) -> dict[str, Any]:
+    param = spec_operation("GET", path)["parameters"].get("fields")
+    return param["allowed"] if param else {}  # type: ignore[no-any-return]
+
+
+@cache
+def list_hidden(resource: str) -> frozenset[str]:
+    """What a list leaves out unless `fields` asks for it: the document's `not_by_default`
+    (companies), and what the sandbox knows beyond it (contacts' custom_fields)."""
+    documented = _fields_param(f"/{resource}").get("not_by_default", [])
+    return SPECS[resource].list_hidden | frozenset(documented)
+
+
+@cache
+def optional_properties(resource: str) -> frozenset[str]:
+    """Where `fields` only adds optional properties to the default ones (opportunities):
+    those properties, left out unless asked for."""
+    allowed = _fields_param(SPECS[resource].one_path)
+    return frozenset(allowed["values"]) if allowed.get("adds_optional") else frozenset()
 
 
 def format_price(amount: int, currency: str = "USD") -> dict[str, Any]:
@@ -560,10 +369,15 @@ def render(
         out["create_time"] = keap_plus0000(create_us)
         out["update_time"] = keap_plus0000(update_us)
         out["price"] = format_price(int(out.get("price") or 0))
-    if listing:
-        out = {k: v for k, v in out.items() if k not in SPECS[resource].list_hidden}
-    if wanted is not None:
-        hidden = SPECS[resource].list_hidden if listing else frozenset()
+        inventory = out.get("inventory")
+        if listing and isinstance(inventory, dict):  # a list's ProductInventory has no count
+            out["inventory"] = {k: v for k, v in inventory.items() if k != "inventory_count"}
+    hidden = list_hidden(resource) if listing else frozenset()
+    out = {k: v for k, v in out.items() if k not in hidden}
+    optional = optional_properties(resource)
+    if optional:  # `fields` adds these to the default properties, and narrows nothing
+        out = {k: v for k, v in out.items() if k not in optional - (wanted or set())}
+    elif wanted is not None:
         out = _with_fields({**out, **_reveal(resource, doc, create_us, update_us, wanted & hidden)}, wanted)
     return _clean(out)
 
