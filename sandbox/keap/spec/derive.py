@@ -303,13 +303,16 @@ def _json_content(content: dict[str, Any], where: str) -> dict[str, Any]:
     return _clean(content["application/json"]["schema"])  # type: ignore[no-any-return]
 
 
-def derive(source: bytes, note: str = DEFAULT_NOTE) -> dict[str, Any]:
+def derive(
+    source: bytes, note: str = DEFAULT_NOTE, operations_wanted: tuple[tuple[str, str], ...] = OPERATIONS
+) -> dict[str, Any]:
+    """The subset of the document `source` (YAML or JSON bytes) for `operations_wanted`."""
     document = yaml.load(source, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     if not isinstance(document, dict) or "paths" not in document:
         raise DeriveError("the source is not an OpenAPI document (no 'paths')")
     schemas: dict[str, Any] = (document.get("components") or {}).get("schemas") or {}
     operations: dict[str, Any] = {}
-    for method, path in OPERATIONS:
+    for method, path in operations_wanted:
         key = f"{method} {path}"
         path_item = document["paths"].get(PREFIX + path)
         if path_item is None or method.lower() not in path_item:
