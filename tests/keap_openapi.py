@@ -186,13 +186,14 @@ def _query_problems(op: dict[str, Any], query: dict[str, list[str]]) -> list[str
 
 
 def _filter_problems(allowed: dict[str, Any], text: str) -> list[str]:
-    problems = []
+    problems, names = [], set()
     for clause in text.split(allowed["joiner"]):
         found = re.fullmatch(r"(\w+)(==|>=|<=|>|<)(.*)", clause, re.DOTALL)
         if not found:
             problems.append(f"filter: clause '{clause}' is not <field><operator><value>")
             continue
         name, op, value = found.groups()
+        names.add(name)
         field = allowed["fields"].get(name)
         if field is None:
             problems.append(
@@ -202,6 +203,13 @@ def _filter_problems(allowed: dict[str, Any], text: str) -> list[str]:
             problems.append(f"filter: '{name}' takes {field['operators']}, not '{op}'")
         elif field["list"] and len(value.split(",")) > field.get("max_items", 10**9):
             problems.append(f"filter: '{name}' takes at most {field['max_items']} values")
+    problems += [f"filter: {pair} together" for pair in allowed["exclusive"] if set(pair) <= names]
+    problems += [
+        f"filter: '{name}' without '{needed}'"
+        for name in names & set(allowed["fields"])
+        for needed in allowed["fields"][name].get("requires", [])
+        if needed not in names
+    ]
     return problems
 
 
