@@ -25,15 +25,14 @@ import httpx
 import pytest
 
 import crmsync.run
-from connectors.customcrm import customcrm_client
-from connectors.keap import INCREMENTAL, KeapPacer, keap_client
-from crmsync.run import Endpoints, SyncOutcome, run_sync
+from connectors.keap import INCREMENTAL
+from crmsync.run import SyncOutcome
 from pipelines.ingest import IngestOptions
 from pipelines.keap.settings import RESOURCES as KEAP_RESOURCES
 from reverse_etl.push import KEAP_RESOURCE, Pusher
 from sandbox.keap.app import API_PREFIX
 from tests.conftest import REPO, admin
-from tests.e2e.conftest import World, no_sleep
+from tests.e2e.conftest import World
 from tests.keap_openapi import document, match_operation, request_problems
 
 MAPPINGS = tuple(KEAP_RESOURCE)  # customers, contacts, orders, products
@@ -117,27 +116,8 @@ class Walk:
         self.world, self.recorder = world, recorder
         self.outcomes: dict[str, SyncOutcome] = {}
 
-    def endpoints(self) -> Endpoints:
-        boxes = self.world.boxes
-        return Endpoints(
-            keap=keap_client(
-                base_url=boxes.keap_url,
-                api_key=boxes.keap.credentials.api_key,
-                pacer=KeapPacer(per_second=1e6, per_minute=1e9),
-                sleep=no_sleep,
-                transport=self.recorder.transport(),
-            ),
-            customcrm=customcrm_client(
-                base_url=boxes.customcrm_url, token=boxes.customcrm.credentials.token, sleep=no_sleep
-            ),
-        )
-
     def sync(self, label: str, **kw: Any) -> SyncOutcome:
-        found = self.endpoints()
-        try:
-            outcome = run_sync(self.world.settings, found, **kw)
-        finally:
-            found.close()
+        outcome = self.world.sync(keap_transport=self.recorder.transport(), **kw)
         self.outcomes[label] = outcome
         return outcome
 
@@ -269,7 +249,7 @@ class Walk:
     def get_one_of_each(self) -> None:
         """KeapClient.get, which the sync itself does not call today."""
         with self.recorder.phase("client.get"):
-            found = self.endpoints()
+            found = self.world.endpoints(self.recorder.transport())
             try:
                 for resource in ONE:
                     record_id = next(iter(found.keap.pages(resource, page_size=1)))[0]["id"]
