@@ -5,10 +5,10 @@ sandboxes, recording each request on the wire (a transport around the client's):
 the first ingest and the incremental ones, the full pass that lists ids, the reverse
 flow's creates (and, their answers lost, the search that finds them again), the
 push's re-read before writing, PATCHes whose update_mask covers every Keap property a
-mapping can write, deletes of counterparts, and the client's single-record GET. Each
-request is then checked with tests/keap_openapi.py (apart from the sandbox's own
-checks), and the walk is asserted to have covered every operation and every mask
-property, so it cannot silently stop covering one.
+mapping can write, deletes of counterparts, and the direct reads that confirm a
+deletion the full pass found. Each request is then checked with tests/keap_openapi.py
+(apart from the sandbox's own checks), and the walk is asserted to have covered every
+operation and every mask property, so it cannot silently stop covering one.
 """
 
 from __future__ import annotations
@@ -239,23 +239,18 @@ class Walk:
             answer = crm.patch(path, json=body)
             assert answer.status_code == 200, (path, answer.text)
 
-    def delete_counterparts(self) -> None:
-        """A linked record of each mapping deleted in Customcrm: the push deletes it in Keap."""
-        for mapping in MAPPINGS:
-            customcrm_id = sorted(self.links(mapping))[-1]
+    def delete_on_both_sides(self) -> None:
+        """A linked record of each mapping deleted in Customcrm (the push deletes it in Keap),
+        and another deleted in Keap (the full pass misses it among the ids and confirms the
+        deletion with a direct read)."""
+        for mapping, resource in KEAP_RESOURCE.items():
+            links = self.links(mapping)
+            customcrm_id = sorted(links)[-1]
             answer = self.world.crm.delete(f"/{mapping}/{customcrm_id}")
             assert answer.status_code == 204, answer.text
-
-    def get_one_of_each(self) -> None:
-        """KeapClient.get, which the sync itself does not call today."""
-        with self.recorder.phase("client.get"):
-            found = self.world.endpoints(self.recorder.transport())
-            try:
-                for resource in ONE:
-                    record_id = next(iter(found.keap.pages(resource, page_size=1)))[0]["id"]
-                    assert found.keap.get(resource, record_id)["id"] == record_id
-            finally:
-                found.close()
+            keap_id = links[sorted(links)[0]]
+            answer = self.world.keap.delete(f"/{resource}/{keap_id}")
+            assert answer.status_code == 204, answer.text
 
     def run(self) -> None:
         reverse = {"create_in_keap": True}
@@ -266,13 +261,12 @@ class Walk:
         self.keap_faults()
         self.edit_every_mapped_field()
         self.sync("found again, patched", variables=reverse)
-        self.delete_counterparts()
+        self.delete_on_both_sides()
         self.sync(
             "deletes, full pass",
             variables={"delete_counterparts": dict.fromkeys(MAPPINGS, True)},
             ingest=IngestOptions(full_pass=True),
         )
-        self.get_one_of_each()
 
 
 @pytest.fixture
@@ -360,5 +354,11 @@ def test_every_request_of_the_keap_client_is_one_keaps_document_allows(
                 r.query.get("fields") == ["id"] and urlsplit(r.url).path.endswith(f"/{spec.path}")
                 for r in lists
             ), f"{spec.path}: no ids-only list (the full pass)"
+    confirmed = {r.operation() for r in sent if r.phase == "ingest" and r.method == "GET"} - {
+        f"GET /{x}" for x in ONE
+    }
+    assert confirmed >= {f"GET /{r}/{{{i}}}" for r, i in ONE.items()}, (
+        "a deletion not confirmed by a direct read"
+    )
     searched = {urlsplit(r.url).path.rsplit("/", 1)[1] for r in lists if r.phase == "search"}
     assert searched == {"companies", "contacts", "products"}, searched
