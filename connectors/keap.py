@@ -60,6 +60,8 @@ INCREMENTAL: dict[str, dict[str, str | None]] = {
 # yes. Opportunities: `fields` only adds optional properties (custom_fields, created_by, ...)
 # to the default ones, so `fields=id,...` is refused (400). Products: no `fields` at all.
 NARROWABLE = frozenset({"contacts", "companies"})
+# ... and a single record's: contacts only (a company's `fields` only adds hidden properties).
+ONE_NARROWABLE = frozenset({"contacts"})
 
 
 def filter_timestamp(value: datetime) -> str:

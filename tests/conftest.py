@@ -3,7 +3,6 @@ stopped by the tests themselves, each on its own fresh data folder."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,17 +12,6 @@ import pytest
 from sandbox.bundle import Sandboxes
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    """`shared/` beside the clone (as on every developer machine and in CI)."""
-    path = Path(os.environ.get("CRMSYNC_SHARED_DIR", REPO.parent / "shared"))
-    if not (path / "keap" / "keap-v2-openapi.yml").is_file():
-        raise FileNotFoundError(
-            f"{path}/keap/keap-v2-openapi.yml not found: the tests validate the Keap sandbox "
-            "against Keap's official OpenAPI document in shared/ (set CRMSYNC_SHARED_DIR)"
-        )
-    return path
 
 
 @pytest.fixture

@@ -6,8 +6,10 @@
 
     targets: field -> {'kind': plain | object_key | array_item | reference, 'property': top-level
     Keap property, 'key': key inside it, 'slot': the array item (EMAIL1, PHONE1, BILLING),
-    'json': how the value is written (text | number | minor_units | boolean | date | close_time)}. -#}
-{% macro keap_changes(mapping, keap_model, keap_id_column, targets) %}
+    'json': how the value is written (text | number | minor_units | boolean | date | close_time)}.
+    create_requires: what Keap's document requires of a create, as groups of properties of
+    which at least one must have a value; a create that lacks one waits, with the reason. -#}
+{% macro keap_changes(mapping, keap_model, keap_id_column, targets, create_requires=[]) %}
     merged as (
         select * from {{ ref('int_' ~ mapping ~ '__merged') }}
     ),
@@ -155,13 +157,21 @@
         select
             keap_id,
             property,
-            -- the whole array: the new item first, every other item as Keap has it
-            to_json(list_concat(
-                case when new_value is null then []::json[] else [new_value] end,
-                list_filter(
-                    coalesce(cast(json_extract(keap_payload, '$.' || property) as json[]), []::json[]),
-                    lambda item: (item ->> '$.field') is distinct from slot
-                )
+            -- the whole array: the new item first, every other item as Keap has it, less what
+            -- Keap answers with but a write may not carry (an email's opt-in status)
+            to_json(list_transform(
+                list_concat(
+                    case when new_value is null then []::json[] else [new_value] end,
+                    list_filter(
+                        coalesce(cast(json_extract(keap_payload, '$.' || property) as json[]), []::json[]),
+                        lambda item: (item ->> '$.field') is distinct from slot
+                    )
+                ),
+                lambda item: case
+                    when property = 'email_addresses'
+                        then json_merge_patch(item, '{"is_opt_in": null, "email_opt_status": null}')
+                    else item
+                end
             ))
         from nested_values
         where kind = 'array_item'
@@ -188,21 +198,36 @@
         group by keap_id
     ),
 
-    upserts as (
+    checked as (
         select
-            '{{ mapping }}' as mapping,
-            case when per_pair.is_create then 'create' else 'update' end as op,
-            case when not per_pair.is_create then per_pair.keap_id end as keap_id,
-            per_pair.customcrm_id,
-            case when not per_pair.is_create then bodies.update_mask end as update_mask,
+            per_pair.*,
             bodies.payload,
-            list_sort(per_pair.fields) as fields,
-            case when per_pair.waiting_reason is null then 'ready' else 'waiting' end as status,
-            per_pair.waiting_reason,
-            per_pair.keap_updated_at
+            bodies.update_mask,
+            case when per_pair.is_create then concat_ws('; ',
+                {%- for group in create_requires %}
+                case when {% for property in group %}coalesce(cast(json_extract(bodies.payload, '$.{{ property }}') as varchar), 'null') in ('null', '[]', '""'){{ " and " if not loop.last }}{% endfor %}
+                    then 'Keap needs {{ group | join(" or ") }} to create it: set it in Customcrm' end,
+                {%- endfor %}
+                null
+            ) end as missing_reason
         from per_pair
         inner join bodies
             on bodies.keap_id = per_pair.keap_id
+    ),
+
+    upserts as (
+        select
+            '{{ mapping }}' as mapping,
+            case when is_create then 'create' else 'update' end as op,
+            case when not is_create then keap_id end as keap_id,
+            customcrm_id,
+            case when not is_create then update_mask end as update_mask,
+            payload,
+            list_sort(fields) as fields,
+            case when waiting_reason is null and nullif(missing_reason, '') is null then 'ready' else 'waiting' end as status,
+            nullif(concat_ws('; ', waiting_reason, nullif(missing_reason, '')), '') as waiting_reason,
+            keap_updated_at
+        from checked
     ),
 
     {%- if var('delete_counterparts')[mapping] %}

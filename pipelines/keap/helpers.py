@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from connectors.errors import NotFound
-from connectors.keap import NARROWABLE, KeapClient, WalkPage
+from connectors.keap import NARROWABLE, ONE_NARROWABLE, KeapClient, WalkPage
 from pipelines.common import Cursor
 from pipelines.keap.settings import CONFIRM_PER_RUN, KeapResource
 
@@ -32,7 +32,7 @@ def confirm_deleted(client: KeapClient, resource: KeapResource, candidates: list
     """The candidates Keap confirms deleted: a direct read answers 404. A record that
     answers is live (it was missed, not deleted). At most CONFIRM_PER_RUN a run; the rest
     stay candidates for the next full pass."""
-    fields = ["id"] if resource.path in NARROWABLE else None
+    fields = ["id"] if resource.path in ONE_NARROWABLE else None
     gone = []
     for record_id in candidates[:CONFIRM_PER_RUN]:
         try:

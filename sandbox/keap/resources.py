@@ -334,6 +334,11 @@ def render(
     out = dict(doc)
     if resource == "contacts":
         out["create_time"], out["update_time"] = keap_z(create_us), keap_z(update_us)
+        # Keap answers each email with its opt-in status, which a write may not carry back
+        out["email_addresses"] = [
+            {**item, "is_opt_in": False, "email_opt_status": "UNENGAGED_MARKETABLE"}
+            for item in out.get("email_addresses") or []
+        ]
         company = out.get("company")
         if company:
             found = lookup("companies", company["id"])

@@ -13,6 +13,6 @@ with
     'city': {'kind': 'object_key', 'property': 'address', 'key': 'locality', 'json': 'text'},
     'zip_code': {'kind': 'object_key', 'property': 'address', 'key': 'zip', 'json': 'text'},
     'country': {'kind': 'object_key', 'property': 'address', 'key': 'country_code', 'json': 'country'},
-}) }}
+}, create_requires=[['company_name']]) }}
 
 select * from final

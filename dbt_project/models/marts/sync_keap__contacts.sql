@@ -14,6 +14,6 @@ with
     'zip_code': {'kind': 'array_item', 'property': 'addresses', 'slot': 'BILLING', 'key': 'zip', 'json': 'text'},
     'country': {'kind': 'array_item', 'property': 'addresses', 'slot': 'BILLING', 'key': 'country_code', 'json': 'country'},
     'birth_date': {'kind': 'plain', 'property': 'birth_date', 'json': 'text'},
-}) }}
+}, create_requires=[['email_addresses', 'phone_numbers', 'addresses']]) }}
 
 select * from final

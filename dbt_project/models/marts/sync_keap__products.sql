@@ -8,6 +8,6 @@ with
     'short_description': {'kind': 'plain', 'property': 'short_description', 'json': 'text'},
     'price': {'kind': 'plain', 'property': 'price', 'json': 'minor_units'},
     'active': {'kind': 'plain', 'property': 'active', 'json': 'boolean'},
-}) }}
+}, create_requires=[['name'], ['price'], ['short_description']]) }}
 
 select * from final
