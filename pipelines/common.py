@@ -23,7 +23,8 @@ from connectors.http import parse_time
 RAW_COLUMNS: dict[str, Any] = {
     "id": {"data_type": "text", "nullable": False, "primary_key": True},
     "updated_at": {"data_type": "text", "nullable": True},
-    "_cursor": {"data_type": "timestamp", "nullable": True, "timezone": True},
+    # a record read twice in one load (read, edited, read again) keeps its latest version
+    "_cursor": {"data_type": "timestamp", "nullable": True, "timezone": True, "dedup_sort": "desc"},
     # the record as sent, as JSON text: a JSON-typed column would go through DuckDB's
     # JSON reader, which unifies keys across rows and adds nulls the API never sent
     "payload": {"data_type": "text", "nullable": False},

@@ -154,9 +154,22 @@ class CustomcrmSandbox:
             ),
             server_error=lambda: (problem_body(500, "Internal error"), "application/problem+json"),
             throttled=lambda: (problem_body(429, "Rate limit exceeded"), "application/problem+json"),
+            configure_app=self.configure,
             extra_admin=self.admin,
         )
         self.asgi = self.gateway
+
+    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """`stamp_lag_ms`: writes stamped that long before they are visible (a server that
+        stamps UpdatedAt when a transaction begins, not when it commits)."""
+        for key, value in settings.items():
+            if key == "stamp_lag_ms":
+                if not isinstance(value, int | float) or value < 0:
+                    raise ValueError("stamp_lag_ms: a number of milliseconds, 0 or more")
+                self.store.stamp_lag_us = int(value * 1000)
+            else:
+                raise ValueError(f"unknown customcrm sandbox setting: {key}")
+        return {"stamp_lag_ms": self.store.stamp_lag_us / 1000}
 
     # --- the contract document ----------------------------------------------------
     @cached_property

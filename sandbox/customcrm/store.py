@@ -68,6 +68,7 @@ class CustomcrmStore:
         self.db.executescript(_SCHEMA)
         self.lock = threading.RLock()
         self.clock = MonotonicClock()
+        self.stamp_lag_us = 0
         latest = self.db.execute("select max(updated_us) from records").fetchone()[0]
         if latest:  # UpdatedAt never goes back, even across restarts
             self.clock._last = max(self.clock._last, int(latest))
@@ -140,11 +141,16 @@ class CustomcrmStore:
             [(resource, system, value, record_id) for system, value in refs.items()],
         )
 
+    def stamp_now(self) -> int:
+        """When a write is stamped: now, or (`stamp_lag_us`, a sandbox setting) when its
+        transaction began, so that it becomes visible after lists already read past it."""
+        return self.clock.now_us() - self.stamp_lag_us
+
     def insert(
         self, resource: str, doc: dict[str, Any], record_id: str | None = None, at_us: int | None = None
     ) -> Row:
         with self.lock:
-            now = at_us or self.clock.now_us()
+            now = at_us or self.stamp_now()
             record_id = record_id or self.new_id(resource, now)
             self.db.execute(
                 "insert into records values (?, ?, ?, ?, 1, null, ?, ?)",
@@ -184,7 +190,7 @@ class CustomcrmStore:
 
     def update(self, resource: str, row: Row, doc: dict[str, Any]) -> Row:
         with self.lock:
-            now = self.clock.now_us()
+            now = self.stamp_now()
             self.db.execute(
                 "update records set doc = ?, unique_key = ?, updated_us = ?, version = version + 1 "
                 "where resource = ? and id = ?",
@@ -195,7 +201,7 @@ class CustomcrmStore:
 
     def soft_delete(self, resource: str, row: Row) -> None:
         with self.lock:
-            now = self.clock.now_us()
+            now = self.stamp_now()
             self.db.execute(
                 "update records set deleted_us = ?, updated_us = ?, version = version + 1 "
                 "where resource = ? and id = ?",

@@ -32,6 +32,7 @@ from starlette.types import Scope
 
 from sandbox.keap.limits import KeapLimiter
 from sandbox.keap.resources import MESSAGE_HINTS, SPECS, FilterSql, KeapValidationError, render
+from sandbox.keap.restless import Restless
 from sandbox.keap.spec import operation as spec_operation
 from sandbox.keap.store import RESOURCES, KeapStore
 from sandbox.keap.strict import Clause, Query, body_properties, check_body, check_query
@@ -90,6 +91,7 @@ class KeapSandbox:
         self.store = KeapStore(Path(data_dir) / "keap.sqlite3")
         self.credentials = credentials or KeapCredentials()
         self.page_token_style = "opaque"  # or "url": Keap once sent whole URLs as tokens
+        self.restless = Restless()  # paging by position or key, an account that moves while read
         self.access_ttl_s = ACCESS_TTL_S
         routes = [Route("/token", self.token, methods=["POST"])]
         routes.append(Route(f"{API_PREFIX}/opportunities/stages", self.list_stages, methods=["GET"]))
@@ -142,9 +144,13 @@ class KeapSandbox:
                 self.page_token_style = value
             elif key == "access_ttl_s":
                 self.access_ttl_s = int(value)
-            else:
+            elif not self.restless.configure(key, value):
                 raise ValueError(f"unknown keap sandbox setting: {key}")
-        return {"page_token_style": self.page_token_style, "access_ttl_s": self.access_ttl_s}
+        return {
+            "page_token_style": self.page_token_style,
+            "access_ttl_s": self.access_ttl_s,
+            **self.restless.describe(),
+        }
 
     def admin(self, method: str, path: str, body: dict[str, Any]) -> Any:
         if path == "/_sandbox/oauth/issue" and method == "POST":
@@ -153,6 +159,15 @@ class KeapSandbox:
             return {"expired": self.store.expire_access_tokens()}
         if path == "/_sandbox/counts" and method == "GET":
             return {r: self.store.count(r) for r in RESOURCES}
+        if path == "/_sandbox/restless" and method == "GET":
+            return self.restless.done
+        if path == "/_sandbox/stamp" and method == "POST":
+            at = self.store.clock.now_us() + int(float(body["offset_s"]) * 10**6)
+            if body.get("resource") not in RESOURCES or not self.store.stamp(
+                body["resource"], str(body["id"]), at
+            ):
+                raise ValueError(f"no {body.get('resource')} {body.get('id')}")
+            return {"resource": body["resource"], "id": str(body["id"]), "update_time": keap_z(at)}
         raise LookupError(path)
 
     async def _on_error(self, request: Request, exc: Exception) -> Response:
@@ -261,24 +276,41 @@ class KeapSandbox:
         if request.method == "POST":
             return await self.create(request, resource)
         query = self._query(request, "GET", f"/{resource}", resource)
-        page_size, offset, fingerprint = self._paging(request, resource, query)
+        page_size, position, fingerprint = self._paging(request, resource, query)
+        page_size = self.restless.page_size(page_size)
         where = [self._clause(resource, clause) for clause in query.filters]
         order = self._order(resource, query.order)
+        column, direction = order.split(",")[0].split()
+        offset = 0
+        if isinstance(position, list):  # by key: after the last row served, whatever moved since
+            where.append((f"({column}, id) {'>' if direction == 'asc' else '<'} (?, ?)", position))
+        else:  # by position: an offset into the list as it is now
+            offset = position
         wanted = _wanted(query)
         rows = self.store.query(resource, where, order, offset, page_size + 1)
         more = len(rows) > page_size
+        served = [doc for doc, _, _ in rows[:page_size]]
         items = [
             render(resource, doc, c, u, self._lookup, self.store.stage, wanted, listing=True)
             for doc, c, u in rows[:page_size]
         ]
         body: dict[str, Any] = {resource: items}
         if more:
-            body["next_page_token"] = self._token(request, offset + page_size, fingerprint)
+            if self.restless.paging == "key":
+                last = str(served[-1]["id"])
+                resume: int | list[Any] = [self.store.sort_value(resource, last, column), int(last)]
+            else:
+                resume = offset + page_size
+            body["next_page_token"] = self._token(request, resume, fingerprint)
         elif resource in ("contacts", "companies"):
             body["next_page_token"] = ""  # an empty token ends these lists; others omit it
+        spoiled = self.restless.spoil(resource, body, str(request.url))
+        self.restless.after_page(self.store, resource, served)
+        if spoiled is not None:
+            return Response(spoiled, media_type="application/json")
         return JSONResponse(body)
 
-    def _paging(self, request: Request, resource: str, query: Query) -> tuple[int, int, str]:
+    def _paging(self, request: Request, resource: str, query: Query) -> tuple[int, Any, str]:
         page_size = query.get("page_size") or DEFAULT_PAGE_SIZE  # 0 or absent: the default
         params = request.query_params
         fingerprint = _digest(
@@ -289,15 +321,17 @@ class KeapSandbox:
         if token:
             try:
                 state = json.loads(base64.urlsafe_b64decode(token.encode() + b"==="))
-                offset = int(state["o"])
+                offset = state["k"] if "k" in state else int(state["o"])
                 if state["f"] != fingerprint:
                     raise ValueError("fingerprint")
             except (ValueError, KeyError, TypeError, binascii.Error):
                 raise KeapError(400, "Invalid page_token", [_detail("page_token", resource)]) from None
         return page_size, offset, fingerprint
 
-    def _token(self, request: Request, offset: int, fingerprint: str) -> str:
-        token = base64.urlsafe_b64encode(json.dumps({"o": offset, "f": fingerprint}).encode())
+    def _token(self, request: Request, resume: int | list[Any], fingerprint: str) -> str:
+        """An opaque token: an offset, or (paging by key) the last row's sort key and id."""
+        state: dict[str, Any] = {"k": resume} if isinstance(resume, list) else {"o": resume}
+        token = base64.urlsafe_b64encode(json.dumps({**state, "f": fingerprint}).encode())
         text = token.decode().rstrip("=")
         if self.page_token_style == "url":
             query = {k: v for k, v in request.query_params.items() if k != "page_token"}

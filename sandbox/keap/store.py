@@ -179,6 +179,22 @@ class KeapStore:
         rows = self.db.execute(sql, [*params, limit, offset]).fetchall()
         return [(json.loads(doc), c, u) for doc, c, u in rows]
 
+    def sort_value(self, resource: str, record_id: str, column: str) -> Any:
+        """A record's value of a sort column (a key-paged token resumes after it)."""
+        row = self.db.execute(
+            f"select {column} from records where resource = ? and id = ?", (resource, int(record_id))
+        ).fetchone()
+        return row[0] if row else None
+
+    def stamp(self, resource: str, record_id: str, update_us: int) -> bool:
+        """Set a record's update time as it is (a bad clock: the sandbox's admin only)."""
+        with self.lock:
+            cur = self.db.execute(
+                "update records set update_us = ? where resource = ? and id = ?",
+                (update_us, resource, int(record_id)),
+            )
+        return cur.rowcount > 0
+
     def count(self, resource: str) -> int:
         return int(
             self.db.execute("select count(*) from records where resource = ?", (resource,)).fetchone()[0]

@@ -168,7 +168,10 @@ def test_nested_arrays_reach_duckdb_intact(ingest: Ingest) -> None:
     payload = json.loads(
         ingest.sql(f"select payload from raw_keap.contacts where id = '{with_second_email['id']}'")[0][0]
     )
-    assert payload["email_addresses"] == with_second_email["email_addresses"]
+    assert payload["email_addresses"] == [  # as Keap answers: each email with its opt-in status
+        {**email, "is_opt_in": False, "email_opt_status": "UNENGAGED_MARKETABLE"}
+        for email in with_second_email["email_addresses"]
+    ]
     assert payload.get("addresses") == with_second_email.get("addresses")
     company = ingest.sql(
         "select payload from raw_keap.companies where payload->>'$.address.line1' is not null limit 1"

@@ -145,7 +145,14 @@ def test_patch_replaces_whole_arrays_and_update_mask_limits_the_change(keap: htt
         json={"email_addresses": [{"email": "new@x.example", "field": "EMAIL1"}], "job_title": "ignored"},
     )
     after = answer.json()
-    assert after["email_addresses"] == [{"email": "new@x.example", "field": "EMAIL1"}]
+    assert after["email_addresses"] == [  # Keap answers each email with its opt-in status
+        {
+            "email": "new@x.example",
+            "field": "EMAIL1",
+            "is_opt_in": False,
+            "email_opt_status": "UNENGAGED_MARKETABLE",
+        }
+    ]
     assert after["job_title"] == "Buyer"  # not in update_mask: unchanged
     assert len(after["phone_numbers"]) == 2
     # a masked property absent from the body is cleared
