@@ -122,7 +122,7 @@ class CustomcrmClient(ApiClient):
             query = {**query, "cursor": cursor}
 
     def get(self, resource: str, record_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/{resource}/{record_id}", record_id=record_id).json()  # type: ignore[no-any-return]
+        return self.parse(self.request("GET", f"/{resource}/{record_id}", record_id=record_id))  # type: ignore[no-any-return]
 
     def create(
         self,
@@ -132,14 +132,16 @@ class CustomcrmClient(ApiClient):
         record_id: str | None = None,
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self.request(  # type: ignore[no-any-return]
-            "POST",
-            f"/{resource}",
-            json=data,
-            headers=headers,
-            idempotent=idempotency_key is not None,
-            record_id=record_id,
-        ).json()
+        return self.parse(  # type: ignore[no-any-return]
+            self.request(
+                "POST",
+                f"/{resource}",
+                json=data,
+                headers=headers,
+                idempotent=idempotency_key is not None,
+                record_id=record_id,
+            )
+        )
 
     def update(
         self, resource: str, record_id: str, patch: dict[str, Any], if_match: str | None = None
@@ -147,13 +149,11 @@ class CustomcrmClient(ApiClient):
         headers = {"Content-Type": "application/merge-patch+json"}
         if if_match:
             headers["If-Match"] = if_match
-        return self.request(
-            "PATCH",
-            f"/{resource}/{record_id}",
-            json=patch,
-            headers=headers,  # type: ignore[no-any-return]
-            record_id=record_id,
-        ).json()
+        return self.parse(  # type: ignore[no-any-return]
+            self.request(
+                "PATCH", f"/{resource}/{record_id}", json=patch, headers=headers, record_id=record_id
+            )
+        )
 
     def delete(self, resource: str, record_id: str, if_match: str | None = None) -> None:
         headers = {"If-Match": if_match} if if_match else None

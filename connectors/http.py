@@ -24,6 +24,7 @@ import httpx
 
 from connectors.errors import (
     ApiError,
+    ProtocolError,
     QuotaExhausted,
     RateLimited,
     RetryableError,
@@ -226,6 +227,21 @@ class ApiClient:
                 self.stats.retries += 1
                 self.stats.slept_s += pause
             self.sleep(pause)
+
+    def parse(self, response: httpx.Response) -> Any:
+        """The answer's JSON, or a ProtocolError that says what came instead (a proxy's HTML
+        page, a truncated body)."""
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise ProtocolError(
+                f"answered {response.status_code} with something that is not JSON ({kind}): "
+                f"{response.text[:80]!r}",
+                system=self.system,
+                method=response.request.method,
+                url=safe_url(response.request.url),
+            ) from None
 
     def _count(self, endpoint: str, waited: float) -> None:
         with self._stats_lock:

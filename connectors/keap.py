@@ -477,7 +477,7 @@ class KeapClient(ApiClient):
 
     def get(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         params = {"fields": ",".join(fields)} if fields else None
-        return self.request("GET", f"/{resource}/{record_id}", params=params, record_id=record_id).json()  # type: ignore[no-any-return]
+        return self.parse(self.request("GET", f"/{resource}/{record_id}", params=params, record_id=record_id))  # type: ignore[no-any-return]
 
     def create(
         self,
@@ -487,18 +487,20 @@ class KeapClient(ApiClient):
         record_id: str | None = None,
     ) -> dict[str, Any]:
         """POST is not idempotent in Keap: a failure without an answer is not retried here."""
-        return self.request("POST", f"/{resource}", json=body, params=params, record_id=record_id).json()  # type: ignore[no-any-return]
+        return self.parse(self.request("POST", f"/{resource}", json=body, params=params, record_id=record_id))  # type: ignore[no-any-return]
 
     def update(
         self, resource: str, record_id: str, body: dict[str, Any], update_mask: list[str]
     ) -> dict[str, Any]:
-        return self.request(  # type: ignore[no-any-return]
-            "PATCH",
-            f"/{resource}/{record_id}",
-            params={"update_mask": ",".join(update_mask)},
-            json=body,
-            record_id=record_id,
-        ).json()
+        return self.parse(  # type: ignore[no-any-return]
+            self.request(
+                "PATCH",
+                f"/{resource}/{record_id}",
+                params={"update_mask": ",".join(update_mask)},
+                json=body,
+                record_id=record_id,
+            )
+        )
 
     def delete(self, resource: str, record_id: str) -> None:
         self.request("DELETE", f"/{resource}/{record_id}", record_id=record_id)

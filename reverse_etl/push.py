@@ -76,6 +76,8 @@ class PushResult:
     # mapping -> why its push stopped part-way or did not start (a refused read or write of
     # one resource); the other mappings went on
     errors: dict[str, str] = field(default_factory=dict)
+    # mapping -> the first reason a write of it failed (5xx, 429 past the retries, no answer)
+    failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def wrote(self) -> bool:
@@ -94,6 +96,7 @@ class PushResult:
             "mappings": {m: asdict(s) for m, s in self.mappings.items()},
             "rejections": self.rejections,
             "errors": self.errors,
+            "failures": self.failures,
         }
 
 
@@ -104,6 +107,7 @@ def merge_results(first: PushResult, later: PushResult) -> PushResult:
         rejections=first.rejections + later.rejections,
         creates=first.creates + later.creates,
         errors={**first.errors, **later.errors},
+        failures={**later.failures, **first.failures},
     )
     for mapping in MAPPINGS:
         a, b = asdict(first.mappings[mapping]), asdict(later.mappings[mapping])
@@ -523,8 +527,8 @@ class Pusher:
                 )
 
     # --- helpers ------------------------------------------------------------------------------------
-    @staticmethod
     def _outcome(
+        self,
         mapping: str,
         target: str,
         row: dict[str, Any],
@@ -533,6 +537,8 @@ class Pusher:
         answer: str | None,
         customcrm_id: str | None = None,
     ) -> Outcome:
+        if status == "failed":
+            self.result.failures.setdefault(mapping, f"{target}: {answer}")
         return Outcome(
             mapping=mapping,
             target=target,

@@ -240,7 +240,17 @@ def new_run_id() -> str:
 
 
 def start_run(db_path: Path | str, run_id: str) -> None:
+    """Open the run's row. Rows still `running` belong to runs that ended without closing
+    them (killed, or the file was locked by another program as they ended): one crmsync at
+    a time holds the state file (crmsync.lock), so none of them is still going."""
+    import json
+
     with connect(db_path) as con:
+        con.execute(
+            f"""update {SCHEMA}.runs set status = 'failed', finished_at = now(), summary = ?
+                where status = 'running'""",
+            [json.dumps({"error": "the run ended without closing its row (killed, or the file was locked)"})],
+        )
         con.execute(
             f"insert into {SCHEMA}.runs (run_id, started_at, status) values (?, now(), 'running')", [run_id]
         )
