@@ -178,6 +178,7 @@ class ApiClient:
         *,
         params: Any = None,
         json: Any = None,
+        content: bytes | None = None,
         headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
         record_id: str | None = None,
@@ -195,7 +196,9 @@ class ApiClient:
             waited = self.pacer.before()
             self._count(endpoint, waited)
             try:
-                response = self.http.request(method, path, params=params, json=json, headers=headers)
+                response = self.http.request(
+                    method, path, params=params, json=json, content=content, headers=headers
+                )
             except httpx.TransportError as exc:
                 error: ApiError = TransportFailure(
                     f"no complete answer ({type(exc).__name__})",

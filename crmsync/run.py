@@ -203,6 +203,7 @@ def run_sync(
     run_id = new_run_id()
     started = False
     result = PushResult()
+    pushing: Pusher | None = None
     reports: list[ExtractReport] = []
     rounds = 0
     seconds: dict[str, float] = {}
@@ -244,8 +245,10 @@ def run_sync(
         while rounds < MAX_ROUNDS:
             rounds += 1
             pusher = Pusher(db_path, run_id, found.keap, found.customcrm, push_progress, blocked=blocked)
+            pushing = pusher
             with phase("push"):
                 round_result = pusher.run()
+            pushing = None
             result = merge_results(result, round_result) if rounds > 1 else round_result
             wrote = wrote or round_result.wrote
             if round_result.waiting == 0 or round_result.creates == 0:
@@ -270,6 +273,8 @@ def run_sync(
             _close(db_path, run_id, "failed", {"push": result.as_dict(), "error": "interrupted"})
         raise
     except Exception as exc:  # one line for the user, the run closed as failed; --debug: the traceback
+        if pushing is not None:  # what the stopped round wrote before the failure
+            result = merge_results(result, pushing.result) if rounds > 1 else pushing.result
         outcome = SyncOutcome(run_id, rounds, reports, result, "failed", failure_line(exc, db_path),
                               seconds=seconds, exception=exc)  # fmt: skip
         if started:

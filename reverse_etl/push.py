@@ -18,16 +18,18 @@ Per mapping, parents before children (customers, contacts, orders, products):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from connectors.customcrm import BATCH_LIMIT, CustomcrmClient
+from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError, FatalError, RecordRejected, RetryableError
 from connectors.http import parse_time
 from connectors.keap import INCREMENTAL, NARROWABLE, KeapClient
@@ -127,6 +129,23 @@ def _rows(db_path: Path, sql: str, params: Iterable[Any] = ()) -> list[dict[str,
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _same_value(current: Any, wanted: Any) -> bool:
+    """A value read back against the value written: merge-patch objects (ExternalRefs) by
+    their keys, decimal strings by their value."""
+    if isinstance(wanted, dict):
+        return isinstance(current, dict) and all(_same_value(current.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, str) and isinstance(current, str) and wanted != current:
+        try:
+            return Decimal(wanted) == Decimal(current)
+        except InvalidOperation:
+            return False
+    return bool(current == wanted)
 
 
 class RecordBehind:
@@ -304,21 +323,12 @@ class Pusher:
         record: RecordBehind,
     ) -> None:
         summary = self.result.mappings[mapping]
-        for start in range(0, len(ready), BATCH_LIMIT):
-            batch = ready[start : start + BATCH_LIMIT]
-            operations = []
-            for row in batch:
-                operation: dict[str, Any] = {"op": row["op"]}
-                if row["op"] == "create":
-                    operation["idempotency_key"] = row["idempotency_key"]
-                else:
-                    operation["id"] = row["customcrm_id"]
-                    operation["if_match"] = row["if_match"]
-                if row["op"] != "delete":
-                    operation["data"] = _json(row["payload"])
-                operations.append(operation)
+        operations = [self._customcrm_operation(row) for row in ready]
+        sent = 0
+        for indexes in self.customcrm.plan_batches(operations):  # <= 100 operations and <= 1 MiB each
+            batch = [ready[i] for i in indexes]
             try:
-                results = self.customcrm.batch(mapping, operations)
+                results = self.customcrm.batch(mapping, [operations[i] for i in indexes])
             except FatalError:
                 raise
             except ApiError as exc:  # the whole call failed: every row is tried again next run
@@ -329,26 +339,49 @@ class Pusher:
                 record(outcomes, [])
                 continue
             outcomes, bases = [], []
-            for row, result in zip(batch, results, strict=True):
-                outcome, pair_bases = self._customcrm_result(mapping, row, result, decisions)
+            for index, row, result in zip(indexes, batch, results, strict=True):
+                outcome, pair_bases = self._customcrm_result(
+                    mapping, row, operations[index], result, decisions
+                )
                 outcomes.append(outcome)
                 bases += pair_bases
             record(outcomes, bases)
+            sent += len(batch)
             if self.progress:
-                self.progress(mapping, "customcrm", min(start + BATCH_LIMIT, len(ready)), len(ready))
+                self.progress(mapping, "customcrm", sent, len(ready))
+
+    @staticmethod
+    def _customcrm_operation(row: dict[str, Any]) -> dict[str, Any]:
+        operation: dict[str, Any] = {"op": row["op"]}
+        if row["op"] != "delete":
+            operation["data"] = _json(row["payload"])
+        if row["op"] == "create":
+            # the key names the record and the body: the same create is replayed, never made twice,
+            # and a create whose body changed since an earlier attempt is a new request, not a 422
+            operation["idempotency_key"] = f"{row['idempotency_key']}:{_digest(operation['data'])}"
+        else:
+            operation["id"] = row["customcrm_id"]
+            operation["if_match"] = row["if_match"]
+        return operation
 
     def _customcrm_result(
         self,
         mapping: str,
         row: dict[str, Any],
+        operation: dict[str, Any],
         result: dict[str, Any],
         decisions: dict[str, list[dict[str, Any]]],
     ) -> tuple[Outcome, list[Any]]:
         summary = self.result.mappings[mapping]
         status = int(result.get("status", 0))
+        error = result.get("error") or {}
+        reason = error.get("detail") or error.get("title") or f"status {status}"
+        already = self._already_applied(mapping, row, operation, status)
+        if already is not None:  # our own earlier attempt (a batch resent after a lost answer)
+            status, reason = 200 if row["op"] == "update" else 204, already
         if 200 <= status < 300:
             customcrm_id = row["customcrm_id"] or (result.get("data") or {}).get("Id")
-            outcome = self._outcome(mapping, "customcrm", row, "ok", status, None, customcrm_id)
+            outcome = self._outcome(mapping, "customcrm", row, "ok", status, already, customcrm_id)
             if row["op"] == "create":
                 outcome.link_rule = "created_in_customcrm"
                 summary.created += 1
@@ -360,8 +393,6 @@ class Pusher:
                 summary.updated += 1
             targets = {"customcrm", "none"} if row["op"] == "create" else {"customcrm"}
             return outcome, self._bases(mapping, row["keap_id"], decisions.get(row["keap_id"], []), targets)
-        error = result.get("error") or {}
-        reason = error.get("detail") or error.get("title") or f"status {status}"
         if status == 412:
             summary.stale += 1
             return self._outcome(mapping, "customcrm", row, "stale", status, reason), []
@@ -373,6 +404,28 @@ class Pusher:
         outcome.field_errors = error.get("errors") or []
         self._note_rejection(outcome)
         return outcome, []
+
+    def _already_applied(
+        self, mapping: str, row: dict[str, Any], operation: dict[str, Any], status: int
+    ) -> str | None:
+        """Was this write applied already, by this sync's own earlier attempt? A batch resent
+        after its answer was lost finds its updates applied (412: the version moved) and its
+        deletes done (404). An update counts as done when the record holds every value it
+        carries (read once, on 412 only); a delete, when the record is gone. Returns why."""
+        if row["op"] == "delete" and status == 404:
+            return "already deleted"
+        if row["op"] != "update" or status != 412:
+            return None
+        try:
+            current = self.customcrm.get(mapping, row["customcrm_id"])
+        except FatalError:
+            raise
+        except ApiError:
+            return None
+        data = operation.get("data") or {}
+        if all(_same_value(current.get(key), value) for key, value in data.items()):
+            return "already applied (412: the record holds every value this write carries)"
+        return None
 
     # --- 3. Keap ----------------------------------------------------------------------------------
     def _push_keap(self, mapping: str, decisions: dict[str, list[dict[str, Any]]]) -> None:
