@@ -149,6 +149,7 @@ class ApiClient:
         self.rng = random.Random(seed)
         self.stats = RequestStats()
         self._stats_lock = threading.Lock()
+        self._local = threading.local()  # per thread: when its last request went out
         self.deadline: float | None = None  # time.monotonic() past which no request is sent
 
     def _check_deadline(self, method: str, path: str, record_id: str | None) -> None:
@@ -195,6 +196,7 @@ class ApiClient:
                 raise spent
             waited = self.pacer.before()
             self._count(endpoint, waited)
+            self._local.sent_at = time.monotonic()
             try:
                 response = self.http.request(
                     method, path, params=params, json=json, content=content, headers=headers
@@ -230,6 +232,10 @@ class ApiClient:
                 self.stats.retries += 1
                 self.stats.slept_s += pause
             self.sleep(pause)
+
+    def sent_at(self) -> float | None:
+        """time.monotonic() when this thread's last request went out (after pacing)."""
+        return getattr(self._local, "sent_at", None)
 
     def parse(self, response: httpx.Response) -> Any:
         """The answer's JSON, or a ProtocolError that says what came instead (a proxy's HTML

@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError, FatalError, RecordRejected, RetryableError
-from connectors.http import parse_time
-from connectors.keap import INCREMENTAL, NARROWABLE, KeapClient
+from connectors.keap import KeapClient
+from reverse_etl.keap_watch import CHUNK_FIRST, KeapWatch, ReadToWrite, next_chunk_size
 from reverse_etl.state import Outcome, Recorder, connect
 
 MAPPINGS = ("customers", "contacts", "orders", "products")
@@ -80,6 +81,8 @@ class PushResult:
     errors: dict[str, str] = field(default_factory=dict)
     # mapping -> the first reason a write of it failed (5xx, 429 past the retries, no answer)
     failures: dict[str, str] = field(default_factory=dict)
+    # how long after the re-read that cleared it each Keap write was answered
+    keap_read_to_write: ReadToWrite = field(default_factory=ReadToWrite)
 
     @property
     def wrote(self) -> bool:
@@ -99,6 +102,7 @@ class PushResult:
             "rejections": self.rejections,
             "errors": self.errors,
             "failures": self.failures,
+            "keap_read_to_write": self.keap_read_to_write.as_dict(),
         }
 
 
@@ -110,6 +114,7 @@ def merge_results(first: PushResult, later: PushResult) -> PushResult:
         creates=first.creates + later.creates,
         errors={**first.errors, **later.errors},
         failures={**later.failures, **first.failures},
+        keap_read_to_write=first.keap_read_to_write.merge(later.keap_read_to_write),
     )
     for mapping in MAPPINGS:
         a, b = asdict(first.mappings[mapping]), asdict(later.mappings[mapping])
@@ -444,71 +449,74 @@ class Pusher:
         summary.waiting += len(rows) - len(ready)
         if not ready:
             return
-        changed = self._changed_in_keap_since_extract(resource) if any(r["keap_id"] for r in ready) else {}
-        to_write = []
-        held = []
-        for row in ready:
-            newer = changed.get(row["keap_id"] or "")
-            if (
-                row["keap_id"]
-                and newer is not None
-                and (row["keap_updated_at"] is None or newer > row["keap_updated_at"])
-            ):
-                held.append(
-                    self._outcome(
-                        mapping,
-                        "keap",
-                        row,
-                        "held_back",
-                        None,
-                        "edited in Keap since the extract: merged on the next run",
-                    )
-                )
-            else:
-                to_write.append(row)
-        summary.held_back += len(held)
-        self.recorder.record(held, [])
-        with ThreadPoolExecutor(max_workers=KEAP_CONCURRENCY) as pool:
-            for start in range(0, len(to_write), 50):
-                chunk = to_write[start : start + 50]
-                results = list(pool.map(lambda row: self._keap_write(mapping, resource, row), chunk))
-                outcomes, bases = [], []
-                for row, outcome in zip(chunk, results, strict=True):
-                    outcomes.append(outcome)
-                    if outcome.status == "ok" and row["op"] != "delete":
-                        key = outcome.keap_id or ""
-                        pair = decisions.get(row["keap_id"] or "new:" + row["customcrm_id"], [])
-                        bases += self._bases(
-                            mapping, key, pair, {"keap", "none"} if row["op"] == "create" else {"keap"}
-                        )
-                self.recorder.record(outcomes, bases)
-                if self.progress:
-                    self.progress(mapping, "keap", min(start + 50, len(to_write)), len(to_write))
-
-    def _changed_in_keap_since_extract(self, resource: str) -> dict[str, datetime]:
-        """Records Keap changed after the extract read them: one incremental list, narrowed to
-        the id and the update time where Keap lets a list be narrowed (whole records elsewhere)."""
         latest = _rows(self.db_path, f"select max(_cursor) as latest from raw_keap.{resource}")[0]["latest"]
-        stamp = INCREMENTAL[resource]["stamp"] or "update_time"
-        fields = ["id", stamp] if resource in NARROWABLE else None
-        changed: dict[str, datetime] = {}
-        for items, _ in self.keap.changed_since(resource, latest, fields=fields):
-            for item in items:
-                when = parse_time(item.get(stamp))
-                if item.get("id") and when is not None:
-                    changed[str(item["id"])] = when
-        return changed
+        watch = KeapWatch(self.keap, resource, latest, self.result.keap_read_to_write)
+        pending, size, done = list(ready), CHUNK_FIRST, 0
+        with ThreadPoolExecutor(max_workers=KEAP_CONCURRENCY) as pool:
+            while pending:
+                chunk, pending = pending[:size], pending[size:]
+                # re-read what Keap changed since the last re-read (the first: since the extract),
+                # just before the writes it clears; creates have nothing to overwrite
+                checked = any(row["keap_id"] for row in chunk)
+                if checked:
+                    watch.reread(expected=size)
+                held = [row for row in chunk if watch.edited(row)]
+                to_write = [row for row in chunk if not watch.edited(row)]
+                self._hold_back(mapping, held)
+                started = time.monotonic()
+                write = partial(self._keap_write, mapping, resource, watch=watch, checked=checked)
+                results = list(pool.map(write, to_write))
+                deferred = [row for row, outcome in zip(to_write, results, strict=True) if outcome is None]
+                written = [(row, o) for row, o in zip(to_write, results, strict=True) if o is not None]
+                self._record_keap(mapping, written, decisions)
+                pending = deferred + pending  # their turn came too long after the re-read: the next
+                watch.lenient = bool(deferred) and not written
+                size = next_chunk_size(size, len(written), time.monotonic() - started)
+                done += len(held) + len(written)
+                if self.progress:
+                    self.progress(mapping, "keap", done, len(ready))
 
-    def _keap_write(self, mapping: str, resource: str, row: dict[str, Any]) -> Outcome:
+    def _hold_back(self, mapping: str, held: list[dict[str, Any]]) -> None:
+        if not held:
+            return
+        reason = "edited in Keap since the extract: merged on the next run"
+        self.result.mappings[mapping].held_back += len(held)
+        self.recorder.record(
+            [self._outcome(mapping, "keap", row, "held_back", None, reason) for row in held], []
+        )
+
+    def _record_keap(
+        self,
+        mapping: str,
+        written: list[tuple[dict[str, Any], Outcome]],
+        decisions: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        outcomes, bases = [], []
+        for row, outcome in written:
+            outcomes.append(outcome)
+            if outcome.status == "ok" and row["op"] != "delete":
+                pair = decisions.get(row["keap_id"] or "new:" + row["customcrm_id"], [])
+                targets = {"keap", "none"} if row["op"] == "create" else {"keap"}
+                bases += self._bases(mapping, outcome.keap_id or "", pair, targets)
+        self.recorder.record(outcomes, bases)
+
+    def _keap_write(
+        self, mapping: str, resource: str, row: dict[str, Any], *, watch: KeapWatch, checked: bool
+    ) -> Outcome | None:
+        """One write; None when its turn came too long after the re-read that cleared it."""
         summary = self.result.mappings[mapping]
         payload = _json(row["payload"])
+        if row["keap_id"] and checked and not watch.fresh():
+            return None
         try:
             if row["op"] == "update":
                 self.keap.update(resource, row["keap_id"], payload, list(row["update_mask"]))
+                watch.answered()
                 summary.updated += 1
                 return self._outcome(mapping, "keap", row, "ok", 200, None)
             if row["op"] == "delete":
                 self.keap.delete(resource, row["keap_id"])
+                watch.answered()
                 summary.deleted += 1
                 return self._outcome(mapping, "keap", row, "ok", 204, None)
             return self._keap_create(mapping, resource, row, payload)
