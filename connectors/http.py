@@ -71,6 +71,71 @@ class RequestStats:
         }
 
 
+@dataclass(frozen=True)
+class ClockReading:
+    """A server's clock against ours, from a run's answers: the server's time is ours plus
+    `offset_s`, give or take `uncertainty_s`."""
+
+    offset_s: float
+    uncertainty_s: float
+    samples: int
+    lowest_s: float  # the smallest and largest single estimates (Date less the request's midpoint)
+    highest_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "offset_s": round(self.offset_s, 3),
+            "uncertainty_s": round(self.uncertainty_s, 3),
+            "samples": self.samples,
+            "lowest_s": round(self.lowest_s, 3),
+            "highest_s": round(self.highest_s, 3),
+        }
+
+
+class ServerClock:
+    """Where a server's clock stands against ours, from the `Date` header of every answer.
+
+    `Date` has whole seconds: the server's time when it answered lies in [Date, Date + 1),
+    and it answered between our sending (`sent`) and our receiving (`received`), so its
+    offset from our clock lies in [Date - received, Date + 1 - sent]. Every answer narrows
+    that interval; its middle is the estimate and its half-width the uncertainty. (Should
+    the intervals not meet, a clock jumped: the spread of the single estimates is used.)"""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.low, self.high = float("-inf"), float("inf")
+            self.lowest, self.highest = float("inf"), float("-inf")
+            self.samples = 0
+
+    def observe(self, date: str | None, sent: float, received: float) -> None:
+        """One answer: its Date header, and our wall-clock times of sending and receiving."""
+        if not date:
+            return
+        try:
+            stamp = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return
+        single = stamp + 0.5 - (sent + received) / 2
+        with self.lock:
+            self.low, self.high = max(self.low, stamp - received), min(self.high, stamp + 1 - sent)
+            self.lowest, self.highest = min(self.lowest, single), max(self.highest, single)
+            self.samples += 1
+
+    def reading(self) -> ClockReading | None:
+        with self.lock:
+            if not self.samples:
+                return None
+            if self.low <= self.high:
+                middle, half = (self.low + self.high) / 2, (self.high - self.low) / 2
+            else:
+                middle, half = (self.lowest + self.highest) / 2, (self.highest - self.lowest) / 2 + 0.5
+            return ClockReading(middle, half, self.samples, self.lowest, self.highest)
+
+
 class Pacer:
     """No pacing; subclasses read an API's limit headers."""
 
@@ -150,6 +215,7 @@ class ApiClient:
         self.stats = RequestStats()
         self._stats_lock = threading.Lock()
         self._local = threading.local()  # per thread: when its last request went out
+        self.clock = ServerClock()  # the server's clock against ours, from every answer's Date
         self.deadline: float | None = None  # time.monotonic() past which no request is sent
 
     def _check_deadline(self, method: str, path: str, record_id: str | None) -> None:
@@ -197,6 +263,7 @@ class ApiClient:
             waited = self.pacer.before()
             self._count(endpoint, waited)
             self._local.sent_at = time.monotonic()
+            sent = time.time()
             try:
                 response = self.http.request(
                     method, path, params=params, json=json, content=content, headers=headers
@@ -211,6 +278,7 @@ class ApiClient:
                     record_id=record_id,
                 )
             else:
+                self.clock.observe(response.headers.get("date"), sent, time.time())
                 self.pacer.after(response)
                 if response.is_success:
                     return response

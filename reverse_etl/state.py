@@ -12,6 +12,7 @@ alone creates and writes it; dbt reads it as sources and never writes it, so
 | conflicts | field changed on both sides, per run | both values, the base, the winner and why |
 | runs | run of `crmsync sync` | when, how it ended, its summary |
 | quiet_inputs | (at most one) | the inputs of the last run that found nothing to do: the next run skips dbt when they did not change |
+| clock_offsets | (run, system) | each server's clock against ours, measured from its answers' Date headers: the merge compares update times on one clock |
 
 Retention (`RETENTION`): what the push wrote and the values it saw are personal data,
 kept for `CRMSYNC_RETENTION_DAYS` (30 by default) and then blanked (`retention`,
@@ -122,6 +123,18 @@ create table if not exists {SCHEMA}.runs (
     finished_at   timestamptz,
     status        varchar     not null,     -- running, ok, rejected, failed
     summary       json
+);
+
+create table if not exists {SCHEMA}.clock_offsets (
+    run_id         varchar     not null,
+    system         varchar     not null,    -- keap, customcrm
+    offset_s       double      not null,    -- the server's clock less ours (positive: it is ahead)
+    uncertainty_s  double      not null,    -- the offset is known to lie within offset_s +- this
+    samples        integer     not null,    -- answers whose Date header was read
+    lowest_s       double,                  -- the smallest and largest single estimates
+    highest_s      double,
+    measured_at    timestamptz not null,
+    primary key (run_id, system)
 );
 
 create table if not exists {SCHEMA}.quiet_inputs (
@@ -427,6 +440,27 @@ def _insert(con: duckdb.DuckDBPyConnection, head: str, rows: Sequence[Sequence[o
     columns = ", ".join(f"unnest(?::{kind}[]) as col{n}" for n, kind in enumerate(types))
     params = [*(leading or []), *(list(column) for column in zip(*rows, strict=True))]
     con.execute(f"{head} (select {columns}) as v {suffix}", params)
+
+
+def record_clocks(db_path: Path | str, run_id: str, readings: dict[str, dict[str, float]]) -> None:
+    """This run's measurement of each server's clock (system -> ClockReading.as_dict()),
+    replaced as the run reads more answers."""
+    rows = [
+        (run_id, system, r["offset_s"], r["uncertainty_s"], r["samples"], r["lowest_s"], r["highest_s"])
+        for system, r in readings.items()
+    ]
+    if not rows:
+        return
+    with connect(db_path) as con:
+        _insert(
+            con,
+            f"insert into {SCHEMA}.clock_offsets select *, now() from",
+            rows,
+            ["varchar", "varchar", "double", "double", "integer", "double", "double"],
+            suffix="""on conflict (run_id, system) do update set offset_s = excluded.offset_s,
+                uncertainty_s = excluded.uncertainty_s, samples = excluded.samples,
+                lowest_s = excluded.lowest_s, highest_s = excluded.highest_s, measured_at = excluded.measured_at""",
+        )
 
 
 def last_quiet(db_path: Path) -> tuple[str, str] | None:

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
+from email.utils import formatdate
 from typing import Any
 
 import uvicorn
@@ -157,6 +158,7 @@ class SandboxMiddleware:
         open_paths: tuple[str, ...] = (),
         configure_app: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         extra_admin: Callable[[str, str, dict[str, Any]], Any] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
         self.api_prefix = api_prefix
@@ -168,6 +170,7 @@ class SandboxMiddleware:
         self.open_paths = open_paths
         self.configure_app = configure_app or (lambda settings: {})
         self.extra_admin = extra_admin
+        self.clock = clock  # the sandbox's own clock: every answer's Date header is written by it
         self.faults = Faults()
         self.rng = random.Random(0)
         self.log = RequestLog()
@@ -289,7 +292,7 @@ class SandboxMiddleware:
                 self.log.statuses[message["status"]] += 1
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [
-                    (k.encode(), v.encode()) for k, v in headers.items()
+                    (k.encode(), v.encode()) for k, v in {**headers, "date": self._date()}.items()
                 ]
             await send(message)
 
@@ -316,7 +319,11 @@ class SandboxMiddleware:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"4096"),
+                    (b"date", self._date().encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": b'{"', "more_body": True})
@@ -326,7 +333,11 @@ class SandboxMiddleware:
         self, send: Send, status: int, body: dict[str, Any], ctype: str, headers: dict[str, str]
     ) -> None:
         self.log.statuses[status] += 1
-        await _send_json(send, status, body, ctype, headers)
+        await _send_json(send, status, body, ctype, {**headers, "date": self._date()})
+
+    def _date(self) -> str:
+        """An HTTP Date (whole seconds) by the sandbox's clock."""
+        return formatdate(self.clock(), usegmt=True)
 
 
 async def _send_json(
@@ -370,9 +381,10 @@ class ServerThread:
             raise ValueError("the sandboxes bind to the loopback interface only")
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(
-            app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="off"
-        )
+        config = uvicorn.Config(  # the apps write Date themselves, by their own clocks
+            app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="off",
+            date_header=False,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -157,13 +157,15 @@ class CustomcrmSandbox:
             throttled=lambda: (problem_body(429, "Rate limit exceeded"), "application/problem+json"),
             configure_app=self.configure,
             extra_admin=self.admin,
+            clock=self.store.clock.wall,
         )
         self.asgi = self.gateway
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
         """The sandbox's own settings: `stamp_lag_ms`, writes stamped that long before they are
         visible (a server that stamps UpdatedAt when a transaction begins, not when it
-        commits); `max_body_bytes` (1 MiB by the contract)."""
+        commits); `max_body_bytes` (1 MiB by the contract); `clock_offset_s` (its clock
+        against the machine's: records' stamps and Date)."""
         for key, value in settings.items():
             if key == "stamp_lag_ms":
                 if not isinstance(value, int | float) or value < 0:
@@ -173,9 +175,15 @@ class CustomcrmSandbox:
                 if not isinstance(value, int) or value < 1:
                     raise ValueError("max_body_bytes: a positive number of bytes")
                 self.max_body = value
+            elif key == "clock_offset_s":
+                self.store.clock.offset_us = round(float(value) * 1_000_000)
             else:
                 raise ValueError(f"unknown customcrm sandbox setting: {key}")
-        return {"stamp_lag_ms": self.store.stamp_lag_us / 1000, "max_body_bytes": self.max_body}
+        return {
+            "stamp_lag_ms": self.store.stamp_lag_us / 1000,
+            "max_body_bytes": self.max_body,
+            "clock_offset_s": self.store.clock.offset_us / 1_000_000,
+        }
 
     # --- the contract document ----------------------------------------------------
     @cached_property

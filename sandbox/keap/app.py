@@ -132,6 +132,7 @@ class KeapSandbox:
             open_paths=("/token",),
             configure_app=self.configure,
             extra_admin=self.admin,
+            clock=self.store.clock.wall,
         )
         self.asgi = self.gateway
 
@@ -144,12 +145,14 @@ class KeapSandbox:
                 self.page_token_style = value
             elif key == "access_ttl_s":
                 self.access_ttl_s = int(value)
+            elif key == "clock_offset_s":  # this Keap's clock against the machine's
+                self.store.clock.offset_us = round(float(value) * 1_000_000)
             elif not self.restless.configure(key, value):
                 raise ValueError(f"unknown keap sandbox setting: {key}")
         return {
             "page_token_style": self.page_token_style,
             "access_ttl_s": self.access_ttl_s,
-            **self.restless.describe(),
+            "clock_offset_s": self.store.clock.offset_us / 1_000_000,
         }
 
     def admin(self, method: str, path: str, body: dict[str, Any]) -> Any:
