@@ -39,6 +39,7 @@ from reverse_etl.state import (
     finish_run,
     last_quiet,
     new_run_id,
+    record_clocks,
     record_quiet,
     retention,
     start_run,
@@ -222,8 +223,13 @@ def run_sync(
         if not dry_run:
             start_run(db_path, run_id)  # also closes the rows of runs that ended without closing
             started = True
+        found.keap.clock.reset()
+        found.customcrm.clock.reset()
         with phase("extract"):
             reports = run_extract(settings, found, ingest or IngestOptions(), progress)
+        # each server's clock against ours, from the extract's answers: the merge compares
+        # update times on one clock
+        record_clocks(db_path, run_id, clock_readings(found))
         # stale data must not decide writes: a mapping whose records could not all be read
         # is not pushed this run; the others are
         blocked = blocked_mappings(reports)
@@ -263,6 +269,7 @@ def run_sync(
             with phase("read_back"):
                 reports += run_extract(settings, found, IngestOptions(), None)
                 dbt_build(db_path, variables, tests=False)
+        record_clocks(db_path, run_id, clock_readings(found))  # with the push's answers too
         outcome = SyncOutcome(run_id, rounds, reports, result, _status(result, reports), seconds=seconds)
         # quiet: a rerun on these inputs would write nothing. A run that wrote is quiet too
         # when the read-back shows nothing left to write (the next run then skips dbt)
@@ -289,6 +296,12 @@ def run_sync(
 def _retention(db_path: Path, settings: Settings) -> None:
     with suppress(duckdb.Error):  # the file locked by another program: the next run blanks it
         retention(db_path, settings.retention_days, apply=True)
+
+
+def clock_readings(found: Endpoints) -> dict[str, dict[str, float]]:
+    """Each server's clock against ours, as this run's answers have shown it."""
+    readings = {"keap": found.keap.clock.reading(), "customcrm": found.customcrm.clock.reading()}
+    return {system: reading.as_dict() for system, reading in readings.items() if reading is not None}
 
 
 def _forget_quiet(db_path: Path, run_id: str) -> None:
