@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError, FatalError, RecordRejected, RetryableError
 from connectors.keap import KeapClient
+from reverse_etl.keap_search import Unsearchable, find, keap_time, marker_for
 from reverse_etl.keap_watch import CHUNK_FIRST, KeapWatch, ReadToWrite, next_chunk_size
 from reverse_etl.state import Outcome, Recorder, connect
 
@@ -42,12 +44,6 @@ KEAP_RESOURCE = {
     "contacts": "contacts",
     "orders": "opportunities",
     "products": "products",
-}
-# a Keap record found again by these before a create is retried (the reverse flow)
-KEAP_NATURAL_KEY = {
-    "customers": ("company_name", "company_name"),
-    "contacts": ("email", "email"),
-    "products": ("sku", "sku"),
 }
 KEAP_CONCURRENCY = 4
 
@@ -132,8 +128,18 @@ def _rows(db_path: Path, sql: str, params: Iterable[Any] = ()) -> list[dict[str,
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def _tuples(db_path: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    with connect(db_path) as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+def _as_utc(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _digest(value: Any) -> str:
@@ -208,6 +214,7 @@ class Pusher:
         self.customcrm = customcrm
         self.progress = progress
         self.result = PushResult()
+        self.held: dict[str, dict[str, str]] = {}  # mapping -> Keap creates held for review, and why
 
     # --- the run ---------------------------------------------------------------------
     def run(self) -> PushResult:
@@ -315,6 +322,14 @@ class Pusher:
             f"""select op, keap_id, customcrm_id, if_match, idempotency_key, payload, fields, status
                 from main.sync_customcrm__{mapping} order by op, keap_id""",
         )
+        # a Keap record linked this run (a create found again above) needs no Customcrm create
+        linked = {
+            k
+            for (k,) in _tuples(
+                self.db_path, "select keap_id from sync_state.links where mapping = ?", [mapping]
+            )
+        }
+        rows = [r for r in rows if not (r["op"] == "create" and r["keap_id"] in linked)]
         ready = [r for r in rows if r["status"] == "ready"]
         summary.waiting += len(rows) - len(ready)
         with RecordBehind(self.recorder) as record:
@@ -535,57 +550,88 @@ class Pusher:
     def _keap_create(
         self, mapping: str, resource: str, row: dict[str, Any], payload: dict[str, Any]
     ) -> Outcome:
-        """The intent is recorded before the request: after a crash the record is found again."""
-        natural_key = self._natural_key(mapping, payload)
-        self.recorder.intend_keap_create(mapping, row["customcrm_id"], natural_key, payload)
-        created = self.keap.create(resource, payload)
+        """The intent, with what finds the record again, is recorded before the request: after
+        a lost answer or a crash the record is found again, not created twice. A record that
+        nothing could find again, or whose intent is held for review, is not created."""
+        customcrm_id = row["customcrm_id"]
+        held = self.held.get(mapping, {}).get(customcrm_id)
+        if held is None:
+            try:
+                marker = marker_for(mapping, payload)
+            except Unsearchable as exc:
+                held = str(exc)
+                self.recorder.intend_keap_create(mapping, customcrm_id, payload, None, "held", held)
+        if held is not None:
+            summary = self.result.mappings[mapping]
+            summary.rejected += 1
+            outcome = self._outcome(mapping, "keap", row, "rejected", None, f"held for review: {held}")
+            self._note_rejection(outcome)
+            return outcome
+        self.recorder.intend_keap_create(mapping, customcrm_id, payload, marker)
+        try:
+            created = self.keap.create(resource, payload)
+        except RecordRejected as exc:  # refused: nothing was created, the next run tries again
+            self.recorder.settle_intent(mapping, customcrm_id, "abandoned", f"refused: {exc.reason or exc}")
+            raise
         keap_id = str(created["id"])
-        self.recorder.fulfil_intent(mapping, row["customcrm_id"], keap_id)
         self.result.mappings[mapping].created += 1
         self.result.creates += 1
         outcome = self._outcome(mapping, "keap", row, "ok", 201, None)
+        # the link, recorded with the chunk, fulfils the intent in the same transaction
         outcome.keap_id, outcome.link_rule = keap_id, "created_in_keap"
         return outcome
 
-    @staticmethod
-    def _natural_key(mapping: str, payload: dict[str, Any]) -> str | None:
-        if mapping == "contacts":
-            return next(
-                (e.get("email") for e in payload.get("email_addresses") or [] if e.get("field") == "EMAIL1"),
-                None,
-            )
-        return payload.get(KEAP_NATURAL_KEY[mapping][1]) if mapping in KEAP_NATURAL_KEY else None
-
     def _resolve_keap_intents(self, mapping: str) -> None:
-        """Creates sent in a run that ended before recording the answer: find them in Keap
-        by their natural key and link them, instead of creating them a second time."""
-        for intent_mapping, customcrm_id, natural_key in self.recorder.open_intents():
-            if intent_mapping != mapping or not natural_key:
-                continue
-            key_filter = KEAP_NATURAL_KEY[mapping][0]
-            found = next(
-                iter(self.keap.pages(KEAP_RESOURCE[mapping], {"filter": f"{key_filter}=={natural_key}"}, 10)),
-                [],
+        """Creates sent in a run that ended before recording the answer: find each in Keap by
+        its marker, among the records created since the intent and not linked yet, and link
+        it (the link and the intent in one transaction). Not there: the create is sent again.
+        Several: a guess either way, so the intent is held for review, with the ids."""
+        self.held[mapping] = self.recorder.held_intents(mapping)
+        intents = self.recorder.open_intents(mapping)
+        if not intents:
+            return
+        resource = KEAP_RESOURCE[mapping]
+        linked = {
+            k
+            for (k,) in _tuples(
+                self.db_path, "select keap_id from sync_state.links where mapping = ?", [mapping]
             )
-            if found:
-                keap_id = str(found[0]["id"])
-                self.recorder.fulfil_intent(mapping, customcrm_id, keap_id)
-                self.recorder.record(
-                    [
-                        Outcome(
-                            mapping,
-                            "keap",
-                            "link",
-                            keap_id,
-                            customcrm_id,
-                            [],
-                            None,
-                            "ok",
-                            link_rule="created_in_keap",
-                        )
-                    ],
-                    [],
+        }
+        reading = self.keap.clock.reading()
+        for intent in intents:
+            customcrm_id = str(intent["customcrm_id"])
+            marker = _json(intent["marker"])
+            if not marker:  # recorded before markers existed: nothing to search by
+                reason = "its create was sent but the answer lost, and it has no marker to find it by"
+                self._hold(mapping, customcrm_id, reason)
+                continue
+            since = keap_time(
+                _as_utc(intent["intended_at"]),
+                reading.offset_s if reading else None,
+                reading.uncertainty_s if reading else None,
+            )
+            found = [k for k in find(self.keap, resource, marker, since) if k not in linked]
+            if len(found) == 1:
+                link = Outcome(mapping, "keap", "link", found[0], customcrm_id, [], None, "ok",
+                               answer=f"found again by {marker['label']}", link_rule="created_in_keap")  # fmt: skip
+                self.recorder.record([link], [])
+                linked.add(found[0])
+                self.result.mappings[mapping].linked += 1
+            elif not found:
+                self.recorder.settle_intent(
+                    mapping, customcrm_id, "abandoned", f"not in Keap ({marker['label']}): created again"
                 )
+            else:
+                reason = (
+                    f"{len(found)} Keap {resource} match {marker['label']} and were created since its "
+                    f"create was sent (ids {', '.join(found)}): set ExternalRefs.keap of Customcrm "
+                    f"{customcrm_id} to the right one"
+                )
+                self._hold(mapping, customcrm_id, reason)
+
+    def _hold(self, mapping: str, customcrm_id: str, reason: str) -> None:
+        self.recorder.settle_intent(mapping, customcrm_id, "held", reason)
+        self.held.setdefault(mapping, {})[customcrm_id] = reason
 
     # --- helpers ------------------------------------------------------------------------------------
     def _outcome(
