@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import admin
 from tests.e2e.conftest import World
 
 MAPPINGS = {
@@ -162,3 +163,60 @@ def test_a_keap_create_that_lost_its_answer_is_found_again_not_created_twice(wor
     assert all(links[c["Id"]] == "created_in_keap" for c in crm_only)
     world.served()
     assert not world.sync(variables=variables).push.wrote
+
+
+def _kill_at_held_write(world: World, cwd: Path, system: str, nth: int, when: str) -> None:
+    """Run `crmsync sync` until the sandbox of `system` holds its `nth` write (`when`: before
+    or after applying it), then SIGKILL the process right there and let the sandbox go on."""
+    client, root = (
+        (world.keap, world.boxes.keap_root) if system == "keap" else (world.crm, world.boxes.customcrm_root)
+    )
+    admin(client, root, "/_sandbox/config", {"faults": {"hold_write": nth, "hold_when": when}})
+    process = subprocess.Popen([sys.executable, "-m", "crmsync.cli", "sync", "--quiet"], cwd=cwd, env=world.env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        while admin(client, root, "/_sandbox/stats")["held"] != when:
+            assert process.poll() is None, f"the sync ended before {system}'s write {nth}"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        admin(client, root, "/_sandbox/release", {})
+        admin(client, root, "/_sandbox/config", {"faults": {}})
+
+
+def test_a_sync_killed_at_a_chosen_write_before_or_after_it_is_applied_converges(
+    world: World, tmp_path: Path
+) -> None:
+    # in processes of their own (dbt in this process would keep the DuckDB file open)
+    first = subprocess.run([sys.executable, "-m", "crmsync.cli", "sync", "--quiet"], cwd=tmp_path, env=world.env(),
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    keap_titles = _edit_both_sides(world)  # three Customcrm updates due
+    to_keap = world.sql(
+        "select customcrm_id from sync_state.links where mapping = 'contacts' order by keap_id desc limit 3"
+    )
+    crm_titles = {}
+    for (customcrm_id,) in to_keap:  # three Keap PATCHes due
+        world.crm.patch(f"/contacts/{customcrm_id}", json={"Title": f"Customcrm title {customcrm_id}"})
+        crm_titles[customcrm_id] = f"Customcrm title {customcrm_id}"
+    new = world.keap.post("/contacts", json={"given_name": "Killed", "email_addresses": [
+        {"email": "killed@x.example", "field": "EMAIL1"}]}).json()  # a Customcrm create due  # fmt: skip
+
+    # applied, its answer never read: the contacts batch (the create and the three updates)
+    _kill_at_held_write(world, tmp_path, "customcrm", 1, "after")
+    # never applied: the second Keap PATCH (the first went through, unrecorded)
+    _kill_at_held_write(world, tmp_path, "keap", 2, "before")
+    runs = world.sql("select status, summary->>'error' from sync_state.runs order by started_at")
+    assert runs[1:] == [  # the killed runs: the second closed the first's row at its start
+        ("failed", "the run ended without closing its row (killed, or the file was locked)"),
+        ("running", None),
+    ]
+
+    finished = world.sync()
+    assert finished.status == "ok", (finished.error, finished.push.as_dict())
+    assert world.sql("select count(*) from sync_state.runs where status = 'running'") == [(0,)]  # closed
+    assert [c["ExternalRefs"].get("keap") for c in world.crm_all("contacts")].count(new["id"]) == 1
+    _assert_converged(world, keap_titles, crm_titles)
