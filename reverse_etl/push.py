@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.customcrm import CustomcrmClient
-from connectors.errors import ApiError, FatalError, RecordRejected, RetryableError
+from connectors.errors import ApiError, FatalError, QuotaExhausted, RecordRejected, RetryableError
 from connectors.keap import KeapClient
 from reverse_etl.keap_search import Unsearchable, find, keap_time, marker_for
 from reverse_etl.keap_watch import CHUNK_FIRST, KeapWatch, ReadToWrite, next_chunk_size
@@ -46,6 +46,9 @@ KEAP_RESOURCE = {
     "products": "products",
 }
 KEAP_CONCURRENCY = 4
+# what stops the whole push at once: credentials, the run's deadline, a spent daily quota (every
+# later request would be refused; the run says when to try again)
+STOP_THE_RUN = (FatalError, QuotaExhausted)
 
 ProgressCallback = Callable[[str, str, int, int], None]
 """(mapping, target, rows done, rows in all)"""
@@ -230,7 +233,7 @@ class Pusher:
                 continue
             try:
                 self._push_mapping(mapping)
-            except FatalError:
+            except STOP_THE_RUN:
                 raise
             except ApiError as exc:  # one resource refused: this mapping stops, the others go on
                 self.result.errors[mapping] = f"stopped: {exc}; the next run writes the rest"
@@ -349,7 +352,7 @@ class Pusher:
             batch = [ready[i] for i in indexes]
             try:
                 results = self.customcrm.batch(mapping, [operations[i] for i in indexes])
-            except FatalError:
+            except STOP_THE_RUN:
                 raise
             except ApiError as exc:  # the whole call failed: every row is tried again next run
                 outcomes = [
@@ -438,7 +441,7 @@ class Pusher:
             return None
         try:
             current = self.customcrm.get(mapping, row["customcrm_id"])
-        except FatalError:
+        except STOP_THE_RUN:
             raise
         except ApiError:
             return None
@@ -535,7 +538,7 @@ class Pusher:
                 summary.deleted += 1
                 return self._outcome(mapping, "keap", row, "ok", 204, None)
             return self._keap_create(mapping, resource, row, payload)
-        except FatalError:
+        except STOP_THE_RUN:
             raise
         except RecordRejected as exc:
             summary.rejected += 1
