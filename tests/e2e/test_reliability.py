@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -187,13 +189,33 @@ def _kill_at_held_write(world: World, cwd: Path, system: str, nth: int, when: st
         admin(client, root, "/_sandbox/config", {"faults": {}})
 
 
-def test_a_sync_killed_at_a_chosen_write_before_or_after_it_is_applied_converges(
+def _marts(world: World) -> dict[str, list[tuple]]:
+    tables = [t for (t,) in world.sql(
+        "select table_name from information_schema.tables where table_schema = 'main' order by all")]  # fmt: skip
+    return {t: sorted(world.sql(f"select * from main.{t}"), key=repr) for t in tables}
+
+
+def test_syncs_started_together_or_killed_at_a_chosen_write_converge_and_plan_leaves_nothing_behind(
     world: World, tmp_path: Path
 ) -> None:
-    # in processes of their own (dbt in this process would keep the DuckDB file open)
-    first = subprocess.run([sys.executable, "-m", "crmsync.cli", "sync", "--quiet"], cwd=tmp_path, env=world.env(),
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert first.returncode == 0, first.stderr
+    """One crmsync per state file: two syncs started together do not interleave, the second
+    says who holds the file. A sync SIGKILLed at a write (after it was applied, its answer
+    unread; before it was applied) converges on the next run. `plan`, whatever its vars,
+    leaves nothing a sync reads. (In processes of their own: dbt in this process would keep
+    the DuckDB file open.)"""
+    both = [subprocess.Popen([sys.executable, "-m", "crmsync.cli", "sync", "--json"], cwd=tmp_path, env=world.env(),
+                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]  # fmt: skip
+    finished_together = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in both]  # type: ignore[union-attr]
+    assert sorted(code for code, _, _ in finished_together) == [0, 1], finished_together
+    _, out, err = next(f for f in finished_together if f[0] == 1)
+    assert re.fullmatch(
+        r"crmsync: another crmsync \(pid \d+, `sync`, started \d\d:\d\d:\d\dZ\) is using "
+        rf"{re.escape(str(world.settings.db_path))}; try again when it ends",
+        err.strip(),
+    ), err
+    assert json.loads(out) == {"status": "failed", "error": err.strip().removeprefix("crmsync: ")}
+    assert world.sql("select status from sync_state.runs") == [("ok",)]  # the second never began
+
     keap_titles = _edit_both_sides(world)  # three Customcrm updates due
     to_keap = world.sql(
         "select customcrm_id from sync_state.links where mapping = 'contacts' order by keap_id desc limit 3"
@@ -219,4 +241,18 @@ def test_a_sync_killed_at_a_chosen_write_before_or_after_it_is_applied_converges
     assert finished.status == "ok", (finished.error, finished.push.as_dict())
     assert world.sql("select count(*) from sync_state.runs where status = 'running'") == [(0,)]  # closed
     assert [c["ExternalRefs"].get("keap") for c in world.crm_all("contacts")].count(new["id"]) == 1
+
+    # plan with other vars (the reverse flow on would create Keap records): in a copy only
+    marts = _marts(world)
+    quiet = world.sql("select fingerprint, run_id from sync_state.quiet_inputs")
+    assert quiet, "the run that finished left nothing to write"
+    planned = subprocess.run([sys.executable, "-m", "crmsync.cli", "plan", "--json", "--vars", '{"create_in_keap": true}'],
+                             cwd=tmp_path, env=world.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert planned.returncode == 1, planned.stderr  # something is pending: the creates in Keap
+    pending = json.loads(planned.stdout)["pending"]
+    assert any(p["target"] == "keap" and p["op"] == "create" and p["ready"] for p in pending), pending
+    assert _marts(world) == marts
+    assert world.sql("select fingerprint, run_id from sync_state.quiet_inputs") == quiet
+    assert not (world.settings.db_path.parent / "crmsync.state" / "plan").exists()
+    assert world.sync().quiet_since == quiet[0][1]  # the quiet mark held: nothing changed since that run
     _assert_converged(world, keap_titles, crm_titles)
