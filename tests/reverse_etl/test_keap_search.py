@@ -4,25 +4,20 @@ or refused for that record alone, saying why."""
 
 from __future__ import annotations
 
-import re
+from urllib.parse import urlencode
 
 import pytest
 
-from reverse_etl.keap_search import Unsearchable, marker_for
-from tests.keap_openapi import operation
+from reverse_etl.keap_search import FIELDS, Unsearchable, marker_for
+from tests.keap_openapi import operation, request_problems
 
 RESOURCE = {"customers": "companies", "contacts": "contacts", "products": "products"}
 
 
 def _allowed(resource: str) -> dict[str, bool]:
-    """Filter field -> takes a trailing wildcard, from the list operation's `filter` description."""
-    (parameter,) = [p for p in operation("GET", f"/{resource}")["parameters"] if p["name"] == "filter"]
-    allowed = {}
-    for line in parameter["description"].splitlines():
-        found = re.match(r"\s*- \([^)]*\) `(\w+)`\s*(.*)", line)
-        if found:
-            allowed[found.group(1)] = "wildcard" in found.group(2).lower()
-    return allowed
+    """Filter field -> takes a trailing wildcard, as Keap's document says for that list."""
+    fields = operation("GET", f"/{resource}")["parameters"]["filter"]["allowed"]["fields"]
+    return {name: bool(spec["wildcard"]) for name, spec in fields.items()}
 
 
 CASES = [
@@ -60,5 +55,10 @@ def test_a_marker_searches_with_filters_the_document_allows_or_says_why_not(
         assert field in allowed, (field, sorted(allowed))
         assert not value.endswith("*") or allowed[field], f"{field} takes no wildcard"
         assert not set(value.rstrip("*")) & set(";=<>*,!"), clause  # nothing Keap's syntax reserves
+    query = {"filter": marker["filter"], "page_size": "1000"}
+    if mapping != "products":  # a list Keap lets a search narrow
+        query["fields"] = FIELDS[RESOURCE[mapping]]
+    url = f"https://api.infusionsoft.com/crm/rest/v2/{RESOURCE[mapping]}?{urlencode(query)}"
+    assert request_problems("GET", url, None, "/crm/rest/v2") == []
     # the exact value is compared by the sync, whatever the filter matched
     assert None not in [v for k, v in marker["compare"].items() if k in ("company_name", "sku", "email")]
