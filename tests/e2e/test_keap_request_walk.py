@@ -29,6 +29,7 @@ from connectors.keap import INCREMENTAL
 from crmsync.run import SyncOutcome
 from pipelines.ingest import IngestOptions
 from pipelines.keap.settings import RESOURCES as KEAP_RESOURCES
+from reverse_etl.keap_watch import KeapWatch
 from reverse_etl.push import KEAP_RESOURCE, Pusher
 from sandbox.keap.app import API_PREFIX
 from tests.conftest import REPO, admin
@@ -282,9 +283,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         return wrapper
 
     monkeypatch.setattr(crmsync.run, "run_extract", tagged("ingest", crmsync.run.run_extract))
-    monkeypatch.setattr(
-        Pusher, "_changed_in_keap_since_extract", tagged("re-read", Pusher._changed_in_keap_since_extract)
-    )
+    monkeypatch.setattr(KeapWatch, "reread", tagged("re-read", KeapWatch.reread))  # before each chunk
     monkeypatch.setattr(Pusher, "_resolve_keap_intents", tagged("search", Pusher._resolve_keap_intents))
     return found
 
