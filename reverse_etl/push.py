@@ -3,17 +3,22 @@ and records what it wrote.
 
 Per mapping, parents before children (customers, contacts, orders, products):
 
+0. Keap creates whose answer was lost (a crash, a dropped connection) are found again by
+   their marker and linked (reverse_etl.keap_search), before anything is sent;
 1. record the links dbt matched (ExternalRefs.keap, a unique natural key): no API call;
-2. Customcrm: creates and merge-patch updates in batches of up to 100, each create with a
-   deterministic Idempotency-Key, each update with If-Match (a 412 leaves the row for the
-   next run, which sees the newer value);
-3. Keap: first re-read what changed in Keap since the extract (one incremental list per
-   resource) and hold those records back, so an edit made during the run is never
-   overwritten; then PATCH with update_mask, a few at a time. A create (the reverse flow,
-   off by default) is recorded as an intent first, and found again by its natural key
-   before a second attempt, so a crash never creates twice;
-4. with each batch's results, in one transaction: the operations, new links, rejections,
-   and the bases of the fields whose write went through (or that needed none).
+2. Customcrm: creates, merge-patch updates and deletes in batches of up to 100 operations
+   and 1 MiB, each create with an Idempotency-Key naming the record and its body, each
+   update and delete with If-Match (a 412 leaves the row for the next run, which sees the
+   newer value, unless the record already holds what the write carries: a batch resent
+   after its answer was lost);
+3. Keap: PATCH with update_mask, a few at a time, in chunks of about four seconds, each
+   after a re-read of what changed in Keap since the last one: records edited since the
+   extract are held back, so an edit made during the run is never overwritten
+   (reverse_etl.keap_watch). A create (the reverse flow, off by default) is recorded as an
+   intent with its marker first, so a crash never creates twice;
+4. with each batch's results, in one transaction: the operations, new links (and the
+   intents they fulfil), rejections, and the bases of the fields whose write went through
+   (or that needed none).
 """
 
 from __future__ import annotations
@@ -563,7 +568,8 @@ class Pusher:
                 marker = marker_for(mapping, payload)
             except Unsearchable as exc:
                 held = str(exc)
-                self.recorder.intend_keap_create(mapping, customcrm_id, payload, None, "held", held)
+                # not sent; looked at again every run, so a value fixed meanwhile goes through
+                self.recorder.intend_keap_create(mapping, customcrm_id, payload, None, "unsearchable", held)
         if held is not None:
             summary = self.result.mappings[mapping]
             summary.rejected += 1

@@ -102,7 +102,8 @@ create table if not exists {SCHEMA}.keap_create_intents (
     primary key (mapping, customcrm_id)
 );
 -- open: sent (or about to be), answer not recorded; fulfilled: linked (keap_id); held: for
--- review, not created (reason); abandoned: not in Keap, so the create goes again
+-- review, a record may exist in Keap (reason); unsearchable: not sent, nothing could find it
+-- again (reason; looked at again every run); abandoned: not in Keap, so the create goes again
 alter table {SCHEMA}.keap_create_intents add column if not exists marker json;
 alter table {SCHEMA}.keap_create_intents add column if not exists status varchar;
 alter table {SCHEMA}.keap_create_intents add column if not exists reason varchar;
@@ -466,7 +467,8 @@ class Recorder:
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def held_intents(self, mapping: str) -> dict[str, str]:
-        """customcrm_id -> why its create is held for review."""
+        """customcrm_id -> why its create is held for review (a record may exist in Keap: never
+        sent again until a link closes the intent)."""
         with connect(self.db_path) as con:
             rows = con.execute(
                 f"""select customcrm_id, reason from {SCHEMA}.keap_create_intents

@@ -75,7 +75,7 @@ def test_every_keap_create_is_found_again_once_or_held_for_review(world: World) 
     assert lost.push.mappings["products"].failed >= 2 and lost.push.mappings["customers"].failed >= 2
     opened = dict(world.sql("select customcrm_id, status from sync_state.keap_create_intents"))
     assert opened[ids["no sku"]] == opened[ids["no email"]] == opened[ids["semicolon sku"]] == "open"
-    assert opened[ids["unsearchable"]] == "held"  # nothing could find it again: not sent
+    assert opened[ids["unsearchable"]] == "unsearchable"  # nothing could find it again: not sent
     sent = dict(
         world.sql("select customcrm_id, mapping from sync_state.keap_create_intents where status = 'open'")
     )
@@ -113,7 +113,7 @@ def test_every_keap_create_is_found_again_once_or_held_for_review(world: World) 
     status, reason = intents[ids["twin name"]]
     assert status == "held" and reason.startswith("2 Keap companies match company_name=Twin Holdings")
     status, reason = intents[ids["unsearchable"]]
-    assert status == "held" and "given_name '=x'" in reason
+    assert status == "unsearchable" and "given_name '=x'" in reason
     twin = world.sql(
         f"select link_status, status_reason from link_products where customcrm_id = '{ids['twin']}'"
     )
@@ -126,3 +126,13 @@ def test_every_keap_create_is_found_again_once_or_held_for_review(world: World) 
     keap, crm = world.served()
     assert keap["writes"] == crm["writes"] == 0, again.push.as_dict()
     assert {r["customcrm_id"] for r in again.push.rejections} == {ids["unsearchable"]}
+
+    # its value fixed, the held-back contact goes through; the ambiguous one stays held
+    world.crm.patch(f"/contacts/{ids['unsearchable']}", json={"FirstName": "Ex"})
+    fixed = world.sync(variables=CREATE)
+    assert fixed.status == "ok" and fixed.push.mappings["contacts"].created == 1, fixed.push.as_dict()
+    assert (
+        dict(world.sql("select customcrm_id, status from sync_state.keap_create_intents"))[ids["twin name"]]
+        == "held"
+    )
+    assert world.sql("select count(*) from sync_state.rejections where resolved_at is null") == [(0,)]
