@@ -32,7 +32,7 @@ from connectors.keap import KeapClient
 
 RESERVED = frozenset(";,=<>*!")
 MIN_PREFIX = 3
-MAX_PAGES = 5  # a prefix matching more than 5,000 records is no marker
+MAX_PAGES = 5  # a prefix matching more than five pages of records is no marker
 
 
 @dataclass(frozen=True)
@@ -134,15 +134,21 @@ def _value(item: dict[str, Any], field: str) -> str | None:
     return None if value is None else str(value)
 
 
+class TooMany(Exception):
+    """More records match the search's prefix than a search reads: no conclusion either way."""
+
+
 def find(keap: KeapClient, resource: str, marker: dict[str, Any], created_since: datetime) -> list[str]:
     """The ids of the Keap records matching the marker exactly, created at or after
-    `created_since` (Keap's clock)."""
+    `created_since` (Keap's clock). Raises TooMany rather than answer from part of them."""
     params: dict[str, Any] = {"filter": marker["filter"]}
     if resource in FIELDS:
         params["fields"] = FIELDS[resource]
     fold = set(marker.get("fold_case") or [])
     found = []
     for number, page in enumerate(keap.pages(resource, params, page_size=1000), start=1):
+        if number > MAX_PAGES:  # a partial answer could miss it
+            raise TooMany(f"more than {MAX_PAGES} pages of Keap {resource} match {marker['filter']}")
         for item in page:
             created = parse_time(item.get("create_time"))
             if created is None or created < created_since:
@@ -155,8 +161,6 @@ def find(keap: KeapClient, resource: str, marker: dict[str, Any], created_since:
             )
             if same:
                 found.append(str(item["id"]))
-        if number >= MAX_PAGES:
-            break
     return found
 
 

@@ -39,7 +39,7 @@ from typing import Any
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError, FatalError, QuotaExhausted, RecordRejected, RetryableError
 from connectors.keap import KeapClient
-from reverse_etl.keap_search import Unsearchable, find, keap_time, marker_for
+from reverse_etl.keap_search import TooMany, Unsearchable, find, keap_time, marker_for
 from reverse_etl.keap_watch import CHUNK_FIRST, KeapWatch, ReadToWrite, next_chunk_size
 from reverse_etl.state import Outcome, Recorder, connect
 
@@ -619,7 +619,14 @@ class Pusher:
                 reading.offset_s if reading else None,
                 reading.uncertainty_s if reading else None,
             )
-            found = [k for k in find(self.keap, resource, marker, since) if k not in linked]
+            try:
+                found = [k for k in find(self.keap, resource, marker, since) if k not in linked]
+            except (TooMany, RecordRejected) as exc:  # this intent alone waits; the others go on
+                why = exc.reason if isinstance(exc, RecordRejected) and exc.reason else str(exc)
+                self._hold(
+                    mapping, customcrm_id, f"its create's answer was lost and the search for it failed: {why}"
+                )
+                continue
             if len(found) == 1:
                 link = Outcome(mapping, "keap", "link", found[0], customcrm_id, [], None, "ok",
                                answer=f"found again by {marker['label']}", link_rule="created_in_keap")  # fmt: skip

@@ -153,6 +153,7 @@ class KeapSandbox:
             "page_token_style": self.page_token_style,
             "access_ttl_s": self.access_ttl_s,
             "clock_offset_s": self.store.clock.offset_us / 1_000_000,
+            **self.restless.describe(),
         }
 
     def admin(self, method: str, path: str, body: dict[str, Any]) -> Any:
