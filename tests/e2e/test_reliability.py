@@ -83,7 +83,7 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
     keap_titles = _edit_both_sides(world)
     crm_contact = world.crm_all("contacts")[0]
     world.crm.patch(f"/contacts/{crm_contact['Id']}", json={"Title": "Customcrm title"})
-    world.faults(error_500=0.05, commit_then_fail=0.2, seed=9)
+    more = world.keap_all("contacts")[3:6]
     env = {
         **os.environ,
         "KEAP_API_URL": world.boxes.keap_url,
@@ -95,7 +95,14 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
     }
     rng = random.Random(2)
     killed = 0
-    for _ in range(3):
+    for attempt, record in enumerate(more):
+        # an edit before each attempt: no run is a quiet one that ends before its kill
+        title = f"Keap title {record['id']} ({attempt})"
+        world.keap.patch(
+            f"/contacts/{record['id']}", params={"update_mask": "job_title"}, json={"job_title": title}
+        )
+        keap_titles[record["id"]] = title
+        world.faults(error_500=0.05, commit_then_fail=0.2, seed=9 + attempt)
         process = subprocess.Popen(
             [sys.executable, "-m", "crmsync.cli", "sync", "--quiet"],
             cwd=tmp_path,
@@ -108,8 +115,8 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
             process.send_signal(signal.SIGKILL)
             killed += 1
         process.wait(timeout=60)
+        world.faults()
     assert killed >= 2
-    world.faults()
     for _ in range(3):
         finished = subprocess.run(
             [sys.executable, "-m", "crmsync.cli", "sync", "--quiet"],
