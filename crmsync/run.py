@@ -31,8 +31,9 @@ from crmsync.fingerprint import input_fingerprint
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
-from reverse_etl.push import KEAP_RESOURCE, MAPPINGS, Pusher, PushResult, merge_results
+from registry import MAPPINGS
 from reverse_etl.push import ProgressCallback as PushProgress
+from reverse_etl.push import Pusher, PushResult, merge_results
 from reverse_etl.state import (
     connect,
     ensure_state,
@@ -50,11 +51,12 @@ PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
 
 # which mappings read which resource: a mapping whose records could not all be read is not
 # pushed that run (a write decided on stale data could overwrite an edit it never saw)
-RESOURCE_MAPPINGS = (
-    {("keap", KEAP_RESOURCE[mapping]): mapping for mapping in MAPPINGS}
-    | {("keap", "stages"): "orders"}
-    | {("customcrm", mapping): mapping for mapping in MAPPINGS}
-)
+RESOURCE_MAPPINGS = {("keap", m.keap.name): m.name for m in MAPPINGS} | {
+    ("customcrm", m.customcrm.name): m.name for m in MAPPINGS
+}
+for _reader in MAPPINGS:  # the stages are read for the mapping that compares stages
+    if any(f.compare_as == "stage" for f in _reader.fields):
+        RESOURCE_MAPPINGS[("keap", "stages")] = _reader.name
 
 
 SANDBOX_DIR = Path("data/sandbox")
