@@ -162,4 +162,3 @@ def test_a_field_no_layer_has_is_named(nodes: dict[str, Any]) -> None:
         "contacts.nickname: int_contacts__paired does not describe keap_nickname",
         "contacts.nickname: int_contacts__paired does not describe customcrm_nickname",
     ]
-
