@@ -39,7 +39,9 @@ def _mapping(m: Mapping) -> dict[str, Any]:
     return {
         "number": m.number,
         "keap_resource": m.keap.name,
+        "keap_singular": m.keap.singular,
         "customcrm_resource": m.customcrm.name,
+        "customcrm_singular": m.customcrm.singular,
         "natural_key": m.natural_key,
         "creates_in_keap": m.creates_in_keap,
         "parents": m.parents,
@@ -50,7 +52,12 @@ def _mapping(m: Mapping) -> dict[str, Any]:
 
 
 def as_data() -> dict[str, Any]:
-    return {"mappings": [m.name for m in MAPPINGS], "by_name": {m.name: _mapping(m) for m in MAPPINGS}}
+    parents = sorted({p for m in MAPPINGS for p in m.parents.values()}, key=[m.name for m in MAPPINGS].index)
+    return {
+        "mappings": [m.name for m in MAPPINGS],
+        "parents": parents,  # the mappings other mappings' references translate through
+        "by_name": {m.name: _mapping(m) for m in MAPPINGS},
+    }
 
 
 def _jinja(value: Any) -> str:

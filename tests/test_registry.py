@@ -126,7 +126,7 @@ def test_a_mapping_no_layer_has_is_named_layer_by_layer(nodes: dict[str, Any]) -
         keap_label="Tags",
         customcrm_label="Segment",
         keap=KeapResource(name="tags", singular="tag", cursor_field="update_time", id_filter="tag_id"),
-        customcrm=CustomcrmResource("segments"),
+        customcrm=CustomcrmResource("segments", "segment"),
         fields=(
             Field("name", "name", "Name"),
             Field("owner", "owner.id", "OwnerId", compare_as="reference_users"),

@@ -9,11 +9,17 @@
         "orders",
         "products"
     ],
+    "parents": [
+        "customers",
+        "contacts"
+    ],
     "by_name": {
         "customers": {
             "number": 1,
             "keap_resource": "companies",
+            "keap_singular": "company",
             "customcrm_resource": "customers",
+            "customcrm_singular": "customer",
             "natural_key": "lower-cased email, else the normalized company name",
             "creates_in_keap": true,
             "parents": {},
@@ -192,7 +198,9 @@
         "contacts": {
             "number": 2,
             "keap_resource": "contacts",
+            "keap_singular": "contact",
             "customcrm_resource": "contacts",
+            "customcrm_singular": "contact",
             "natural_key": "lower-cased EMAIL1",
             "creates_in_keap": true,
             "parents": {
@@ -395,7 +403,9 @@
         "orders": {
             "number": 3,
             "keap_resource": "opportunities",
+            "keap_singular": "opportunity",
             "customcrm_resource": "orders",
+            "customcrm_singular": "order",
             "natural_key": "none: orders link only by ExternalRefs.keap",
             "creates_in_keap": false,
             "parents": {
@@ -513,7 +523,9 @@
         "products": {
             "number": 4,
             "keap_resource": "products",
+            "keap_singular": "product",
             "customcrm_resource": "products",
+            "customcrm_singular": "product",
             "natural_key": "Sku",
             "creates_in_keap": true,
             "parents": {},
