@@ -288,8 +288,8 @@ class Pusher:
     def _link_matches(self, mapping: str) -> None:
         matched = _rows(
             self.db_path,
-            f"""select keap_id, customcrm_id, link_rule from intermediate.int_{mapping}__matched
-                where link_rule in ('external_ref', 'natural_key')""",
+            "select keap_id, customcrm_id, link_rule from main.sync_new_links where mapping = ?",
+            [mapping],
         )
         outcomes = [
             Outcome(
@@ -469,7 +469,10 @@ class Pusher:
         summary.waiting += len(rows) - len(ready)
         if not ready:
             return
-        latest = _rows(self.db_path, f"select max(_cursor) as latest from raw_keap.{resource}")[0]["latest"]
+        marks = _rows(
+            self.db_path, "select read_up_to from main.sync_keap_read_marks where resource = ?", [resource]
+        )
+        latest = marks[0]["read_up_to"] if marks else None
         watch = KeapWatch(self.keap, resource, latest, self.result.keap_read_to_write)
         pending, size, done = list(ready), CHUNK_FIRST, 0
         with ThreadPoolExecutor(max_workers=KEAP_CONCURRENCY) as pool:
