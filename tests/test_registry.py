@@ -166,25 +166,33 @@ def test_a_field_no_layer_has_is_named(nodes: dict[str, Any]) -> None:
 
 
 def test_the_push_reads_only_the_marts_its_exposures_declare(nodes: dict[str, Any]) -> None:
-    """The planner's contract with dbt is the exposures: no intermediate model, no raw table."""
+    """The planner's contract with dbt is the exposures: no intermediate or staging model,
+    no raw table; every mart it names (`sync_*`, with a mapping's name filled in) declared."""
     declared = {
         need.rsplit(".", 1)[1]
         for name in ("push_customcrm", "push_keap")
         for need in nodes[f"exposure.crmsync.{name}"]["depends_on"]["nodes"]
     }
-    reads = [
-        (path.name, schema, table)
+    code = {
+        path.name: path.read_text()
         for path in (REPO / "reverse_etl").glob("*.py")
         if path.name != "state.py"  # the push's own state, and its retention
-        for schema, table in re.findall(
-            r"\b(main|intermediate|staging|raw_keap|raw_customcrm)\.([a-z_{}]+)", path.read_text()
+    }
+    below_marts = [
+        (file, found)
+        for file, text in code.items()
+        for found in re.findall(
+            r"\b(?:intermediate\.|staging\.|raw_keap\.|raw_customcrm\.|int_|stg_)\w*", text
         )
     ]
-    assert reads, "the push reads the marts"
+    assert below_marts == []
+    marts = {
+        (file, m) for file, text in code.items() for m in re.findall(r"\bsync_(?!state\b)[a-z_{}]+", text)
+    }
+    assert {m for _, m in marts} >= {"sync_conflicts", "sync_new_links", "sync_keap_read_marks"}
     undeclared = [
-        (file, f"{schema}.{table}")
-        for file, schema, table in reads
-        if schema != "main"
-        or not any(d.startswith(table.split("{")[0]) if "{" in table else d == table for d in declared)
+        (file, mart)
+        for file, mart in marts
+        if not any(d.startswith(mart.split("{")[0]) if "{" in mart else d == mart for d in declared)
     ]
     assert undeclared == []

@@ -28,8 +28,8 @@ import crmsync.run
 import registry
 from crmsync.run import SyncOutcome
 from pipelines.ingest import IngestOptions
+from reverse_etl.keap_target import KeapTarget
 from reverse_etl.keap_watch import KeapWatch
-from reverse_etl.push import Pusher
 from sandbox.keap.app import API_PREFIX
 from tests.conftest import REPO, admin
 from tests.e2e.conftest import World
@@ -284,7 +284,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
     monkeypatch.setattr(crmsync.run, "run_extract", tagged("ingest", crmsync.run.run_extract))
     monkeypatch.setattr(KeapWatch, "reread", tagged("re-read", KeapWatch.reread))  # before each chunk
-    monkeypatch.setattr(Pusher, "_resolve_keap_intents", tagged("search", Pusher._resolve_keap_intents))
+    monkeypatch.setattr(KeapTarget, "recover", tagged("search", KeapTarget.recover))
     return found
 
 
