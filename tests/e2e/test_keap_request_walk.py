@@ -13,7 +13,6 @@ operation and every mask property, so it cannot silently stop covering one.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ from pipelines.ingest import IngestOptions
 from reverse_etl.keap_target import KeapTarget
 from reverse_etl.keap_watch import KeapWatch
 from sandbox.keap.app import API_PREFIX
-from tests.conftest import REPO, admin
+from tests.conftest import admin
 from tests.e2e.conftest import World
 from tests.keap_openapi import document, match_operation, request_problems
 
@@ -105,10 +104,10 @@ class _Recording(httpx.BaseTransport):
 
 
 def _keap_properties(resource: str) -> set[str]:
-    """The Keap properties the push can write for a mapping, from its dbt model (sync_keap__*)."""
-    sql = (REPO / "dbt_project" / "models" / "marts" / f"sync_keap__{resource}.sql").read_text()
-    found = set(re.findall(r"'property':\s*'(\w+)'", sql))
-    assert found, f"no Keap property found in sync_keap__{resource}.sql"
+    """The Keap properties the push can write for a mapping: its registry's Keap targets
+    (which the dbt model sync_keap__* renders into bodies)."""
+    found = {t.property for t in registry.by_keap_resource(resource).keap_targets.values()}
+    assert found, f"no Keap target in the registry for {resource}"
     return found
 
 
