@@ -41,7 +41,7 @@ from connectors.errors import ApiError, FatalError, QuotaExhausted, RecordReject
 from connectors.keap import KeapClient
 from reverse_etl.keap_search import TooMany, Unsearchable, find, keap_time, marker_for
 from reverse_etl.keap_watch import CHUNK_FIRST, KeapWatch, ReadToWrite, next_chunk_size
-from reverse_etl.state import Outcome, Recorder, connect
+from reverse_etl.state import Outcome, Recorder, connect, payload_digest, set_aside
 
 MAPPINGS = ("customers", "contacts", "orders", "products")
 KEAP_RESOURCE = {
@@ -87,6 +87,9 @@ class PushResult:
     failures: dict[str, str] = field(default_factory=dict)
     # how long after the re-read that cleared it each Keap write was answered
     keap_read_to_write: ReadToWrite = field(default_factory=ReadToWrite)
+    # rows not sent: refused before with the same payload and not due again, or set aside by a
+    # person (`crmsync rejections`); they are no work for this run
+    set_aside: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def wrote(self) -> bool:
@@ -107,6 +110,7 @@ class PushResult:
             "errors": self.errors,
             "failures": self.failures,
             "keap_read_to_write": self.keap_read_to_write.as_dict(),
+            "set_aside": self.set_aside,
         }
 
 
@@ -119,6 +123,7 @@ def merge_results(first: PushResult, later: PushResult) -> PushResult:
         errors={**first.errors, **later.errors},
         failures={**later.failures, **first.failures},
         keap_read_to_write=first.keap_read_to_write.merge(later.keap_read_to_write),
+        set_aside=first.set_aside + [r for r in later.set_aside if r not in first.set_aside],
     )
     for mapping in MAPPINGS:
         a, b = asdict(first.mappings[mapping]), asdict(later.mappings[mapping])
@@ -338,6 +343,7 @@ class Pusher:
             )
         }
         rows = [r for r in rows if not (r["op"] == "create" and r["keap_id"] in linked)]
+        rows = self._set_aside(mapping, "customcrm", rows)
         ready = [r for r in rows if r["status"] == "ready"]
         summary.waiting += len(rows) - len(ready)
         with RecordBehind(self.recorder) as record:
@@ -468,6 +474,7 @@ class Pusher:
         linked = {r["customcrm_id"] for r in _rows(
             self.db_path, "select customcrm_id from sync_state.links where mapping = ?", [mapping])}  # fmt: skip
         rows = [r for r in rows if not (r["op"] == "create" and r["customcrm_id"] in linked)]
+        rows = self._set_aside(mapping, "keap", rows)
         ready = [r for r in rows if r["status"] == "ready"]
         summary.waiting += len(rows) - len(ready)
         if not ready:
@@ -650,6 +657,24 @@ class Pusher:
         self.held.setdefault(mapping, {})[customcrm_id] = reason
 
     # --- helpers ------------------------------------------------------------------------------------
+    def _set_aside(self, mapping: str, target: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows to send: a row refused before with this very payload waits until it is due
+        again, and one a person set aside is not sent while it stays the same (`crmsync
+        rejections`). A changed payload is a new write and goes."""
+        waiting = set_aside(self.db_path, mapping, target)
+        if not waiting:
+            return rows
+        kept = []
+        for row in rows:
+            mark = waiting.get((row["keap_id"] or row["customcrm_id"], row["op"]))
+            if mark is not None and mark.digest == payload_digest(_json(row["payload"])):
+                self.result.set_aside.append({
+                    "mapping": mapping, "target": target, "op": row["op"], "keap_id": row["keap_id"],
+                    "customcrm_id": row["customcrm_id"], "why": mark.why})  # fmt: skip
+                continue
+            kept.append(row)
+        return kept
+
     def _outcome(
         self,
         mapping: str,
