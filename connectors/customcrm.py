@@ -14,7 +14,6 @@ import httpx
 from connectors.errors import ProtocolError, TooLarge
 from connectors.http import ApiClient, Clock, ListPage, Pacer, RetryPolicy, Sleep, server_time
 
-RESOURCES = ("customers", "contacts", "orders", "products")
 BATCH_LIMIT = 100
 PAGE_LIMIT = 500
 MAX_BODY = 1024 * 1024  # the contract: a request body over 1 MiB is refused with 413

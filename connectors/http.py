@@ -10,7 +10,6 @@ and otherwise backs off exponentially with full jitter.
 from __future__ import annotations
 
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -342,23 +341,6 @@ def server_time(response: httpx.Response) -> datetime | None:
         return parsedate_to_datetime(response.headers["date"]).astimezone(UTC)
     except (KeyError, TypeError, ValueError, IndexError):
         return None
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An API timestamp as UTC: Keap's `...Z` and `...000+0000` forms, and RFC 3339;
-    None when absent or unparseable."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    elif re.search(r"[+-]\d{4}$", text):
-        text = text[:-2] + ":" + text[-2:]
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _template(path: str) -> str:

@@ -29,6 +29,7 @@ from crmsync.lock import StateBusy, exclusive
 from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
 from crmsync.report import say
 from crmsync.settings import ConfigurationError, Settings
+from registry import mapping_names
 from reverse_etl.state import UnknownRejection
 
 EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_REJECTED, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
@@ -260,9 +261,7 @@ def _vars(conflict_policy: str | None, raw: str | None) -> dict[str, Any] | None
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--vars") from None
     if conflict_policy:
-        variables["conflict_policy"] = {
-            m: conflict_policy for m in ("customers", "contacts", "orders", "products")
-        }
+        variables["conflict_policy"] = {m: conflict_policy for m in mapping_names()}
     return variables or None
 
 
@@ -395,7 +394,7 @@ Where to look next:
     "--mapping",
     "only",
     multiple=True,
-    type=click.Choice(["customers", "contacts", "orders", "products"]),
+    type=click.Choice(mapping_names()),
     help="Only this mapping (repeatable).",
 )
 @click.option(
@@ -433,7 +432,7 @@ def plan(
     date), 1 on failure."""
     from crmsync.plan import has_work
     from crmsync.report import emit_json, plan_report
-    from crmsync.run import MAPPINGS, endpoints, run_plan
+    from crmsync.run import endpoints, run_plan
     from pipelines.ingest import IngestOptions
 
     settings = obj.settings
@@ -446,7 +445,7 @@ def plan(
             found,
             variables,
             IngestOptions(full_pass=full, full_pass_every=full_every),
-            only or MAPPINGS,
+            only or None,
         )
     if outcome.error:
         if outcome.exception is not None and obj.debug:

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reverse_etl.push import KEAP_RESOURCE, MAPPINGS
+from registry import mapping as registry_mapping
+from registry import mapping_names
 from reverse_etl.state import connect, payload_digest, set_aside
 
 TARGETS = ("customcrm", "keap")
@@ -23,7 +24,7 @@ def _model(mapping: str, target: str) -> str:
     return (
         f"main.sync_customcrm__{mapping}"
         if target == "customcrm"
-        else f"main.sync_keap__{KEAP_RESOURCE[mapping]}"
+        else f"main.sync_keap__{registry_mapping(mapping).keap.name}"
     )
 
 
@@ -51,8 +52,9 @@ def _fields(merged: list[dict[str, Any]], target: str) -> list[dict[str, Any]]:
     return found
 
 
-def plan_details(db_path: Path, mappings: tuple[str, ...] = MAPPINGS) -> dict[str, Any]:
+def plan_details(db_path: Path, mappings: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Everything the plan shows, from the marts as last built in `db_path`."""
+    mappings = mappings or mapping_names()
     waiting = {(m, t): set_aside(db_path, m, t) for m in mappings for t in TARGETS}
     rows: list[dict[str, Any]] = []
     with connect(db_path) as con:

@@ -33,8 +33,9 @@ from crmsync.lock import shared
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
-from reverse_etl.push import KEAP_RESOURCE, MAPPINGS, Pusher, PushResult, merge_results
+from registry import MAPPINGS, mapping_names
 from reverse_etl.push import ProgressCallback as PushProgress
+from reverse_etl.push import Pusher, PushResult, merge_results
 from reverse_etl.state import (
     connect,
     ensure_state,
@@ -52,11 +53,12 @@ PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
 
 # which mappings read which resource: a mapping whose records could not all be read is not
 # pushed that run (a write decided on stale data could overwrite an edit it never saw)
-RESOURCE_MAPPINGS = (
-    {("keap", KEAP_RESOURCE[mapping]): mapping for mapping in MAPPINGS}
-    | {("keap", "stages"): "orders"}
-    | {("customcrm", mapping): mapping for mapping in MAPPINGS}
-)
+RESOURCE_MAPPINGS = {("keap", m.keap.name): m.name for m in MAPPINGS} | {
+    ("customcrm", m.customcrm.name): m.name for m in MAPPINGS
+}
+for _reader in MAPPINGS:  # the stages are read for the mapping that compares stages
+    if any(f.compare_as == "stage" for f in _reader.fields):
+        RESOURCE_MAPPINGS[("keap", "stages")] = _reader.name
 
 
 @dataclass
@@ -396,7 +398,7 @@ def run_plan(
     found: Endpoints,
     variables: dict[str, object] | None = None,
     ingest: IngestOptions | None = None,
-    mappings: tuple[str, ...] = MAPPINGS,
+    mappings: tuple[str, ...] | None = None,
 ) -> tuple[SyncOutcome, dict[str, Any]]:
     """What a sync would write now, worked out in a copy of the DuckDB file (scratch_copy):
     the outcome of the dry run and, read from the copy before it goes, the rows
@@ -405,7 +407,7 @@ def run_plan(
 
     with scratch_copy(settings) as scratch:
         outcome = run_sync(scratch, found, variables, ingest, dry_run=True)
-        details = plan_details(scratch.db_path, mappings) if outcome.error is None else {}
+        details = plan_details(scratch.db_path, mappings or mapping_names()) if outcome.error is None else {}
     return outcome, details
 
 
@@ -433,18 +435,8 @@ def _pending(db_path: Path) -> bool:
 
 def pending_writes(db_path: Path) -> list[dict[str, object]]:
     """What the sync_* models hold now, per mapping, target and op."""
-    models = [
-        ("customcrm", f"sync_customcrm__{m}", m) for m in ("customers", "contacts", "orders", "products")
-    ]
-    models += [
-        ("keap", f"sync_keap__{r}", m)
-        for m, r in (
-            ("customers", "companies"),
-            ("contacts", "contacts"),
-            ("orders", "opportunities"),
-            ("products", "products"),
-        )
-    ]
+    models = [("customcrm", f"sync_customcrm__{m.name}", m.name) for m in MAPPINGS]
+    models += [("keap", f"sync_keap__{m.keap.name}", m.name) for m in MAPPINGS]
     union = " union all ".join(
         f"select '{m}' as mapping, '{t}' as target, op, status from main.{model}" for t, model, m in models
     )
@@ -468,7 +460,7 @@ def sync_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "select count(*) from information_schema.tables where table_schema = 'sync_state' and table_name = 'runs'"
     ).fetchone()[0]  # type: ignore[index]
     mappings = []
-    for mapping in MAPPINGS:
+    for mapping in mapping_names():
         counts: dict[str, Any] = {"mapping": mapping, "linked": 0, "orphaned": 0, "pending": 0, "waiting": 0,
                                   "conflicts": 0, "rejected": 0, "ignored": 0}  # fmt: skip
         if has_marts:

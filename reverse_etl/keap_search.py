@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.http import parse_time
+import registry
 from connectors.keap import KeapClient
+from support.times import parse_time
 
 RESERVED = frozenset(";,=<>*!")
 MIN_PREFIX = 3
@@ -69,22 +70,17 @@ def _email1(payload: dict[str, Any]) -> str | None:
 
 
 def markers(mapping: str, payload: dict[str, Any]) -> list[list[Clause]]:
-    """The ways to find the record this payload creates, best first (each: clauses, all must hold)."""
-    if mapping == "products":
-        return [
-            [Clause("sku", payload.get("sku"), "sku", "sku")],
-            [Clause("name", payload.get("name"), "name", "name")],
+    """The ways to find the record this payload creates, best first (each: clauses, all must
+    hold), as the registry lists them for the mapping's Keap resource."""
+    if mapping not in registry.mapping_names():
+        return []
+    return [
+        [
+            Clause(c.field, _value(payload, c.field), c.filter_field, c.prefix_field, c.fold_case)
+            for c in marker
         ]
-    if mapping == "contacts":
-        names = [
-            Clause("given_name", payload.get("given_name"), "given_name", "given_name"),
-            Clause("family_name", payload.get("family_name"), "family_name", "family_name"),
-            Clause("company", str((payload.get("company") or {}).get("id") or "") or None, None, None),
-        ]
-        return [[Clause("email", _email1(payload), "email", "email", fold_case=True)], names]
-    if mapping == "customers":
-        return [[Clause("company_name", payload.get("company_name"), "company_name", "name")]]
-    return []
+        for marker in registry.mapping(mapping).keap.markers
+    ]
 
 
 def marker_for(mapping: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -118,12 +114,6 @@ def marker_for(mapping: str, payload: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-FIELDS = {  # what a search needs back, where a list can be narrowed
-    "contacts": "id,given_name,family_name,email_addresses,company,create_time",
-    "companies": "id,company_name,create_time",
-}
-
-
 def _value(item: dict[str, Any], field: str) -> str | None:
     if field == "email":
         return _email1(item)
@@ -142,8 +132,9 @@ def find(keap: KeapClient, resource: str, marker: dict[str, Any], created_since:
     """The ids of the Keap records matching the marker exactly, created at or after
     `created_since` (Keap's clock). Raises TooMany rather than answer from part of them."""
     params: dict[str, Any] = {"filter": marker["filter"]}
-    if resource in FIELDS:
-        params["fields"] = FIELDS[resource]
+    wanted = registry.keap_resource(resource).search_fields  # what a search needs back
+    if wanted:
+        params["fields"] = wanted
     fold = set(marker.get("fold_case") or [])
     found = []
     for number, page in enumerate(keap.pages(resource, params, page_size=1000), start=1):

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.http import parse_time
-from connectors.keap import INCREMENTAL, NARROWABLE, KeapClient
+from connectors.keap import KeapClient
+from registry import keap_resource
+from support.times import parse_time
 
 WINDOW_S = 4.0  # a write goes out at most about this long after the read that cleared it
 CHUNK_FIRST = 8
@@ -60,7 +61,8 @@ class KeapWatch:
     def __init__(self, keap: KeapClient, resource: str, since: datetime | None, stats: ReadToWrite) -> None:
         self.keap, self.resource = keap, resource
         self.since = since  # records updated at or after it are (re)read
-        self.stamp = INCREMENTAL[resource]["stamp"] or "update_time"
+        self.spec = keap_resource(resource)
+        self.stamp = self.spec.cursor_field
         self.changed: dict[str, datetime] = {}
         self.cleared_at: float | None = None  # time.monotonic() when the last re-read was sent
         self.lenient = False
@@ -69,7 +71,7 @@ class KeapWatch:
     def reread(self, expected: int) -> float:
         """List what changed since the last re-read; return when its first page was sent (the
         moment from which an edit may not be in it)."""
-        fields = ["id", self.stamp] if self.resource in NARROWABLE else None
+        fields = ["id", self.stamp] if self.spec.narrowable else None
         # whole records elsewhere: a page about the size of what can have changed since
         page_size = 1000 if fields or self.cleared_at is None else min(1000, max(50, 2 * expected))
         newest, started = None, None

@@ -36,20 +36,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import registry
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError, FatalError, QuotaExhausted, RecordRejected, RetryableError
 from connectors.keap import KeapClient
+from registry import mapping_names
 from reverse_etl.keap_search import TooMany, Unsearchable, find, keap_time, marker_for
 from reverse_etl.keap_watch import CHUNK_FIRST, KeapWatch, ReadToWrite, next_chunk_size
-from reverse_etl.state import Outcome, Recorder, connect, payload_digest, set_aside
+from reverse_etl.state import Outcome, Recorder, payload_digest, set_aside
+from support.duck import connect
 
-MAPPINGS = ("customers", "contacts", "orders", "products")
-KEAP_RESOURCE = {
-    "customers": "companies",
-    "contacts": "contacts",
-    "orders": "opportunities",
-    "products": "products",
-}
+MAPPINGS = mapping_names()  # parents before children (the registry's order)
 KEAP_CONCURRENCY = 4
 # what stops the whole push at once: credentials, the run's deadline, a spent daily quota (every
 # later request would be refused; the run says when to try again)
@@ -464,7 +461,7 @@ class Pusher:
     # --- 3. Keap ----------------------------------------------------------------------------------
     def _push_keap(self, mapping: str, decisions: dict[str, list[dict[str, Any]]]) -> None:
         summary = self.result.mappings[mapping]
-        resource = KEAP_RESOURCE[mapping]
+        resource = registry.mapping(mapping).keap.name
         rows = _rows(
             self.db_path,
             f"""select op, keap_id, customcrm_id, update_mask, payload, fields, status, keap_updated_at
@@ -606,7 +603,7 @@ class Pusher:
         intents = self.recorder.open_intents(mapping)
         if not intents:
             return
-        resource = KEAP_RESOURCE[mapping]
+        resource = registry.mapping(mapping).keap.name
         linked = {
             k
             for (k,) in _tuples(

@@ -24,13 +24,14 @@ state and are not aged out.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+
+from support.duck import connect
 
 SCHEMA = "sync_state"
 
@@ -270,16 +271,6 @@ def retention(db_path: Path | str, days: int, apply: bool = False) -> list[Expir
             con.execute("rollback")
             raise
     return found
-
-
-@contextmanager
-def connect(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection: DuckDB takes one writing process at a time."""
-    con = duckdb.connect(str(db_path))
-    try:
-        yield con
-    finally:
-        con.close()
 
 
 def new_run_id() -> str:

@@ -14,7 +14,7 @@ import pytest
 
 import reverse_etl.keap_watch
 import reverse_etl.push
-from connectors.http import parse_time
+from support.times import parse_time
 from tests.conftest import admin
 from tests.e2e.conftest import World
 

@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from reverse_etl.keap_search import FIELDS, Unsearchable, marker_for
+import registry
+from reverse_etl.keap_search import Unsearchable, marker_for
 from tests.keap_openapi import operation, request_problems
 
 RESOURCE = {"customers": "companies", "contacts": "contacts", "products": "products"}
@@ -56,8 +57,9 @@ def test_a_marker_searches_with_filters_the_document_allows_or_says_why_not(
         assert not value.endswith("*") or allowed[field], f"{field} takes no wildcard"
         assert not set(value.rstrip("*")) & set(";=<>*,!"), clause  # nothing Keap's syntax reserves
     query = {"filter": marker["filter"], "page_size": "1000"}
-    if mapping != "products":  # a list Keap lets a search narrow
-        query["fields"] = FIELDS[RESOURCE[mapping]]
+    wanted = registry.keap_resource(RESOURCE[mapping]).search_fields
+    if wanted:  # a list Keap lets a search narrow
+        query["fields"] = wanted
     url = f"https://api.infusionsoft.com/crm/rest/v2/{RESOURCE[mapping]}?{urlencode(query)}"
     assert request_problems("GET", url, None, "/crm/rest/v2") == []
     # the exact value is compared by the sync, whatever the filter matched

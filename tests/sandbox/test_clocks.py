@@ -9,9 +9,10 @@ from email.utils import formatdate, parsedate_to_datetime
 import pytest
 
 from connectors.customcrm import customcrm_client
-from connectors.http import ServerClock, parse_time
+from connectors.http import ServerClock
 from connectors.keap import keap_client
 from sandbox.bundle import Sandboxes
+from support.times import parse_time
 from tests.conftest import admin
 
 
