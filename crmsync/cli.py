@@ -638,7 +638,7 @@ def sql(
     else:
         delimited(found.columns, found.rows, shape)
     if found.more and shape != "table":
-        say(f"crmsync: stopped after {limit} rows (--limit)", err=True)
+        say(f"crmsync: stopped after {limit} row{'s' if limit != 1 else ''} (--limit)", err=True)
 
 
 @main.command()

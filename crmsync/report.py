@@ -196,11 +196,18 @@ def table(
         return
     grid = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for column, right in zip(columns, numeric, strict=True):
-        grid.add_column(column, justify="right" if right else "left", overflow="fold")
-    for row in rows:
-        grid.add_row(*[Text(NULL, style="dim") if v is None else Text(text(v)) for v in row])
+        grid.add_column(column, justify="right" if right else "left", no_wrap=True, overflow="ignore")
+    cells = [[Text(NULL, style="dim") if v is None else Text(text(v)) for v in row] for row in rows]
+    for row_cells in cells:
+        grid.add_row(*row_cells)
+    # never cut or fold a value (an ID must stay whole, to copy): a table wider than the
+    # terminal is printed at its own width and the terminal wraps its lines, as psql does
+    widths = [max([len(c), *(max(len(line) for line in r[i].plain.split("\n") or [""]) for r in cells)])
+              for i, c in enumerate(columns)]  # fmt: skip
+    console = _console(err)
+    console.size = (max(console.width, sum(widths) + 3 * len(widths) + 1), console.height)
     try:
-        _console(err).print(grid)
+        console.print(grid)
     except BrokenPipeError:
         _silence(err)
 
