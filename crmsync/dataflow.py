@@ -7,6 +7,7 @@ with every table filled.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,15 @@ class Mapping:
     keap: str  # "Companies" as the source document names it
     customcrm: str
     rows: list[tuple[str, str, str]]  # (Keap property, Customcrm property, Customcrm data type)
+    directions: list[str] = dataclasses.field(default_factory=list)  # per row: which way it goes, the rule
+
+
+DIRECTIONS = {
+    "both": "both ways; a field changed on both sides goes by `conflict_policy`",
+    "to_customcrm": "Keap → Customcrm only: Keap's value always wins, nothing is written to Keap",
+    "derived": "Keap → Customcrm, derived from the Keap value, never merged on its own",
+}
+ID_DIRECTION = "the link: set in Customcrm by the sync, never changed"
 
 
 MAPPINGS = tuple((m.number, m.name, m.keap_label, m.customcrm_label) for m in registry.MAPPINGS)
@@ -81,11 +91,13 @@ def mappings(manifest_data: dict[str, Any]) -> list[Mapping]:
     for number, entity, keap, customcrm in MAPPINGS:
         node = manifest_data["nodes"][f"model.crmsync.int_{entity}__merged"]
         rows = [("id", "ExternalRefs.keap", "string")]
+        directions = [ID_DIRECTION]
         for field in node["config"]["meta"]["mapping_fields"]:
             rows.append(
                 (field["keap_property"], field["customcrm_property"], field.get("customcrm_type", "string"))
             )
-        found.append(Mapping(number, entity, keap, customcrm, rows))
+            directions.append(DIRECTIONS[field.get("direction", "both")])
+        found.append(Mapping(number, entity, keap, customcrm, rows, directions))
     return found
 
 
@@ -104,10 +116,14 @@ def _code_one(text: str) -> str:
 
 def _table(mapping: Mapping) -> list[str]:
     out = [
-        f"| Keap {mapping.keap} property | Customcrm {mapping.customcrm} property | Customcrm data type |",
-        "|---|---|---|",
+        f"| Keap {mapping.keap} property | Customcrm {mapping.customcrm} property | Customcrm data type "
+        "| direction |",
+        "|---|---|---|---|",
     ]
-    return out + [f"| {_code(k)} | {_code(c)} | {t} |" for k, c, t in mapping.rows]
+    return out + [
+        f"| {_code(k)} | {_code(c)} | {t} | {d} |"
+        for (k, c, t), d in zip(mapping.rows, mapping.directions, strict=True)
+    ]
 
 
 def docs_file(found: list[Mapping]) -> str:

@@ -78,3 +78,14 @@ def test_every_model_and_column_is_described(tmp_path: Path) -> None:
                 f"{node['name']}.{c}" for c, col in node["columns"].items() if not col["description"].strip()
             ]
     assert not missing, missing
+
+
+def test_each_property_row_shows_its_direction_and_rule(found) -> None:  # type: ignore[no-untyped-def]
+    text = docs_file(found)
+    rows = {line.split("|")[2].strip(): line.split("|")[4].strip() for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| Keap ")}  # fmt: skip
+    assert rows["`Status` (open, won, lost)"].startswith("Keap → Customcrm, derived")  # an order's Status
+    assert rows["`Currency`"].startswith("Keap → Customcrm only")  # a product's currency
+    assert rows["`Title`"].startswith("both ways")
+    assert rows["`ExternalRefs.keap`"].startswith("the link")
+    assert "| direction |" in text
