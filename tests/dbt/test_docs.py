@@ -89,3 +89,45 @@ def test_each_property_row_shows_its_direction_and_rule(found) -> None:  # type:
     assert rows["`Title`"].startswith("both ways")
     assert rows["`ExternalRefs.keap`"].startswith("the link")
     assert "| direction |" in text
+
+
+def test_dbt_run_by_hand_in_dbt_project_finds_the_default_duckdb_file(tmp_path: Path) -> None:
+    """README "Using dbt directly": `cd dbt_project && ../.venv/bin/dbt debug` works with the
+    default file (data/crmsync.duckdb at the root), CRMSYNC_DB unset."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(REPO / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs"))
+    (tmp_path / "data").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CRMSYNC_DB", "DBT_PROFILES_DIR")}
+    done = subprocess.run([str(Path(sys.executable).parent / "dbt"), "debug"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "All checks passed" in done.stdout
+
+
+def test_every_sync_state_table_and_column_is_a_described_source(tmp_path: Path) -> None:
+    import duckdb
+    import yaml
+
+    from reverse_etl.state import ensure_state
+
+    db = tmp_path / "state.duckdb"
+    ensure_state(db)
+    with duckdb.connect(str(db)) as con:
+        columns = con.execute(
+            "select table_name, column_name from information_schema.columns where table_schema = 'sync_state'"
+        ).fetchall()
+    sources = yaml.safe_load(
+        (REPO / "dbt_project" / "models" / "staging" / "sync_state" / "_sync_state__sources.yml").read_text()
+    )
+    described = {
+        (table["name"], column["name"])
+        for table in sources["sources"][0]["tables"]
+        for column in table.get("columns", [])
+        if column.get("description")
+    }
+    assert sorted(set(columns) - described) == []
