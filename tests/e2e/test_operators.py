@@ -85,6 +85,7 @@ def test_cron_log_run_history_plan_rows_and_rejections_people_act_on(world: Worl
     assert "None" not in refused[0] and refused[0].count("already used") == 1  # the reason once, no None
     assert re.search(rf"run {first_id} rejected \(exit 3\) in \d+\.\d s: ", first[-1])
     assert "contacts: " in first[-1] and "1 rejected" in first[-1]
+    assert "\x1b[" not in log.read_text()  # no colour codes (dbt's included) in a log
 
     # the same refused row again: no work, exit 0, one line; the run after skips dbt
     code, second = _recipe(world, tmp_path, log)
