@@ -131,3 +131,17 @@ def test_every_sync_state_table_and_column_is_a_described_source(tmp_path: Path)
         if column.get("description")
     }
     assert sorted(set(columns) - described) == []
+
+
+def test_docs_lineage_md_is_one_picture_per_push_target_without_tests(tmp_path: Path) -> None:
+    from crmsync.dataflow import LINEAGE_FILE, lineage
+
+    text = lineage(manifest(tmp_path / "x.duckdb"))
+    assert LINEAGE_FILE.read_text() == text, "run `crmsync dataflow --write-docs`"
+    assert text.count("```mermaid") == 2
+    assert '(["push_customcrm"])' in text and '(["push_keap"])' in text
+    diagrams = [block.split("```")[0] for block in text.split("```mermaid")[1:]]
+    assert not any(word in d for d in diagrams for word in ("not_null", "unique_", "accepted_values", "test"))
+    customcrm, keap = diagrams
+    assert 'raw_keap__contacts["raw_keap.contacts"]' in customcrm and "sync_customcrm__contacts" in customcrm
+    assert "sync_keap__contacts" in keap and "sync_keap__contacts" not in customcrm
