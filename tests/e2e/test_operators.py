@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import World
 
 CRMSYNC = Path(sys.executable).parent / "crmsync"  # what `make sync` installs: .venv/bin/crmsync
@@ -46,7 +48,8 @@ def _json(done: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(done.stdout)
 
 
-def test_cron_log_run_history_plan_rows_and_rejections_people_act_on(world: World, tmp_path: Path) -> None:
+@pytest.mark.timeout(600)
+def test_cron_log_run_history_plan_rows_and_a_killed_run(world: World, tmp_path: Path) -> None:
     assert world.sync().status == "ok"
     linked = {r[0] for r in world.sql("select customcrm_id from sync_state.links where mapping = 'contacts'")}
     contact = next(c for c in world.crm_all("contacts") if c["Id"] in linked and c["Email"])
@@ -57,23 +60,15 @@ def test_cron_log_run_history_plan_rows_and_rejections_people_act_on(world: Worl
     ).json()
     world.crm.patch(f"/contacts/{contact['Id']}", json={"Title": "from Customcrm"})  # a Keap update is due
 
-    # plan: the rows, old -> new, the endpoints; exit 2 with --detailed-exitcode
-    planned = _cli(world, tmp_path, "plan", "--json", "--detailed-exitcode", "--mapping", "contacts")
-    assert planned.returncode == 2, planned.stderr
-    details = json.loads(planned.stdout)
-    assert details["endpoints"] == {"keap": world.boxes.keap_url, "customcrm": world.boxes.customcrm_url}
-    rows = {(r["target"], r["op"], r["keap_id"]): r for r in details["rows"]}
-    assert {r["mapping"] for r in details["rows"]} == {"contacts"}
-    assert rows[("customcrm", "create", str(twin["id"]))]["status"] == "ready"
-    update = rows[("keap", "update", keap_id)]
-    changed = [f for f in update["fields"] if f["new"] == "from Customcrm"]
-    assert len(changed) == 1 and changed[0]["old"] != "from Customcrm"
-    shown = _cli(world, tmp_path, "plan", "--mapping", "contacts")
-    assert shown.returncode == 0, shown.stderr  # without --detailed-exitcode: 0 when it worked
+    # plan: the rows, old -> new, the endpoints; exit 2 with --detailed-exitcode (--json: tests/crmsync)
+    shown = _cli(world, tmp_path, "plan", "--detailed-exitcode", "--mapping", "contacts")
+    assert shown.returncode == 2, shown.stderr
     assert f"endpoints: keap {world.boxes.keap_url}, customcrm {world.boxes.customcrm_url}" in shown.stdout
     assert "contacts: customcrm -> keap (1 update)" in shown.stdout
-    assert f"update keap {keap_id}" in shown.stdout and "-> 'from Customcrm'" in shown.stdout
-    assert f"create keap {twin['id']}" in shown.stdout
+    (update,) = [line for line in shown.stdout.splitlines() if line.startswith(f"  update keap {keap_id} ")]
+    assert f"customcrm {contact['Id']}: job_title " in update and update.endswith(" -> 'from Customcrm'")
+    assert f"  create keap {twin['id']}: FirstName ∅ -> 'Twin'" in shown.stdout
+    assert "customers:" not in shown.stdout  # --mapping
 
     # the cron recipe: every line stamped with the time and the run id, the refusal and the outcome
     log = tmp_path / "crmsync.log"
@@ -115,6 +110,22 @@ def test_cron_log_run_history_plan_rows_and_rejections_people_act_on(world: Worl
         shown.stdout.splitlines()[1].startswith("killed\t") and "interrupted" in shown.stdout.splitlines()[1]
     )
 
+    code, fourth = _recipe(world, tmp_path, log)  # the next sync closes the killed run's row, naming itself
+    assert world.sql("select status, summary->>'closed_by' from sync_state.runs where run_id = 'killed'") == [
+        ("interrupted", _run_ids(fourth).pop())
+    ]
+
+
+@pytest.mark.timeout(600)
+def test_a_refused_row_is_listed_set_aside_by_a_person_and_retried(world: World, tmp_path: Path) -> None:
+    assert world.sync().status == "ok"
+    linked = {r[0] for r in world.sql("select customcrm_id from sync_state.links where mapping = 'contacts'")}
+    taken = next(c["Email"] for c in world.crm_all("contacts") if c["Id"] in linked and c["Email"])
+    twin = world.keap.post(
+        "/contacts", json={"given_name": "Twin", "email_addresses": [{"email": taken, "field": "EMAIL1"}]}
+    ).json()
+    assert world.sync().status == "rejected"
+
     # rejections: listed, set aside with who and why, then retried now
     key = f"contacts/customcrm/{twin['id']}"
     (listed,) = _json(_cli(world, tmp_path, "rejections", "--json"))
@@ -130,16 +141,15 @@ def test_cron_log_run_history_plan_rows_and_rejections_people_act_on(world: Worl
         m for m in _json(_cli(world, tmp_path, "status", "--json"))["mappings"] if m["mapping"] == "contacts"
     )
     assert (contacts["rejected"], contacts["ignored"]) == (0, 1)
+    world.sql("update sync_state.rejections set retry_after = now() - interval 1 hour")  # due, but set aside
+    aside = world.sync()
+    assert aside.status == "ok" and [r["keap_id"] for r in aside.push.set_aside] == [twin["id"]]
+    assert aside.push.set_aside[0]["why"] == "ignored by ops-anna: a duplicate: merging by hand"
     unknown = _cli(world, tmp_path, "rejections", "retry", "contacts/customcrm/nope")
     assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1
     assert "no open rejection 'contacts/customcrm/nope'" in unknown.stderr
     assert _cli(world, tmp_path, "rejections", "retry", key).returncode == 0
     (listed,) = _json(_cli(world, tmp_path, "rejections", "--json"))
     assert (listed["state"], listed["retry_after"]) == ("open", None)
-    code, fourth = _recipe(world, tmp_path, log)  # sent again at once, and refused again
-    assert code == 3 and any(f"[key {key}]" in line for line in fourth)
+    assert world.sync().status == "rejected"  # sent again at once, and refused again
     assert world.sql("select attempts from sync_state.rejections where resolved_at is null") == [(2,)]
-    # the killed run's row was closed as interrupted by the next sync, naming it
-    assert world.sql("select status, summary->>'closed_by' from sync_state.runs where run_id = 'killed'") == [
-        ("interrupted", _run_ids(fourth).pop())
-    ]
