@@ -694,19 +694,46 @@ def retention(obj: Context, apply: bool, days: int | None) -> None:
         )
 
 
+@main.command(name="registry")
+@click.option(
+    "--write",
+    is_flag=True,
+    help="Regenerate what the registry renders: dbt's macros/_registry.sql and the docs page.",
+)
+def registry_command(write: bool) -> None:
+    """The mappings as the registry (registry/mappings.py) describes them."""
+    import registry
+    from registry import dbt as registry_dbt
+
+    if write:
+        from crmsync.dataflow import write_docs
+
+        changed = registry_dbt.write()
+        write_docs()
+        click.echo(f"{registry_dbt.MACRO_FILE}: {'written' if changed else 'up to date'}")
+    for m in registry.MAPPINGS:
+        parents = ", ".join(f"{f} -> {p}" for f, p in m.parents.items()) or "none"
+        click.echo(
+            f"{m.number}. {m.name}: Keap {m.keap.name} <-> Customcrm {m.customcrm.name}; "
+            f"{len(m.fields)} fields; natural key: {m.natural_key}; parents: {parents}"
+        )
+        for f in m.fields:
+            click.echo(f"     {f.name:<18} {f.keap_property}  <->  {f.customcrm_property}  [{f.direction}]")
+
+
 @main.command()
 @click.option(
     "--write-docs", is_flag=True, help="Also regenerate the dbt docs page with the property tables."
 )
 @click.pass_obj
 def dataflow(obj: Context, write_docs: bool) -> None:
-    """Print the dataflow document (reStructuredText), tables filled from the models."""
-    from crmsync.dataflow import manifest, mappings, restructured_text
+    """Print the dataflow document (reStructuredText), tables filled from the registry."""
+    from crmsync.dataflow import mappings, restructured_text
     from crmsync.dataflow import write_docs as regenerate
 
     if write_docs:
         regenerate(obj.settings.db_path)
-    click.echo(restructured_text(mappings(manifest(obj.settings.db_path))), nl=False)
+    click.echo(restructured_text(mappings()), nl=False)
 
 
 @main.command()

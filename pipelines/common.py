@@ -18,6 +18,7 @@ from typing import Any
 
 import dlt
 
+from connectors.errors import ApiError, ProtocolError
 from support.times import parse_time
 
 RAW_COLUMNS: dict[str, Any] = {
@@ -211,3 +212,48 @@ def rejection(
         table_name="ingest_rejections", write_disposition="append", columns=REJECTION_COLUMNS
     )
     return dlt.mark.with_hints(row, hints, create_table_variant=True)
+
+
+@dataclass
+class PageRecord:
+    item: dict[str, Any]  # the record as the API sent it
+    row: dict[str, Any]  # its raw row
+    is_new: bool  # a version not loaded before (the cursor has observed it)
+
+
+def read_page(
+    resource: str,
+    items: list[Any],
+    page: int,
+    counts: ResourceReport,
+    cursor: Cursor,
+    id_field: str,
+    cursor_field: str | None,
+    extracted_at: datetime,
+) -> tuple[list[Any], list[PageRecord]]:
+    """One page of a walk, as both sources read it: the records that cannot be loaded
+    (rejections, counted) and the others, each marked new unless this version was
+    loaded before (an overlap, a page read twice)."""
+    rejected, found = [], []
+    for index, item in enumerate(items):
+        problem = check_record(item, id_field, cursor_field)
+        if problem is not None:
+            counts.rejected += 1
+            rejected.append(rejection(resource, page, index, *problem, item, extracted_at))
+            continue
+        row = raw_row(item, id_field, cursor_field, extracted_at)
+        is_new = not cursor.already_loaded(row["id"], row["updated_at"])
+        if is_new:
+            cursor.observe(row["id"], row["updated_at"], row["_cursor"])
+        found.append(PageRecord(item, row, is_new))
+    return rejected, found
+
+
+def walk_failed(resource: str, counts: ResourceReport, exc: ApiError, extracted_at: datetime) -> Any | None:
+    """An API error ends a walk: what was read is kept and the cursor stays put. A page
+    the API answered with something unreadable is also recorded as a rejection (returned)."""
+    counts.error = str(exc)
+    if not isinstance(exc, ProtocolError):
+        return None
+    counts.rejected += 1
+    return rejection(resource, counts.pages + 1, 0, "(page)", str(exc), None, extracted_at)

@@ -94,9 +94,11 @@ class KeapResource:
 
 @dataclass(frozen=True)
 class CustomcrmResource:
-    """A Customcrm resource: its path (also the raw table's name)."""
+    """A Customcrm resource: its path (also the raw table's name), and its record's name
+    (the staging model's id column: customcrm_<singular>_id)."""
 
     name: str
+    singular: str
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ CUSTOMERS = Mapping(
         markers=((SearchClause("company_name", "company_name", "name"),),),
         create_requires=(("company_name",),),
     ),
-    customcrm=CustomcrmResource("customers"),
+    customcrm=CustomcrmResource("customers", "customer"),
     natural_key="lower-cased email, else the normalized company name",
     creates_in_keap=True,
     fields=(
@@ -210,7 +212,7 @@ CONTACTS = Mapping(
         ),
         create_requires=(("email_addresses", "phone_numbers", "addresses"),),
     ),
-    customcrm=CustomcrmResource("contacts"),
+    customcrm=CustomcrmResource("contacts", "contact"),
     natural_key="lower-cased EMAIL1",
     creates_in_keap=True,
     fields=(
@@ -290,7 +292,7 @@ ORDERS = Mapping(
         id_filter="opportunity_id",
         newest_first="update_time desc",
     ),
-    customcrm=CustomcrmResource("orders"),
+    customcrm=CustomcrmResource("orders", "order"),
     natural_key="none: orders link only by ExternalRefs.keap",
     fields=(
         _text("title", "opportunity_title", "Title"),
@@ -358,7 +360,7 @@ PRODUCTS = Mapping(
         markers=((SearchClause("sku", "sku", "sku"),), (SearchClause("name", "name", "name"),)),
         create_requires=(("name",), ("price",), ("short_description",)),
     ),
-    customcrm=CustomcrmResource("products"),
+    customcrm=CustomcrmResource("products", "product"),
     natural_key="Sku",
     creates_in_keap=True,
     fields=(

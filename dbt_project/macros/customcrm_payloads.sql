@@ -13,14 +13,16 @@
         from {{ ref('int_' ~ mapping ~ '__paired') }}
     ),
 
+    -- the links of every mapping a reference translates through (the registry's parents)
     parent_ids as (
-        select 'reference_customers' as compare_as, keap_id, customcrm_id
-        from {{ ref('int_customers__matched') }}
+        {%- for parent in registry()['parents'] %}
+        select 'reference_{{ parent }}' as compare_as, keap_id, customcrm_id
+        from {{ ref('int_' ~ parent ~ '__matched') }}
         where customcrm_id is not null
+        {%- if not loop.last %}
         union all
-        select 'reference_contacts', keap_id, customcrm_id
-        from {{ ref('int_contacts__matched') }}
-        where customcrm_id is not null
+        {%- endif %}
+        {%- endfor %}
     ),
 
     stages as (

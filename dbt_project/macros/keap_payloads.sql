@@ -4,12 +4,14 @@
     a PATCH replaces arrays whole, so EMAIL2, PHONE2 and the SHIPPING address go back
     untouched. Ends in a CTE `final`.
 
-    targets: field -> {'kind': plain | object_key | array_item | reference, 'property': top-level
+    targets (the registry's Keap targets of the mapping): field -> {'kind': plain | object_key | array_item | reference, 'property': top-level
     Keap property, 'key': key inside it, 'slot': the array item (EMAIL1, PHONE1, BILLING),
     'json': how the value is written (text | number | minor_units | boolean | date | close_time)}.
-    create_requires: what Keap's document requires of a create, as groups of properties of
+    create_requires (the registry's too): what Keap's document requires of a create, as groups of properties of
     which at least one must have a value; a create that lacks one waits, with the reason. -#}
-{% macro keap_changes(mapping, keap_model, keap_id_column, targets, create_requires=[]) %}
+{% macro keap_changes(mapping, keap_model, keap_id_column) %}
+    {%- set targets = registry_keap_targets(mapping) -%}
+    {%- set create_requires = registry_create_requires(mapping) -%}
     merged as (
         select * from {{ ref('int_' ~ mapping ~ '__merged') }}
     ),

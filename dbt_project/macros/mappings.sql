@@ -1,24 +1,39 @@
-{#- The mapped fields of the current merge model, from its own `meta.mapping_fields`
-    (models/intermediate/_intermediate__models.yml): the one source of truth that the merge
-    iterates over, the dbt docs show, and `crmsync dataflow` prints. Read from `model`, so
-    it works in dbt unit tests too. -#}
-{% macro mapping_fields() %}
-    {%- set fields = [] -%}
-    {%- for f in model.config.meta.get('mapping_fields', []) -%}
-        {%- do fields.append({
-            'field': f.field,
-            'keap_property': f.keap_property,
-            'customcrm_property': f.customcrm_property,
-            'customcrm_field': f.customcrm_property.split(' ')[0],
-            'customcrm_type': f.get('customcrm_type', 'string'),
-            'compare_as': f.get('compare_as', 'text'),
-            'direction': f.get('direction', 'both'),
-        }) -%}
-    {%- endfor -%}
-    {%- if execute and not fields -%}
-        {{ exceptions.raise_compiler_error(model.name ~ ': no meta.mapping_fields') }}
+{#- The registry (registry/mappings.py, rendered into macros/_registry.sql by
+    `crmsync registry --write`) as the models read it. -#}
+
+{#- The mappings, parents first. -#}
+{% macro registry_mappings() %}
+    {{ return(registry()['mappings']) }}
+{% endmacro %}
+
+
+{#- One mapping's description (number, resources, natural key, parents, fields, Keap targets). -#}
+{% macro registry_mapping(mapping) %}
+    {%- set found = registry()['by_name'].get(mapping) -%}
+    {%- if found is none -%}
+        {{ exceptions.raise_compiler_error("no mapping '" ~ mapping ~ "' in registry/mappings.py") }}
     {%- endif -%}
-    {{ return(fields) }}
+    {{ return(found) }}
+{% endmacro %}
+
+
+{#- A mapping's property table: the merge iterates over it, and the docs and `crmsync
+    dataflow` print the same registry. A macro of its own, so that unit tests can give a
+    merge model a smaller table. -#}
+{% macro mapping_fields(mapping) %}
+    {{ return(registry_mapping(mapping)['fields']) }}
+{% endmacro %}
+
+
+{#- Where each field lives in the body of a Keap write (macros/keap_payloads.sql). -#}
+{% macro registry_keap_targets(mapping) %}
+    {{ return(registry_mapping(mapping)['keap_targets']) }}
+{% endmacro %}
+
+
+{#- What Keap requires of a create: groups, one property of each with a value. -#}
+{% macro registry_create_requires(mapping) %}
+    {{ return(registry_mapping(mapping)['keap_create_requires']) }}
 {% endmacro %}
 
 
@@ -159,4 +174,18 @@
             case winner when 'customcrm' then customcrm_value else keap_value end as merged_value
         from decided
     )
+{% endmacro %}
+
+
+{#- The two sides of every mapped field of a paired model, `keap_<field>` and
+    `customcrm_<field>`, in the registry's order: each staging model names a field's value
+    after the field, so a plain field needs no SQL of its own here. `special`: field ->
+    [Keap expression, Customcrm expression] for the fields that are not read as they are
+    (a reference translated through its parent's links, a stage). -#}
+{% macro paired_fields(mapping, special={}) %}
+    {%- for f in registry_mapping(mapping)['fields'] %}
+        {%- set sides = special.get(f.field, ['keap.' ~ f.field, 'customcrm.' ~ f.field]) %}
+        {{ sides[0] }} as keap_{{ f.field }},
+        {{ sides[1] }} as customcrm_{{ f.field }}{{ "," if not loop.last }}
+    {%- endfor %}
 {% endmacro %}

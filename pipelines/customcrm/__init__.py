@@ -18,16 +18,8 @@ from typing import Any
 import dlt
 
 from connectors.customcrm import CustomcrmClient
-from connectors.errors import ApiError, FatalError, ProtocolError
-from pipelines.common import (
-    Cursor,
-    ExtractReport,
-    ProgressCallback,
-    check_record,
-    raw_row,
-    raw_rows,
-    rejection,
-)
+from connectors.errors import ApiError, FatalError
+from pipelines.common import Cursor, ExtractReport, ProgressCallback, raw_rows, read_page, walk_failed
 from pipelines.customcrm.helpers import is_tombstone, read_changes
 from pipelines.customcrm.settings import CURSOR_FIELD, ID_FIELD, RESOURCES
 from support.times import parse_time
@@ -76,22 +68,19 @@ def _records(
             for number, page in enumerate(read_changes(client, resource, cursor.since), start=1):
                 cursor.begin(page.server_time)
                 counts.pages += 1
+                rejected, found = read_page(
+                    resource, page.items, number, counts, cursor, ID_FIELD, CURSOR_FIELD, extracted_at
+                )
+                yield from rejected
                 rows = []
-                for index, item in enumerate(page.items):
-                    problem = check_record(item, ID_FIELD, CURSOR_FIELD)
-                    if problem is not None:
-                        counts.rejected += 1
-                        yield rejection(resource, number, index, *problem, item, extracted_at)
+                for record in found:
+                    if not record.is_new:
                         continue
-                    record_id, stamp_text = str(item[ID_FIELD]), item.get(CURSOR_FIELD)
-                    if cursor.already_loaded(record_id, stamp_text):
-                        continue
-                    cursor.observe(record_id, stamp_text, parse_time(stamp_text))
-                    if is_tombstone(item):
+                    if is_tombstone(record.item):
                         counts.deleted += 1
-                        yield _tombstone(resource, item, extracted_at)
+                        yield _tombstone(resource, record.item, extracted_at)
                     else:
-                        rows.append(raw_row(item, ID_FIELD, CURSOR_FIELD, extracted_at))
+                        rows.append(record.row)
                 counts.records += len(rows)
                 if rows:
                     yield raw_rows(resource, rows)
@@ -101,10 +90,9 @@ def _records(
         except FatalError:
             raise
         except ApiError as exc:  # keep what was read; the cursor stays put
-            counts.error = str(exc)
-            if isinstance(exc, ProtocolError):
-                counts.rejected += 1
-                yield rejection(resource, counts.pages + 1, 0, "(page)", str(exc), None, extracted_at)
+            failed = walk_failed(resource, counts, exc, extracted_at)
+            if failed is not None:
+                yield failed
 
     return records
 

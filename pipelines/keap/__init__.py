@@ -20,17 +20,17 @@ from typing import Any
 
 import dlt
 
-from connectors.errors import ApiError, FatalError, ProtocolError, QuotaExhausted
+from connectors.errors import ApiError, FatalError, QuotaExhausted
 from connectors.keap import KeapClient
 from pipelines.common import (
     RAW_COLUMNS,
     Cursor,
     ExtractReport,
     ProgressCallback,
-    check_record,
     raw_row,
     raw_rows,
-    rejection,
+    read_page,
+    walk_failed,
 )
 from pipelines.keap.helpers import confirm_deleted, list_ids, read_changes
 from pipelines.keap.settings import RESOURCES, STAGES, KeapResource
@@ -65,20 +65,13 @@ def _records(
             for page in read_changes(client, spec, cursor):
                 cursor.begin(page.server_time)
                 counts.pages += 1
-                rows, live_again = [], []
-                for index, item in enumerate(page.items):
-                    problem = check_record(item, "id", spec.cursor_field)
-                    if problem is not None:
-                        counts.rejected += 1
-                        yield rejection(spec.name, counts.pages, index, *problem, item, extracted_at)
-                        continue
-                    row = raw_row(item, "id", spec.cursor_field, extracted_at)
-                    if row["id"] in deleted:  # marked deleted, and here it is: live again
-                        live_again.append(row["id"])
-                    if cursor.already_loaded(row["id"], row["updated_at"]):
-                        continue
-                    cursor.observe(row["id"], row["updated_at"], row["_cursor"])
-                    rows.append(row)
+                rejected, found = read_page(
+                    spec.name, page.items, counts.pages, counts, cursor, "id", spec.cursor_field, extracted_at
+                )
+                yield from rejected
+                # marked deleted, and here it is: live again
+                live_again = [r.row["id"] for r in found if r.row["id"] in deleted]
+                rows = [r.row for r in found if r.is_new]
                 counts.records += len(rows)
                 if rows:
                     yield raw_rows(spec.name, rows)
@@ -96,10 +89,9 @@ def _records(
         except QuotaExhausted as exc:
             stop.reason = counts.error = str(exc)
         except ApiError as exc:  # keep what was read; the cursor stays put (a walk by id resumes)
-            counts.error = str(exc)
-            if isinstance(exc, ProtocolError):
-                counts.rejected += 1
-                yield rejection(spec.name, counts.pages + 1, 0, "(page)", str(exc), None, extracted_at)
+            failed = walk_failed(spec.name, counts, exc, extracted_at)
+            if failed is not None:
+                yield failed
 
     return records
 

@@ -1,4 +1,4 @@
-"""The property tables: generated from the models' metadata, and equal to the specification."""
+"""The property tables: generated from the registry, and equal to the specification."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def found(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return mappings(manifest(tmp_path_factory.mktemp("docs") / "x.duckdb"))
+def found():  # type: ignore[no-untyped-def]
+    return mappings()
 
 
-def test_the_docs_page_is_generated_from_the_models(found) -> None:  # type: ignore[no-untyped-def]
+def test_the_docs_page_is_generated_from_the_registry(found) -> None:  # type: ignore[no-untyped-def]
     assert DOCS_FILE.read_text() == docs_file(found), "run `crmsync dataflow --write-docs`"
 
 
@@ -41,7 +41,7 @@ def _spec_tables() -> list[list[tuple[str, str, str]]]:
     return tables
 
 
-def test_the_models_map_exactly_the_properties_of_the_specification(found) -> None:  # type: ignore[no-untyped-def]
+def test_the_registry_maps_exactly_the_properties_of_the_specification(found) -> None:  # type: ignore[no-untyped-def]
     spec = _spec_tables()
     assert len(spec) == len(found) == 4
     for table, mapping in zip(spec, found, strict=True):

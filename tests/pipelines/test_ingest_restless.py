@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -225,24 +225,29 @@ def test_a_future_update_time_does_not_push_the_cursor_past_later_edits(ingest: 
 
 
 def test_a_customcrm_write_stamped_before_it_was_visible_is_still_read(ingest: Ingest) -> None:
-    ingest.run()
+    """A write stamped earlier than the newest record the sync has read (its transaction
+    began before, committed after) is read, as long as its lag is within the overlap. The
+    lag is chosen from the time that really passed, so a slow machine changes nothing."""
+    window = timedelta(seconds=60)  # the overlap of these runs: the lag stays well inside it
+    ingest.run(customcrm_overlap=window)
     bearer = {"Authorization": f"Bearer {ingest.boxes.customcrm.credentials.token}"}
     with httpx.Client(headers=bearer, base_url=ingest.boxes.customcrm_url) as crm:
         customers = crm.get("/customers", params={"limit": 2}).json()["data"]
-        crm.patch(f"/customers/{customers[0]['Id']}", json={"Description": "just before the walk"})
-        ingest.run()  # reads it: its UpdatedAt is now the newest the sync has seen
-        with httpx.Client() as client:  # a write stamped when its transaction began, 3 s ago
-            admin(client, ingest.boxes.customcrm_root, "/_sandbox/config", {"stamp_lag_ms": 3000})
+        newest = crm.patch(f"/customers/{customers[0]['Id']}", json={"Description": "just before the walk"})
+        ingest.run(customcrm_overlap=window)  # reads it: its UpdatedAt is now the newest the sync has seen
+        passed_ms = (datetime.now(UTC) - parse_time(newest.json()["UpdatedAt"])).total_seconds() * 1000
+        with httpx.Client() as client:  # a write stamped when its transaction began, before that one
+            admin(client, ingest.boxes.customcrm_root, "/_sandbox/config", {"stamp_lag_ms": passed_ms + 2000})
         late = crm.patch(f"/customers/{customers[1]['Id']}", json={"Description": "committed late"}).json()
         assert late["UpdatedAt"] < crm.get(f"/customers/{customers[0]['Id']}").json()["UpdatedAt"]
-    reports = ingest.run()
+    reports = ingest.run(customcrm_overlap=window)
     assert reports["customcrm"].resources["customers"].records == 1
     (payload,) = ingest.sql(f"select payload from raw_customcrm.customers where id = '{customers[1]['Id']}'")[
         0
     ]
     assert json.loads(payload)["Description"] == "committed late"
     ingest.served()
-    idle = ingest.run()  # the overlap is read again, nothing in it is loaded twice
+    idle = ingest.run(customcrm_overlap=window)  # the overlap is read again, nothing in it is loaded twice
     _, crm_served = ingest.served()
     assert crm_served["by_endpoint"] == {
         f"GET /{t}": 1 for t in ("customers", "contacts", "orders", "products")

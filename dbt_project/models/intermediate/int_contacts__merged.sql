@@ -5,7 +5,7 @@ paired as (
 ),
 
 compared as (
-    {{ unpivot_fields('contacts', 'paired', mapping_fields()) }}
+    {{ unpivot_fields('contacts', 'paired', mapping_fields('contacts')) }}
 ),
 
 {{ three_way_merge('contacts', 'compared') }}

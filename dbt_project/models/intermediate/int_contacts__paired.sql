@@ -34,33 +34,14 @@ final as (
         customcrm.version as customcrm_version,
         keap.unparseable_fields as keap_unparseable_fields,
         customcrm.unparseable_fields as customcrm_unparseable_fields,
-        keap.first_name as keap_first_name,
-        customcrm.first_name as customcrm_first_name,
-        keap.last_name as keap_last_name,
-        customcrm.last_name as customcrm_last_name,
-        keap.email as keap_email,
-        customcrm.email as customcrm_email,
-        keap.phone as keap_phone,
-        customcrm.phone as customcrm_phone,
-        keap.title as keap_title,
-        customcrm.title as customcrm_title,
-        keap.keap_company_id as keap_customer,
-        case
-            when customcrm.customcrm_customer_id is null then null
-            else coalesce(customer_pairs.keap_id, 'customcrm:' || customcrm.customcrm_customer_id)
-        end as customcrm_customer,
-        keap.street_address1 as keap_street_address1,
-        customcrm.street_address1 as customcrm_street_address1,
-        keap.street_address2 as keap_street_address2,
-        customcrm.street_address2 as customcrm_street_address2,
-        keap.city as keap_city,
-        customcrm.city as customcrm_city,
-        keap.zip_code as keap_zip_code,
-        customcrm.zip_code as customcrm_zip_code,
-        keap.country as keap_country,
-        customcrm.country as customcrm_country,
-        keap.birth_date as keap_birth_date,
-        customcrm.birth_date as customcrm_birth_date
+        -- keap_<field> and customcrm_<field> for every field of the registry's property table
+        {{ paired_fields('contacts', {
+            'customer': [
+                'keap.keap_company_id',
+                "case when customcrm.customcrm_customer_id is null then null
+                    else coalesce(customer_pairs.keap_id, 'customcrm:' || customcrm.customcrm_customer_id) end",
+            ],
+        }) }}
     from matched
     left join keap
         on keap.keap_contact_id = matched.keap_id

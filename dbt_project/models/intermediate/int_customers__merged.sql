@@ -5,7 +5,7 @@ paired as (
 ),
 
 compared as (
-    {{ unpivot_fields('customers', 'paired', mapping_fields()) }}
+    {{ unpivot_fields('customers', 'paired', mapping_fields('customers')) }}
 ),
 
 {{ three_way_merge('customers', 'compared') }}

@@ -27,28 +27,8 @@ final as (
         customcrm.version as customcrm_version,
         keap.unparseable_fields as keap_unparseable_fields,
         customcrm.unparseable_fields as customcrm_unparseable_fields,
-        keap.name as keap_name,
-        customcrm.name as customcrm_name,
-        keap.description as keap_description,
-        customcrm.description as customcrm_description,
-        keap.website as keap_website,
-        customcrm.website as customcrm_website,
-        keap.email as keap_email,
-        customcrm.email as customcrm_email,
-        keap.phone as keap_phone,
-        customcrm.phone as customcrm_phone,
-        keap.fax as keap_fax,
-        customcrm.fax as customcrm_fax,
-        keap.street_address1 as keap_street_address1,
-        customcrm.street_address1 as customcrm_street_address1,
-        keap.street_address2 as keap_street_address2,
-        customcrm.street_address2 as customcrm_street_address2,
-        keap.city as keap_city,
-        customcrm.city as customcrm_city,
-        keap.zip_code as keap_zip_code,
-        customcrm.zip_code as customcrm_zip_code,
-        keap.country as keap_country,
-        customcrm.country as customcrm_country
+        -- keap_<field> and customcrm_<field> for every field of the registry's property table
+        {{ paired_fields('customers') }}
     from matched
     left join keap
         on keap.keap_company_id = matched.keap_id

@@ -1,31 +1,20 @@
--- The four mappings' merges in one relation: what the conflict list and the push's
--- base bookkeeping read.
+-- Every mapping's merge in one relation (the mappings of registry/mappings.py): what the
+-- conflict list and the push's base bookkeeping read.
 with
 
-customers as (
-    select * from {{ ref('int_customers__merged') }}
+{% for mapping in registry_mappings() %}
+{{ mapping }} as (
+    select * from {{ ref('int_' ~ mapping ~ '__merged') }}
 ),
 
-contacts as (
-    select * from {{ ref('int_contacts__merged') }}
-),
-
-orders as (
-    select * from {{ ref('int_orders__merged') }}
-),
-
-products as (
-    select * from {{ ref('int_products__merged') }}
-),
-
+{% endfor %}
 final as (
-    select * from customers
+    {%- for mapping in registry_mappings() %}
+    select * from {{ mapping }}
+    {%- if not loop.last %}
     union all by name
-    select * from contacts
-    union all by name
-    select * from orders
-    union all by name
-    select * from products
+    {%- endif %}
+    {%- endfor %}
 )
 
 select * from final

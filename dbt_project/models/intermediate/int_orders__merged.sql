@@ -5,7 +5,7 @@ paired as (
 ),
 
 compared as (
-    {{ unpivot_fields('orders', 'paired', mapping_fields()) }}
+    {{ unpivot_fields('orders', 'paired', mapping_fields('orders')) }}
 ),
 
 {{ three_way_merge('orders', 'compared') }}

@@ -64,29 +64,22 @@ final as (
         customcrm.version as customcrm_version,
         keap.unparseable_fields as keap_unparseable_fields,
         customcrm.unparseable_fields as customcrm_unparseable_fields,
-        keap.title as keap_title,
-        customcrm.title as customcrm_title,
-        keap.keap_contact_id as keap_contact,
-        case
-            when customcrm.customcrm_contact_id is null then null
-            else coalesce(contact_pairs.keap_id, 'customcrm:' || customcrm.customcrm_contact_id)
-        end as customcrm_contact,
-        keap_contacts.keap_company_id as keap_customer,
-        case
-            when customcrm.customcrm_customer_id is null then null
-            else coalesce(customer_pairs.keap_id, 'customcrm:' || customcrm.customcrm_customer_id)
-        end as customcrm_customer,
-        keap.stage_id as keap_stage,
-        customcrm_stages.stage_id as customcrm_stage,
-        keap_stages.customcrm_status as keap_status,
-        customcrm.status as customcrm_status,
         customcrm.stage as customcrm_stage_name,
-        keap.amount as keap_amount,
-        customcrm.amount as customcrm_amount,
-        keap.close_date as keap_close_date,
-        customcrm.close_date as customcrm_close_date,
-        keap.description as keap_description,
-        customcrm.description as customcrm_description
+        -- keap_<field> and customcrm_<field> for every field of the registry's property table
+        {{ paired_fields('orders', {
+            'contact': [
+                'keap.keap_contact_id',
+                "case when customcrm.customcrm_contact_id is null then null
+                    else coalesce(contact_pairs.keap_id, 'customcrm:' || customcrm.customcrm_contact_id) end",
+            ],
+            'customer': [
+                'keap_contacts.keap_company_id',
+                "case when customcrm.customcrm_customer_id is null then null
+                    else coalesce(customer_pairs.keap_id, 'customcrm:' || customcrm.customcrm_customer_id) end",
+            ],
+            'stage': ['keap.stage_id', 'customcrm_stages.stage_id'],
+            'status': ['keap_stages.customcrm_status', 'customcrm.status'],
+        }) }}
     from matched
     left join keap
         on keap.keap_opportunity_id = matched.keap_id

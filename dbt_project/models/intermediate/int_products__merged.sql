@@ -5,7 +5,7 @@ paired as (
 ),
 
 compared as (
-    {{ unpivot_fields('products', 'paired', mapping_fields()) }}
+    {{ unpivot_fields('products', 'paired', mapping_fields('products')) }}
 ),
 
 {{ three_way_merge('products', 'compared') }}

@@ -27,20 +27,8 @@ final as (
         customcrm.version as customcrm_version,
         keap.unparseable_fields as keap_unparseable_fields,
         customcrm.unparseable_fields as customcrm_unparseable_fields,
-        keap.name as keap_name,
-        customcrm.name as customcrm_name,
-        keap.sku as keap_sku,
-        customcrm.sku as customcrm_sku,
-        keap.description as keap_description,
-        customcrm.description as customcrm_description,
-        keap.short_description as keap_short_description,
-        customcrm.short_description as customcrm_short_description,
-        keap.price as keap_price,
-        customcrm.price as customcrm_price,
-        keap.currency as keap_currency,
-        customcrm.currency as customcrm_currency,
-        keap.active as keap_active,
-        customcrm.active as customcrm_active
+        -- keap_<field> and customcrm_<field> for every field of the registry's property table
+        {{ paired_fields('products') }}
     from matched
     left join keap
         on keap.keap_product_id = matched.keap_id

@@ -1,26 +1,16 @@
 -- Keap records held back because their natural key is not unique among unlinked records:
 -- linking either would be a guess and creating would duplicate. Resolve by hand (edit the
 -- key, or set ExternalRefs.keap on the right Customcrm record) and the next sync links them.
+-- Every mapping of registry/mappings.py (orders have no natural key: never ambiguous).
 with
 
-customers as (
-    select * from {{ ref('int_customers__matched') }}
-),
-
-contacts as (
-    select * from {{ ref('int_contacts__matched') }}
-),
-
-products as (
-    select * from {{ ref('int_products__matched') }}
-),
-
 matched as (
-    select * from customers
-    union all
-    select * from contacts
-    union all
-    select * from products
+    {%- for mapping in registry_mappings() %}
+    select * from {{ ref('int_' ~ mapping ~ '__matched') }}
+    {%- if not loop.last %}
+    union all by name
+    {%- endif %}
+    {%- endfor %}
 ),
 
 final as (
