@@ -29,7 +29,7 @@ test: $(STAMP) ## lint, type-check and run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

@@ -60,10 +60,36 @@ def as_data() -> dict[str, Any]:
     }
 
 
-def _jinja(value: Any) -> str:
-    """JSON is a Jinja literal, but for its booleans (Jinja says true/false too) and null
-    (absent here: None values are dropped above)."""
-    return json.dumps(value, indent=4, ensure_ascii=False)
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _jinja(data: dict[str, Any]) -> str:
+    """A Jinja literal (JSON is one, but for null, which the data leaves out), one field
+    or target to a line."""
+    lines = [
+        "{",
+        f'    "mappings": {_compact(data["mappings"])},',
+        f'    "parents": {_compact(data["parents"])},',
+    ]
+    lines.append('    "by_name": {')
+    names = list(data["by_name"])
+    for n, name in enumerate(names):
+        lines.append(f"        {_compact(name)}: {{")
+        entries = list(data["by_name"][name].items())
+        for e, (key, value) in enumerate(entries):
+            end = "," if e < len(entries) - 1 else ""
+            if key == "fields":
+                inner = [f"                {_compact(f)}" for f in value]
+                lines += [f'            "{key}": [', ",\n".join(inner), f"            ]{end}"]
+            elif key == "keap_targets" and value:
+                inner = [f"                {_compact(k)}: {_compact(t)}" for k, t in value.items()]
+                lines += [f'            "{key}": {{', ",\n".join(inner), f"            }}{end}"]
+            else:
+                lines.append(f'            "{key}": {_compact(value)}{end}')
+        lines.append("        }" + ("," if n < len(names) - 1 else ""))
+    lines += ["    }", "}"]
+    return "\n".join(lines)
 
 
 def macro_text() -> str:

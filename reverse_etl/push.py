@@ -293,8 +293,8 @@ class Pusher:
     def _link_matches(self, mapping: str) -> None:
         matched = _rows(
             self.db_path,
-            f"""select keap_id, customcrm_id, link_rule from intermediate.int_{mapping}__matched
-                where link_rule in ('external_ref', 'natural_key')""",
+            "select keap_id, customcrm_id, link_rule from main.sync_new_links where mapping = ?",
+            [mapping],
         )
         outcomes = [
             Outcome(
@@ -353,7 +353,6 @@ class Pusher:
         decisions: dict[str, list[dict[str, Any]]],
         record: RecordBehind,
     ) -> None:
-        summary = self.result.mappings[mapping]
         operations = [self._customcrm_operation(row) for row in ready]
         sent = 0
         for indexes in self.customcrm.plan_batches(operations):  # <= 100 operations and <= 1 MiB each
@@ -366,7 +365,8 @@ class Pusher:
                 outcomes = [
                     self._outcome(mapping, "customcrm", row, "failed", exc.status, str(exc)) for row in batch
                 ]
-                summary.failed += len(batch)
+                for outcome in outcomes:
+                    self._tally(outcome)
                 record(outcomes, [])
                 continue
             outcomes, bases = [], []
@@ -374,6 +374,7 @@ class Pusher:
                 outcome, pair_bases = self._customcrm_result(
                     mapping, row, operations[index], result, decisions
                 )
+                self._tally(outcome)
                 outcomes.append(outcome)
                 bases += pair_bases
             record(outcomes, bases)
@@ -403,7 +404,8 @@ class Pusher:
         result: dict[str, Any],
         decisions: dict[str, list[dict[str, Any]]],
     ) -> tuple[Outcome, list[Any]]:
-        summary = self.result.mappings[mapping]
+        """What one answer of a batch means: the outcome (counted by the caller) and the bases
+        it advances."""
         status = int(result.get("status", 0))
         error = result.get("error") or {}
         reason = error.get("detail") or error.get("title") or f"status {status}"
@@ -415,25 +417,16 @@ class Pusher:
             outcome = self._outcome(mapping, "customcrm", row, "ok", status, already, customcrm_id)
             if row["op"] == "create":
                 outcome.link_rule = "created_in_customcrm"
-                summary.created += 1
-                self.result.creates += 1
             elif row["op"] == "delete":
-                summary.deleted += 1
                 return outcome, []
-            else:
-                summary.updated += 1
             targets = {"customcrm", "none"} if row["op"] == "create" else {"customcrm"}
             return outcome, self._bases(mapping, row["keap_id"], decisions.get(row["keap_id"], []), targets)
         if status == 412:
-            summary.stale += 1
             return self._outcome(mapping, "customcrm", row, "stale", status, reason), []
         if status >= 500 or status == 429:
-            summary.failed += 1
             return self._outcome(mapping, "customcrm", row, "failed", status, reason), []
-        summary.rejected += 1
         outcome = self._outcome(mapping, "customcrm", row, "rejected", status, reason)
         outcome.field_errors = error.get("errors") or []
-        self._note_rejection(outcome)
         return outcome, []
 
     def _already_applied(
@@ -476,7 +469,10 @@ class Pusher:
         summary.waiting += len(rows) - len(ready)
         if not ready:
             return
-        latest = _rows(self.db_path, f"select max(_cursor) as latest from raw_keap.{resource}")[0]["latest"]
+        marks = _rows(
+            self.db_path, "select read_up_to from main.sync_keap_read_marks where resource = ?", [resource]
+        )
+        latest = marks[0]["read_up_to"] if marks else None
         watch = KeapWatch(self.keap, resource, latest, self.result.keap_read_to_write)
         pending, size, done = list(ready), CHUNK_FIRST, 0
         with ThreadPoolExecutor(max_workers=KEAP_CONCURRENCY) as pool:
@@ -520,6 +516,7 @@ class Pusher:
     ) -> None:
         outcomes, bases = [], []
         for row, outcome in written:
+            self._tally(outcome)  # here, in the thread that records: the writers only answer
             outcomes.append(outcome)
             if outcome.status == "ok" and row["op"] != "delete":
                 pair = decisions.get(row["keap_id"] or "new:" + row["customcrm_id"], [])
@@ -530,8 +527,8 @@ class Pusher:
     def _keap_write(
         self, mapping: str, resource: str, row: dict[str, Any], *, watch: KeapWatch, checked: bool
     ) -> Outcome | None:
-        """One write; None when its turn came too long after the re-read that cleared it."""
-        summary = self.result.mappings[mapping]
+        """One write, in a worker thread: its outcome (counted when recorded), or None when its
+        turn came too long after the re-read that cleared it. Touches no shared counter."""
         payload = _json(row["payload"])
         if row["keap_id"] and checked and not watch.fresh():
             return None
@@ -539,24 +536,19 @@ class Pusher:
             if row["op"] == "update":
                 self.keap.update(resource, row["keap_id"], payload, list(row["update_mask"]))
                 watch.answered()
-                summary.updated += 1
                 return self._outcome(mapping, "keap", row, "ok", 200, None)
             if row["op"] == "delete":
                 self.keap.delete(resource, row["keap_id"])
                 watch.answered()
-                summary.deleted += 1
                 return self._outcome(mapping, "keap", row, "ok", 204, None)
             return self._keap_create(mapping, resource, row, payload)
         except STOP_THE_RUN:
             raise
         except RecordRejected as exc:
-            summary.rejected += 1
             outcome = self._outcome(mapping, "keap", row, "rejected", exc.status, exc.reason or str(exc))
             outcome.field_errors = [{"field": f.field, "message": f.message} for f in exc.field_errors]
-            self._note_rejection(outcome)
             return outcome
         except (RetryableError, ApiError) as exc:
-            summary.failed += 1
             return self._outcome(mapping, "keap", row, "failed", exc.status, str(exc))
 
     def _keap_create(
@@ -575,11 +567,7 @@ class Pusher:
                 # not sent; looked at again every run, so a value fixed meanwhile goes through
                 self.recorder.intend_keap_create(mapping, customcrm_id, payload, None, "unsearchable", held)
         if held is not None:
-            summary = self.result.mappings[mapping]
-            summary.rejected += 1
-            outcome = self._outcome(mapping, "keap", row, "rejected", None, f"held for review: {held}")
-            self._note_rejection(outcome)
-            return outcome
+            return self._outcome(mapping, "keap", row, "rejected", None, f"held for review: {held}")
         self.recorder.intend_keap_create(mapping, customcrm_id, payload, marker)
         try:
             created = self.keap.create(resource, payload)
@@ -587,8 +575,6 @@ class Pusher:
             self.recorder.settle_intent(mapping, customcrm_id, "abandoned", f"refused: {exc.reason or exc}")
             raise
         keap_id = str(created["id"])
-        self.result.mappings[mapping].created += 1
-        self.result.creates += 1
         outcome = self._outcome(mapping, "keap", row, "ok", 201, None)
         # the link, recorded with the chunk, fulfils the intent in the same transaction
         outcome.keap_id, outcome.link_rule = keap_id, "created_in_keap"
@@ -682,8 +668,6 @@ class Pusher:
         answer: str | None,
         customcrm_id: str | None = None,
     ) -> Outcome:
-        if status == "failed":
-            self.result.failures.setdefault(mapping, f"{target}: {answer}")
         return Outcome(
             mapping=mapping,
             target=target,
@@ -696,6 +680,27 @@ class Pusher:
             http_status=http_status,
             answer=answer,
         )
+
+    def _tally(self, outcome: Outcome) -> None:
+        """Counts one write's outcome in the run's result. Called only by the thread that
+        records (the Keap writers in the pool return outcomes and count nothing)."""
+        summary = self.result.mappings[outcome.mapping]
+        if outcome.status == "ok":
+            if outcome.op == "create":
+                summary.created += 1
+                self.result.creates += 1
+            elif outcome.op == "delete":
+                summary.deleted += 1
+            else:
+                summary.updated += 1
+        elif outcome.status == "stale":
+            summary.stale += 1
+        elif outcome.status == "failed":
+            summary.failed += 1
+            self.result.failures.setdefault(outcome.mapping, f"{outcome.target}: {outcome.answer}")
+        elif outcome.status == "rejected":
+            summary.rejected += 1
+            self._note_rejection(outcome)
 
     def _note_rejection(self, outcome: Outcome) -> None:
         self.result.rejections.append(

@@ -8,6 +8,7 @@ mapping or a field; the last test gives it a fifth mapping no layer has, to show
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -162,3 +163,28 @@ def test_a_field_no_layer_has_is_named(nodes: dict[str, Any]) -> None:
         "contacts.nickname: int_contacts__paired does not describe keap_nickname",
         "contacts.nickname: int_contacts__paired does not describe customcrm_nickname",
     ]
+
+
+def test_the_push_reads_only_the_marts_its_exposures_declare(nodes: dict[str, Any]) -> None:
+    """The planner's contract with dbt is the exposures: no intermediate model, no raw table."""
+    declared = {
+        need.rsplit(".", 1)[1]
+        for name in ("push_customcrm", "push_keap")
+        for need in nodes[f"exposure.crmsync.{name}"]["depends_on"]["nodes"]
+    }
+    reads = [
+        (path.name, schema, table)
+        for path in (REPO / "reverse_etl").glob("*.py")
+        if path.name != "state.py"  # the push's own state, and its retention
+        for schema, table in re.findall(
+            r"\b(main|intermediate|staging|raw_keap|raw_customcrm)\.([a-z_{}]+)", path.read_text()
+        )
+    ]
+    assert reads, "the push reads the marts"
+    undeclared = [
+        (file, f"{schema}.{table}")
+        for file, schema, table in reads
+        if schema != "main"
+        or not any(d.startswith(table.split("{")[0]) if "{" in table else d == table for d in declared)
+    ]
+    assert undeclared == []

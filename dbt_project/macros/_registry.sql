@@ -3,16 +3,8 @@
     data; read through the macros of macros/mappings.sql. -#}
 {% macro registry() %}
 {{ return({
-    "mappings": [
-        "customers",
-        "contacts",
-        "orders",
-        "products"
-    ],
-    "parents": [
-        "customers",
-        "contacts"
-    ],
+    "mappings": ["customers", "contacts", "orders", "products"],
+    "parents": ["customers", "contacts"],
     "by_name": {
         "customers": {
             "number": 1,
@@ -24,176 +16,32 @@
             "creates_in_keap": true,
             "parents": {},
             "fields": [
-                {
-                    "field": "name",
-                    "keap_property": "company_name",
-                    "customcrm_property": "Name",
-                    "customcrm_field": "Name",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "description",
-                    "keap_property": "notes",
-                    "customcrm_property": "Description",
-                    "customcrm_field": "Description",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "website",
-                    "keap_property": "website",
-                    "customcrm_property": "Website",
-                    "customcrm_field": "Website",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "email",
-                    "keap_property": "email_address.email",
-                    "customcrm_property": "Email",
-                    "customcrm_field": "Email",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "phone",
-                    "keap_property": "phone_number.number",
-                    "customcrm_property": "Phone",
-                    "customcrm_field": "Phone",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "fax",
-                    "keap_property": "fax_number.number",
-                    "customcrm_property": "Fax",
-                    "customcrm_field": "Fax",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "street_address1",
-                    "keap_property": "address.line1",
-                    "customcrm_property": "StreetAddress1",
-                    "customcrm_field": "StreetAddress1",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "street_address2",
-                    "keap_property": "address.line2",
-                    "customcrm_property": "StreetAddress2",
-                    "customcrm_field": "StreetAddress2",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "city",
-                    "keap_property": "address.locality",
-                    "customcrm_property": "City",
-                    "customcrm_field": "City",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "zip_code",
-                    "keap_property": "address.postal_code, else address.zip_code",
-                    "customcrm_property": "ZipCode",
-                    "customcrm_field": "ZipCode",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "country",
-                    "keap_property": "address.country_code (ISO alpha-3)",
-                    "customcrm_property": "Country (ISO alpha-2)",
-                    "customcrm_field": "Country",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                }
+                {"field": "name", "keap_property": "company_name", "customcrm_property": "Name", "customcrm_field": "Name", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "description", "keap_property": "notes", "customcrm_property": "Description", "customcrm_field": "Description", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "website", "keap_property": "website", "customcrm_property": "Website", "customcrm_field": "Website", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "email", "keap_property": "email_address.email", "customcrm_property": "Email", "customcrm_field": "Email", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "phone", "keap_property": "phone_number.number", "customcrm_property": "Phone", "customcrm_field": "Phone", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "fax", "keap_property": "fax_number.number", "customcrm_property": "Fax", "customcrm_field": "Fax", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "street_address1", "keap_property": "address.line1", "customcrm_property": "StreetAddress1", "customcrm_field": "StreetAddress1", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "street_address2", "keap_property": "address.line2", "customcrm_property": "StreetAddress2", "customcrm_field": "StreetAddress2", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "city", "keap_property": "address.locality", "customcrm_property": "City", "customcrm_field": "City", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "zip_code", "keap_property": "address.postal_code, else address.zip_code", "customcrm_property": "ZipCode", "customcrm_field": "ZipCode", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "country", "keap_property": "address.country_code (ISO alpha-3)", "customcrm_property": "Country (ISO alpha-2)", "customcrm_field": "Country", "customcrm_type": "string", "compare_as": "text", "direction": "both"}
             ],
             "keap_targets": {
-                "name": {
-                    "kind": "plain",
-                    "property": "company_name",
-                    "json": "text"
-                },
-                "description": {
-                    "kind": "plain",
-                    "property": "notes",
-                    "json": "text"
-                },
-                "website": {
-                    "kind": "plain",
-                    "property": "website",
-                    "json": "text"
-                },
-                "email": {
-                    "kind": "object_key",
-                    "property": "email_address",
-                    "key": "email",
-                    "json": "text"
-                },
-                "phone": {
-                    "kind": "object_key",
-                    "property": "phone_number",
-                    "key": "number",
-                    "json": "text"
-                },
-                "fax": {
-                    "kind": "object_key",
-                    "property": "fax_number",
-                    "key": "number",
-                    "json": "text"
-                },
-                "street_address1": {
-                    "kind": "object_key",
-                    "property": "address",
-                    "key": "line1",
-                    "json": "text"
-                },
-                "street_address2": {
-                    "kind": "object_key",
-                    "property": "address",
-                    "key": "line2",
-                    "json": "text"
-                },
-                "city": {
-                    "kind": "object_key",
-                    "property": "address",
-                    "key": "locality",
-                    "json": "text"
-                },
-                "zip_code": {
-                    "kind": "object_key",
-                    "property": "address",
-                    "key": "zip",
-                    "json": "text"
-                },
-                "country": {
-                    "kind": "object_key",
-                    "property": "address",
-                    "key": "country_code",
-                    "json": "country"
-                }
+                "name": {"kind": "plain", "property": "company_name", "json": "text"},
+                "description": {"kind": "plain", "property": "notes", "json": "text"},
+                "website": {"kind": "plain", "property": "website", "json": "text"},
+                "email": {"kind": "object_key", "property": "email_address", "key": "email", "json": "text"},
+                "phone": {"kind": "object_key", "property": "phone_number", "key": "number", "json": "text"},
+                "fax": {"kind": "object_key", "property": "fax_number", "key": "number", "json": "text"},
+                "street_address1": {"kind": "object_key", "property": "address", "key": "line1", "json": "text"},
+                "street_address2": {"kind": "object_key", "property": "address", "key": "line2", "json": "text"},
+                "city": {"kind": "object_key", "property": "address", "key": "locality", "json": "text"},
+                "zip_code": {"kind": "object_key", "property": "address", "key": "zip", "json": "text"},
+                "country": {"kind": "object_key", "property": "address", "key": "country_code", "json": "country"}
             },
-            "keap_create_requires": [
-                [
-                    "company_name"
-                ]
-            ]
+            "keap_create_requires": [["company_name"]]
         },
         "contacts": {
             "number": 2,
@@ -203,202 +51,36 @@
             "customcrm_singular": "contact",
             "natural_key": "lower-cased EMAIL1",
             "creates_in_keap": true,
-            "parents": {
-                "customer": "customers"
-            },
+            "parents": {"customer": "customers"},
             "fields": [
-                {
-                    "field": "first_name",
-                    "keap_property": "given_name",
-                    "customcrm_property": "FirstName",
-                    "customcrm_field": "FirstName",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "last_name",
-                    "keap_property": "family_name",
-                    "customcrm_property": "LastName",
-                    "customcrm_field": "LastName",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "email",
-                    "keap_property": "email_addresses[field=EMAIL1].email",
-                    "customcrm_property": "Email",
-                    "customcrm_field": "Email",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "phone",
-                    "keap_property": "phone_numbers[field=PHONE1].number",
-                    "customcrm_property": "Phone",
-                    "customcrm_field": "Phone",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "title",
-                    "keap_property": "job_title",
-                    "customcrm_property": "Title",
-                    "customcrm_field": "Title",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "customer",
-                    "keap_property": "company.id",
-                    "customcrm_property": "CustomerId",
-                    "customcrm_field": "CustomerId",
-                    "customcrm_type": "reference, through mapping 1's links",
-                    "compare_as": "reference_customers",
-                    "direction": "both"
-                },
-                {
-                    "field": "street_address1",
-                    "keap_property": "addresses[field=BILLING].line1",
-                    "customcrm_property": "StreetAddress1",
-                    "customcrm_field": "StreetAddress1",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "street_address2",
-                    "keap_property": "addresses[field=BILLING].line2",
-                    "customcrm_property": "StreetAddress2",
-                    "customcrm_field": "StreetAddress2",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "city",
-                    "keap_property": "addresses[field=BILLING].locality",
-                    "customcrm_property": "City",
-                    "customcrm_field": "City",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "zip_code",
-                    "keap_property": "addresses[field=BILLING].postal_code, else zip_code",
-                    "customcrm_property": "ZipCode",
-                    "customcrm_field": "ZipCode",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "country",
-                    "keap_property": "addresses[field=BILLING].country_code (alpha-3)",
-                    "customcrm_property": "Country (alpha-2)",
-                    "customcrm_field": "Country",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "birth_date",
-                    "keap_property": "birth_date",
-                    "customcrm_property": "BirthDate",
-                    "customcrm_field": "BirthDate",
-                    "customcrm_type": "date",
-                    "compare_as": "date",
-                    "direction": "both"
-                }
+                {"field": "first_name", "keap_property": "given_name", "customcrm_property": "FirstName", "customcrm_field": "FirstName", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "last_name", "keap_property": "family_name", "customcrm_property": "LastName", "customcrm_field": "LastName", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "email", "keap_property": "email_addresses[field=EMAIL1].email", "customcrm_property": "Email", "customcrm_field": "Email", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "phone", "keap_property": "phone_numbers[field=PHONE1].number", "customcrm_property": "Phone", "customcrm_field": "Phone", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "title", "keap_property": "job_title", "customcrm_property": "Title", "customcrm_field": "Title", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "customer", "keap_property": "company.id", "customcrm_property": "CustomerId", "customcrm_field": "CustomerId", "customcrm_type": "reference, through mapping 1's links", "compare_as": "reference_customers", "direction": "both"},
+                {"field": "street_address1", "keap_property": "addresses[field=BILLING].line1", "customcrm_property": "StreetAddress1", "customcrm_field": "StreetAddress1", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "street_address2", "keap_property": "addresses[field=BILLING].line2", "customcrm_property": "StreetAddress2", "customcrm_field": "StreetAddress2", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "city", "keap_property": "addresses[field=BILLING].locality", "customcrm_property": "City", "customcrm_field": "City", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "zip_code", "keap_property": "addresses[field=BILLING].postal_code, else zip_code", "customcrm_property": "ZipCode", "customcrm_field": "ZipCode", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "country", "keap_property": "addresses[field=BILLING].country_code (alpha-3)", "customcrm_property": "Country (alpha-2)", "customcrm_field": "Country", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "birth_date", "keap_property": "birth_date", "customcrm_property": "BirthDate", "customcrm_field": "BirthDate", "customcrm_type": "date", "compare_as": "date", "direction": "both"}
             ],
             "keap_targets": {
-                "first_name": {
-                    "kind": "plain",
-                    "property": "given_name",
-                    "json": "text"
-                },
-                "last_name": {
-                    "kind": "plain",
-                    "property": "family_name",
-                    "json": "text"
-                },
-                "email": {
-                    "kind": "array_item",
-                    "property": "email_addresses",
-                    "key": "email",
-                    "slot": "EMAIL1",
-                    "json": "text"
-                },
-                "phone": {
-                    "kind": "array_item",
-                    "property": "phone_numbers",
-                    "key": "number",
-                    "slot": "PHONE1",
-                    "json": "text"
-                },
-                "title": {
-                    "kind": "plain",
-                    "property": "job_title",
-                    "json": "text"
-                },
-                "customer": {
-                    "kind": "reference",
-                    "property": "company",
-                    "json": "reference"
-                },
-                "street_address1": {
-                    "kind": "array_item",
-                    "property": "addresses",
-                    "key": "line1",
-                    "slot": "BILLING",
-                    "json": "text"
-                },
-                "street_address2": {
-                    "kind": "array_item",
-                    "property": "addresses",
-                    "key": "line2",
-                    "slot": "BILLING",
-                    "json": "text"
-                },
-                "city": {
-                    "kind": "array_item",
-                    "property": "addresses",
-                    "key": "locality",
-                    "slot": "BILLING",
-                    "json": "text"
-                },
-                "zip_code": {
-                    "kind": "array_item",
-                    "property": "addresses",
-                    "key": "zip",
-                    "slot": "BILLING",
-                    "json": "text"
-                },
-                "country": {
-                    "kind": "array_item",
-                    "property": "addresses",
-                    "key": "country_code",
-                    "slot": "BILLING",
-                    "json": "country"
-                },
-                "birth_date": {
-                    "kind": "plain",
-                    "property": "birth_date",
-                    "json": "text"
-                }
+                "first_name": {"kind": "plain", "property": "given_name", "json": "text"},
+                "last_name": {"kind": "plain", "property": "family_name", "json": "text"},
+                "email": {"kind": "array_item", "property": "email_addresses", "key": "email", "slot": "EMAIL1", "json": "text"},
+                "phone": {"kind": "array_item", "property": "phone_numbers", "key": "number", "slot": "PHONE1", "json": "text"},
+                "title": {"kind": "plain", "property": "job_title", "json": "text"},
+                "customer": {"kind": "reference", "property": "company", "json": "reference"},
+                "street_address1": {"kind": "array_item", "property": "addresses", "key": "line1", "slot": "BILLING", "json": "text"},
+                "street_address2": {"kind": "array_item", "property": "addresses", "key": "line2", "slot": "BILLING", "json": "text"},
+                "city": {"kind": "array_item", "property": "addresses", "key": "locality", "slot": "BILLING", "json": "text"},
+                "zip_code": {"kind": "array_item", "property": "addresses", "key": "zip", "slot": "BILLING", "json": "text"},
+                "country": {"kind": "array_item", "property": "addresses", "key": "country_code", "slot": "BILLING", "json": "country"},
+                "birth_date": {"kind": "plain", "property": "birth_date", "json": "text"}
             },
-            "keap_create_requires": [
-                [
-                    "email_addresses",
-                    "phone_numbers",
-                    "addresses"
-                ]
-            ]
+            "keap_create_requires": [["email_addresses", "phone_numbers", "addresses"]]
         },
         "orders": {
             "number": 3,
@@ -408,115 +90,24 @@
             "customcrm_singular": "order",
             "natural_key": "none: orders link only by ExternalRefs.keap",
             "creates_in_keap": false,
-            "parents": {
-                "contact": "contacts",
-                "customer": "customers"
-            },
+            "parents": {"contact": "contacts", "customer": "customers"},
             "fields": [
-                {
-                    "field": "title",
-                    "keap_property": "opportunity_title",
-                    "customcrm_property": "Title",
-                    "customcrm_field": "Title",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "contact",
-                    "keap_property": "contact.id",
-                    "customcrm_property": "ContactId",
-                    "customcrm_field": "ContactId",
-                    "customcrm_type": "reference, through mapping 2's links",
-                    "compare_as": "reference_contacts",
-                    "direction": "both"
-                },
-                {
-                    "field": "customer",
-                    "keap_property": "the contact's company.id",
-                    "customcrm_property": "CustomerId",
-                    "customcrm_field": "CustomerId",
-                    "customcrm_type": "reference, through mappings 2 and 1",
-                    "compare_as": "reference_customers",
-                    "direction": "to_customcrm"
-                },
-                {
-                    "field": "stage",
-                    "keap_property": "stage.id",
-                    "customcrm_property": "Stage (the stage's name)",
-                    "customcrm_field": "Stage",
-                    "customcrm_type": "string",
-                    "compare_as": "stage",
-                    "direction": "both"
-                },
-                {
-                    "field": "status",
-                    "keap_property": "stage.id",
-                    "customcrm_property": "Status (open, won, lost)",
-                    "customcrm_field": "Status",
-                    "customcrm_type": "string, by the stage_status seed, else the stage's win probability",
-                    "compare_as": "text",
-                    "direction": "derived"
-                },
-                {
-                    "field": "amount",
-                    "keap_property": "projected_revenue_high",
-                    "customcrm_property": "Amount",
-                    "customcrm_field": "Amount",
-                    "customcrm_type": "decimal",
-                    "compare_as": "decimal",
-                    "direction": "both"
-                },
-                {
-                    "field": "close_date",
-                    "keap_property": "estimated_close_time",
-                    "customcrm_property": "CloseDate",
-                    "customcrm_field": "CloseDate",
-                    "customcrm_type": "date (the UTC date)",
-                    "compare_as": "date",
-                    "direction": "both"
-                },
-                {
-                    "field": "description",
-                    "keap_property": "opportunity_notes",
-                    "customcrm_property": "Description",
-                    "customcrm_field": "Description",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                }
+                {"field": "title", "keap_property": "opportunity_title", "customcrm_property": "Title", "customcrm_field": "Title", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "contact", "keap_property": "contact.id", "customcrm_property": "ContactId", "customcrm_field": "ContactId", "customcrm_type": "reference, through mapping 2's links", "compare_as": "reference_contacts", "direction": "both"},
+                {"field": "customer", "keap_property": "the contact's company.id", "customcrm_property": "CustomerId", "customcrm_field": "CustomerId", "customcrm_type": "reference, through mappings 2 and 1", "compare_as": "reference_customers", "direction": "to_customcrm"},
+                {"field": "stage", "keap_property": "stage.id", "customcrm_property": "Stage (the stage's name)", "customcrm_field": "Stage", "customcrm_type": "string", "compare_as": "stage", "direction": "both"},
+                {"field": "status", "keap_property": "stage.id", "customcrm_property": "Status (open, won, lost)", "customcrm_field": "Status", "customcrm_type": "string, by the stage_status seed, else the stage's win probability", "compare_as": "text", "direction": "derived"},
+                {"field": "amount", "keap_property": "projected_revenue_high", "customcrm_property": "Amount", "customcrm_field": "Amount", "customcrm_type": "decimal", "compare_as": "decimal", "direction": "both"},
+                {"field": "close_date", "keap_property": "estimated_close_time", "customcrm_property": "CloseDate", "customcrm_field": "CloseDate", "customcrm_type": "date (the UTC date)", "compare_as": "date", "direction": "both"},
+                {"field": "description", "keap_property": "opportunity_notes", "customcrm_property": "Description", "customcrm_field": "Description", "customcrm_type": "string", "compare_as": "text", "direction": "both"}
             ],
             "keap_targets": {
-                "title": {
-                    "kind": "plain",
-                    "property": "opportunity_title",
-                    "json": "text"
-                },
-                "contact": {
-                    "kind": "plain",
-                    "property": "contact_id",
-                    "json": "text"
-                },
-                "stage": {
-                    "kind": "plain",
-                    "property": "stage_id",
-                    "json": "text"
-                },
-                "amount": {
-                    "kind": "plain",
-                    "property": "projected_revenue_high",
-                    "json": "number"
-                },
-                "close_date": {
-                    "kind": "plain",
-                    "property": "estimated_close_time",
-                    "json": "close_time"
-                },
-                "description": {
-                    "kind": "plain",
-                    "property": "opportunity_notes",
-                    "json": "text"
-                }
+                "title": {"kind": "plain", "property": "opportunity_title", "json": "text"},
+                "contact": {"kind": "plain", "property": "contact_id", "json": "text"},
+                "stage": {"kind": "plain", "property": "stage_id", "json": "text"},
+                "amount": {"kind": "plain", "property": "projected_revenue_high", "json": "number"},
+                "close_date": {"kind": "plain", "property": "estimated_close_time", "json": "close_time"},
+                "description": {"kind": "plain", "property": "opportunity_notes", "json": "text"}
             },
             "keap_create_requires": []
         },
@@ -530,113 +121,23 @@
             "creates_in_keap": true,
             "parents": {},
             "fields": [
-                {
-                    "field": "name",
-                    "keap_property": "name",
-                    "customcrm_property": "Name",
-                    "customcrm_field": "Name",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "sku",
-                    "keap_property": "sku",
-                    "customcrm_property": "Sku",
-                    "customcrm_field": "Sku",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "description",
-                    "keap_property": "description",
-                    "customcrm_property": "Description",
-                    "customcrm_field": "Description",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "short_description",
-                    "keap_property": "short_description",
-                    "customcrm_property": "ShortDescription",
-                    "customcrm_field": "ShortDescription",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "both"
-                },
-                {
-                    "field": "price",
-                    "keap_property": "price.amount (minor units)",
-                    "customcrm_property": "Price",
-                    "customcrm_field": "Price",
-                    "customcrm_type": "decimal",
-                    "compare_as": "decimal",
-                    "direction": "both"
-                },
-                {
-                    "field": "currency",
-                    "keap_property": "price.currency_code",
-                    "customcrm_property": "Currency",
-                    "customcrm_field": "Currency",
-                    "customcrm_type": "string",
-                    "compare_as": "text",
-                    "direction": "to_customcrm"
-                },
-                {
-                    "field": "active",
-                    "keap_property": "active",
-                    "customcrm_property": "Active",
-                    "customcrm_field": "Active",
-                    "customcrm_type": "boolean",
-                    "compare_as": "boolean",
-                    "direction": "both"
-                }
+                {"field": "name", "keap_property": "name", "customcrm_property": "Name", "customcrm_field": "Name", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "sku", "keap_property": "sku", "customcrm_property": "Sku", "customcrm_field": "Sku", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "description", "keap_property": "description", "customcrm_property": "Description", "customcrm_field": "Description", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "short_description", "keap_property": "short_description", "customcrm_property": "ShortDescription", "customcrm_field": "ShortDescription", "customcrm_type": "string", "compare_as": "text", "direction": "both"},
+                {"field": "price", "keap_property": "price.amount (minor units)", "customcrm_property": "Price", "customcrm_field": "Price", "customcrm_type": "decimal", "compare_as": "decimal", "direction": "both"},
+                {"field": "currency", "keap_property": "price.currency_code", "customcrm_property": "Currency", "customcrm_field": "Currency", "customcrm_type": "string", "compare_as": "text", "direction": "to_customcrm"},
+                {"field": "active", "keap_property": "active", "customcrm_property": "Active", "customcrm_field": "Active", "customcrm_type": "boolean", "compare_as": "boolean", "direction": "both"}
             ],
             "keap_targets": {
-                "name": {
-                    "kind": "plain",
-                    "property": "name",
-                    "json": "text"
-                },
-                "sku": {
-                    "kind": "plain",
-                    "property": "sku",
-                    "json": "text"
-                },
-                "description": {
-                    "kind": "plain",
-                    "property": "description",
-                    "json": "text"
-                },
-                "short_description": {
-                    "kind": "plain",
-                    "property": "short_description",
-                    "json": "text"
-                },
-                "price": {
-                    "kind": "plain",
-                    "property": "price",
-                    "json": "minor_units"
-                },
-                "active": {
-                    "kind": "plain",
-                    "property": "active",
-                    "json": "boolean"
-                }
+                "name": {"kind": "plain", "property": "name", "json": "text"},
+                "sku": {"kind": "plain", "property": "sku", "json": "text"},
+                "description": {"kind": "plain", "property": "description", "json": "text"},
+                "short_description": {"kind": "plain", "property": "short_description", "json": "text"},
+                "price": {"kind": "plain", "property": "price", "json": "minor_units"},
+                "active": {"kind": "plain", "property": "active", "json": "boolean"}
             },
-            "keap_create_requires": [
-                [
-                    "name"
-                ],
-                [
-                    "price"
-                ],
-                [
-                    "short_description"
-                ]
-            ]
+            "keap_create_requires": [["name"], ["price"], ["short_description"]]
         }
     }
 }) }}

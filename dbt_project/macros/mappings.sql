@@ -189,3 +189,60 @@
         {{ sides[1] }} as customcrm_{{ f.field }}{{ "," if not loop.last }}
     {%- endfor %}
 {% endmacro %}
+
+
+{#- The start of a paired model (int_<mapping>__paired): CTEs `matched` (linked and
+    matched pairs, Keap records to be created - no Customcrm side yet, so the merge gives
+    every Keap value, as a value beats an empty one - and with create_in_keap the Customcrm
+    records to be created in Keap), `keap` and `customcrm` (both staging models). -#}
+{% macro paired_sides(mapping) %}
+    {%- set m = registry_mapping(mapping) %}
+    matched as (
+        select keap_id, customcrm_id, link_rule from {{ ref('int_' ~ mapping ~ '__matched') }}
+        where link_rule <> 'ambiguous'
+        {{ customcrm_only_pairs(mapping, 'stg_customcrm__' ~ m.customcrm_resource, 'customcrm_' ~ m.customcrm_singular ~ '_id') }}
+    ),
+
+    keap as (
+        select * from {{ ref('stg_keap__' ~ m.keap_resource) }}
+    ),
+
+    customcrm as (
+        select * from {{ ref('stg_customcrm__' ~ m.customcrm_resource) }}
+    )
+{% endmacro %}
+
+
+{#- The columns every paired model starts with: the pair, whether it is new, both update
+    times, Customcrm's version and the fields that do not parse on either side. -#}
+{% macro paired_record_columns() %}
+        matched.keap_id,
+        matched.customcrm_id,
+        matched.link_rule,
+        matched.link_rule <> 'existing' as is_new_link,
+        keap.updated_at as keap_updated_at,
+        customcrm.updated_at as customcrm_updated_at,
+        customcrm.version as customcrm_version,
+        keap.unparseable_fields as keap_unparseable_fields,
+        customcrm.unparseable_fields as customcrm_unparseable_fields
+{%- endmacro %}
+
+
+{#- Both sides of a paired model joined to the pair, and which pairs are compared: live on
+    both sides, and no side the ingest has not read yet (created by the push a moment ago).
+    `joins`: further joins of the model, between the sides and the condition. -#}
+{% macro paired_joins(mapping, joins='') %}
+    {%- set m = registry_mapping(mapping) %}
+    {%- set keap_id = 'keap.keap_' ~ m.keap_singular ~ '_id' %}
+    {%- set customcrm_id = 'customcrm.customcrm_' ~ m.customcrm_singular ~ '_id' %}
+    from matched
+    left join keap
+        on {{ keap_id }} = matched.keap_id
+    left join customcrm
+        on {{ customcrm_id }} = matched.customcrm_id
+    {{ joins }}
+    where not coalesce(keap.is_deleted, false)
+        and not coalesce(customcrm.is_deleted, false)
+        and (matched.keap_id is null or {{ keap_id }} is not null)
+        and (matched.customcrm_id is null or {{ customcrm_id }} is not null)
+{%- endmacro %}

@@ -4,9 +4,10 @@
       3. natural keys, each only where unique on both sides among the records still
          unlinked (a key that is not unique links nothing and is listed for review);
       4. otherwise the Keap record is to be created in Customcrm.
-    Only live records take part in new links. Defines CTEs ending in `matched`: one row
-    per live Keap record with keap_id, customcrm_id, link_rule (existing, external_ref,
-    natural_key, create, ambiguous), natural_key, natural_key_value, customcrm_candidates.
+    Only live records take part in new links. Defines CTEs ending in `final`: one row
+    per live Keap record with mapping, keap_id, customcrm_id, link_rule (existing,
+    external_ref, natural_key, create, ambiguous), natural_key, natural_key_value,
+    customcrm_candidates.
 
     keap / customcrm: relations with columns keap_id / customcrm_id, keap_ref and the keys.
     natural_keys: [{'name': ..., 'keap': expr, 'customcrm': expr}] in the order they are tried. -#}
@@ -180,6 +181,18 @@
             select * from ambiguous_keap qualify row_number() over (partition by keap_id order by natural_key) = 1
         ) as ambiguous_first
             on ambiguous_first.keap_id = keap_open_{{ last }}.keap_id
+    ),
+
+    final as (
+        select
+            '{{ mapping }}' as mapping,
+            keap_id,
+            customcrm_id,
+            link_rule,
+            natural_key,
+            natural_key_value,
+            customcrm_candidates
+        from matched
     )
 {% endmacro %}
 
@@ -190,7 +203,7 @@
     Customcrm record whose natural key is ambiguous (a candidate in review_ambiguous_matches)
     is not created: linking or creating it would be a guess, as for the Keap records. -#}
 {% macro customcrm_only_pairs(mapping, customcrm_model, customcrm_id_column) %}
-    {%- if var('create_in_keap') and mapping != 'orders' %}
+    {%- if var('create_in_keap') and registry_mapping(mapping)['creates_in_keap'] %}
     union all
     select cast(null as varchar), customcrm.{{ customcrm_id_column }}, 'create_in_keap'
     from {{ ref(customcrm_model) }} as customcrm

@@ -20,18 +20,6 @@ customcrm as (
 
 {{ match_records('contacts', 'keap', 'customcrm', [
     {'name': 'email', 'keap': 'email', 'customcrm': 'email'},
-]) }},
-
-final as (
-    select
-        'contacts' as mapping,
-        keap_id,
-        customcrm_id,
-        link_rule,
-        natural_key,
-        natural_key_value,
-        customcrm_candidates
-    from matched
-)
+]) }}
 
 select * from final

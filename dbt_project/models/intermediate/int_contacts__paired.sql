@@ -1,20 +1,6 @@
 with
 
-matched as (
-    -- linked and matched pairs, and Keap records to be created (no Customcrm side yet:
-    -- the merge then gives every Keap value, as a value beats an empty one)
-    select keap_id, customcrm_id, link_rule from {{ ref('int_contacts__matched') }}
-    where link_rule <> 'ambiguous'
-    {{ customcrm_only_pairs('contacts', 'stg_customcrm__contacts', 'customcrm_contact_id') }}
-),
-
-keap as (
-    select * from {{ ref('stg_keap__contacts') }}
-),
-
-customcrm as (
-    select * from {{ ref('stg_customcrm__contacts') }}
-),
+{{ paired_sides('contacts') }},
 
 -- references compare in Keap-id space: a Customcrm customer stands for the Keap
 -- company it is linked (or matched) to; an unlinked one stays itself
@@ -25,15 +11,7 @@ customer_pairs as (
 
 final as (
     select
-        matched.keap_id,
-        matched.customcrm_id,
-        matched.link_rule,
-        matched.link_rule <> 'existing' as is_new_link,
-        keap.updated_at as keap_updated_at,
-        customcrm.updated_at as customcrm_updated_at,
-        customcrm.version as customcrm_version,
-        keap.unparseable_fields as keap_unparseable_fields,
-        customcrm.unparseable_fields as customcrm_unparseable_fields,
+        {{ paired_record_columns() }},
         -- keap_<field> and customcrm_<field> for every field of the registry's property table
         {{ paired_fields('contacts', {
             'customer': [
@@ -42,18 +20,10 @@ final as (
                     else coalesce(customer_pairs.keap_id, 'customcrm:' || customcrm.customcrm_customer_id) end",
             ],
         }) }}
-    from matched
-    left join keap
-        on keap.keap_contact_id = matched.keap_id
-    left join customcrm
-        on customcrm.customcrm_contact_id = matched.customcrm_id
+    {{ paired_joins('contacts', joins='
     left join customer_pairs
         on customer_pairs.customcrm_id = customcrm.customcrm_customer_id
-    where not coalesce(keap.is_deleted, false)
-        and not coalesce(customcrm.is_deleted, false)
-        -- a side the ingest has not read yet (created by the push a moment ago) is not compared
-        and (matched.keap_id is null or keap.keap_contact_id is not null)
-        and (matched.customcrm_id is null or customcrm.customcrm_contact_id is not null)
+    ') }}
 )
 
 select * from final

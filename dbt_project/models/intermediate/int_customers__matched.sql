@@ -23,18 +23,6 @@ customcrm as (
 {{ match_records('customers', 'keap', 'customcrm', [
     {'name': 'email', 'keap': 'email', 'customcrm': 'email'},
     {'name': 'company_name', 'keap': 'normalized_name', 'customcrm': 'normalized_name'},
-]) }},
-
-final as (
-    select
-        'customers' as mapping,
-        keap_id,
-        customcrm_id,
-        link_rule,
-        natural_key,
-        natural_key_value,
-        customcrm_candidates
-    from matched
-)
+]) }}
 
 select * from final

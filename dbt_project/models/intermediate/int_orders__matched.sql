@@ -25,18 +25,6 @@ customcrm as (
     from {{ ref('stg_customcrm__orders') }}
 ),
 
-{{ match_records('orders', 'keap', 'customcrm', []) }},
-
-final as (
-    select
-        'orders' as mapping,
-        keap_id,
-        customcrm_id,
-        link_rule,
-        natural_key,
-        natural_key_value,
-        customcrm_candidates
-    from matched
-)
+{{ match_records('orders', 'keap', 'customcrm', []) }}
 
 select * from final

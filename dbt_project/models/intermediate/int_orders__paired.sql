@@ -1,23 +1,10 @@
 with
 
-matched as (
-    -- linked and matched pairs, and Keap records to be created (no Customcrm side yet:
-    -- the merge then gives every Keap value, as a value beats an empty one)
-    select keap_id, customcrm_id, link_rule from {{ ref('int_orders__matched') }}
-    where link_rule <> 'ambiguous'
-    {{ customcrm_only_pairs('orders', 'stg_customcrm__orders', 'customcrm_order_id') }}
-),
+{{ paired_sides('orders') }},
 
-keap as (
-    select * from {{ ref('stg_keap__opportunities') }}
-),
-
+-- an opportunity's customer is its contact's company
 keap_contacts as (
     select keap_contact_id, keap_company_id from {{ ref('stg_keap__contacts') }}
-),
-
-customcrm as (
-    select * from {{ ref('stg_customcrm__orders') }}
 ),
 
 contact_pairs as (
@@ -55,15 +42,7 @@ customcrm_stages as (
 
 final as (
     select
-        matched.keap_id,
-        matched.customcrm_id,
-        matched.link_rule,
-        matched.link_rule <> 'existing' as is_new_link,
-        keap.updated_at as keap_updated_at,
-        customcrm.updated_at as customcrm_updated_at,
-        customcrm.version as customcrm_version,
-        keap.unparseable_fields as keap_unparseable_fields,
-        customcrm.unparseable_fields as customcrm_unparseable_fields,
+        {{ paired_record_columns() }},
         customcrm.stage as customcrm_stage_name,
         -- keap_<field> and customcrm_<field> for every field of the registry's property table
         {{ paired_fields('orders', {
@@ -80,11 +59,7 @@ final as (
             'stage': ['keap.stage_id', 'customcrm_stages.stage_id'],
             'status': ['keap_stages.customcrm_status', 'customcrm.status'],
         }) }}
-    from matched
-    left join keap
-        on keap.keap_opportunity_id = matched.keap_id
-    left join customcrm
-        on customcrm.customcrm_order_id = matched.customcrm_id
+    {{ paired_joins('orders', joins='
     left join keap_contacts
         on keap_contacts.keap_contact_id = keap.keap_contact_id
     left join contact_pairs
@@ -95,11 +70,7 @@ final as (
         on customcrm_stages.customcrm_order_id = customcrm.customcrm_order_id
     left join stages as keap_stages
         on keap_stages.stage_id = keap.stage_id
-    where not coalesce(keap.is_deleted, false)
-        and not coalesce(customcrm.is_deleted, false)
-        -- a side the ingest has not read yet (created by the push a moment ago) is not compared
-        and (matched.keap_id is null or keap.keap_opportunity_id is not null)
-        and (matched.customcrm_id is null or customcrm.customcrm_order_id is not null)
+    ') }}
 )
 
 select * from final

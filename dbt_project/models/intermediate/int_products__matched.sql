@@ -20,18 +20,6 @@ customcrm as (
 
 {{ match_records('products', 'keap', 'customcrm', [
     {'name': 'sku', 'keap': 'sku', 'customcrm': 'sku'},
-]) }},
-
-final as (
-    select
-        'products' as mapping,
-        keap_id,
-        customcrm_id,
-        link_rule,
-        natural_key,
-        natural_key_value,
-        customcrm_candidates
-    from matched
-)
+]) }}
 
 select * from final
