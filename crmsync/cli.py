@@ -1,15 +1,23 @@
 """`crmsync`: one click group builds the settings once; commands stay thin.
 
 Domain errors become one clean line and a non-zero exit; `--debug` shows the
-traceback.
+traceback. A closed pipe (`crmsync sql ... | head`) ends the output quietly, exit 0.
+What each command prints is rendered by crmsync.report.
+
+Exit codes (README: Exit codes): 0 done; 1 failed (one line on stderr); 2 `plan
+--detailed-exitcode` found writes pending; 3 `sync`: rows rejected, `extract`: records not
+loaded; 4 incomplete: a resource could not be read or written.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
 import threading
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +27,12 @@ from connectors.errors import FatalError, redact
 from crmsync.filemodes import private_umask, secure_state
 from crmsync.lock import StateBusy, exclusive
 from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
+from crmsync.report import say
 from crmsync.settings import ConfigurationError, Settings
+from registry import mapping_names
+from reverse_etl.state import UnknownRejection
 
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_REJECTED, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 
 
 class Context:
@@ -38,15 +49,25 @@ class Context:
 
 
 def _warn(line: str) -> None:
-    click.secho(f"crmsync: {line}", fg="yellow", err=True)
+    say(f"crmsync: {line}", fg="yellow", err=True)
+
+
+def _error(line: str) -> None:
+    say(f"crmsync: {redact(line)}", fg="red", err=True)
 
 
 class CrmsyncGroup(click.Group):
-    """Turns domain errors into one line on stderr and exit 1 (traceback with --debug)."""
+    """Turns domain errors into one line on stderr and exit 1 (traceback with --debug), and a
+    closed pipe into a quiet exit 0, as Unix tools do."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            from crmsync.report import _silence
+
+            _silence(err=False)
+            sys.exit(0)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
@@ -56,29 +77,49 @@ class CrmsyncGroup(click.Group):
 
             known = isinstance(ctx.obj, Context) and ctx.obj._settings is not None
             db = ctx.obj.settings.db_path if known else Path("the DuckDB file")
-            plain = isinstance(exc, ConfigurationError | FatalError | StateBusy | QueryError)
-            line = str(exc) if plain else failure_line(exc, db)
-            click.secho(f"crmsync: {redact(line)}", fg="red", err=True)
+            from crmsync.docs_site import DocsError
+
+            plain = isinstance(
+                exc, ConfigurationError | FatalError | StateBusy | QueryError | UnknownRejection | DocsError
+            )
+            _error(str(exc) if plain else failure_line(exc, db))
             sys.exit(1)
 
 
 @click.group(cls=CrmsyncGroup)
+@click.version_option(package_name="crmsync", prog_name="crmsync", message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
-    """Keep Keap and Customcrm in sync, both ways."""
+    """Keep Keap and Customcrm in sync, both ways.
+
+    Exit codes: 0 done; 1 failed (one line on stderr); 2 `plan --detailed-exitcode`: writes
+    pending; 3 `sync`: rows rejected (listed); 4 incomplete: a resource could not be read or
+    written (named)."""
     private_umask()  # the state holds personal data and tokens: whatever is created is the owner's only
     ctx.obj = Context(debug)
+
+
+def _me() -> str:
+    """How to call crmsync again from here: `crmsync` when that is what PATH finds, else the path
+    this one was started by (`.venv/bin/crmsync` after `make sync`)."""
+    started = Path(sys.argv[0])
+    if started.name != "crmsync":
+        return "crmsync"
+    found = shutil.which("crmsync")
+    if found and Path(found).resolve() == started.resolve():
+        return "crmsync"
+    relative = os.path.relpath(started)
+    return relative if not relative.startswith("..") else str(started.absolute())
 
 
 @main.command()
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
-    default=Path("data/sandbox"),
-    envvar="CRMSYNC_SANDBOX_DIR",
-    show_default=True,
-    help="Where the sandboxes keep their SQLite files.",
+    default=None,
+    help="Where the sandboxes keep their SQLite files [default: CRMSYNC_SANDBOX_DIR, else sandbox/ "
+    "beside CRMSYNC_DB: data/sandbox].",
 )
 @click.option("--keap-port", type=int, default=8765, show_default=True)
 @click.option("--customcrm-port", type=int, default=8766, show_default=True)
@@ -102,8 +143,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--customcrm-limits", type=click.Choice(["default", "off"]), default="default", show_default=True
 )
+@click.pass_obj
 def sandbox(
-    data_dir: Path,
+    obj: Context,
+    data_dir: Path | None,
     keap_port: int,
     customcrm_port: int,
     size: int | None,
@@ -115,6 +158,8 @@ def sandbox(
 ) -> None:
     """Serve the Keap and Customcrm sandboxes in the foreground, with demo data."""
     from sandbox.bundle import DEMO_SIZE, Sandboxes
+
+    data_dir = data_dir or obj.settings.sandbox_dir
 
     if reset:
         for name in ("keap.sqlite3", "customcrm.sqlite3"):
@@ -167,26 +212,29 @@ def sandbox(
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.pass_obj
 def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
-    """Read what changed in Keap and Customcrm into the DuckDB file (the ingest step alone)."""
+    """Read what changed in Keap and Customcrm into the DuckDB file (the ingest step alone).
+
+    Exit 0 when everything was loaded, 3 when some records could not be (listed in
+    raw_*.ingest_rejections), 1 on failure."""
     from crmsync.progress import extract_progress
     from crmsync.run import endpoints, run_extract
     from pipelines.ingest import IngestOptions
 
     settings = obj.settings
-    with exclusive(settings.db_path, "extract"), endpoints(settings) as found:
+    with exclusive(settings.db_path, "extract", settings.wait_s), endpoints(settings) as found:
         if not quiet:
-            click.echo(f"extracting from {found.description} into {settings.db_path}", err=True)
-        with extract_progress(quiet) as progress:
-            reports = run_extract(settings, found, IngestOptions(full, full_every), progress)
+            say(f"extracting from {found.description} into {settings.db_path}", err=True)
+        with extract_progress(quiet) as display:
+            reports = run_extract(settings, found, IngestOptions(full, full_every), display.extract)
     code = EXIT_OK
     for report in reports:
         if not quiet:
-            click.echo(
+            say(
                 f"{report.system}: {report.requests} requests ({report.retries} retried, "
                 f"{report.rate_limited} rate-limited){' with a full pass' if report.full_pass else ''}"
             )
             for counts in report.resources.values():
-                click.echo(
+                say(
                     f"  {counts.resource:<14} {counts.records:>8} records {counts.pages:>5} pages"
                     f"{f'  {counts.rejected} rejected' if counts.rejected else ''}"
                     f"{f'  {counts.deleted} deleted' if counts.deleted else ''}"
@@ -194,10 +242,10 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
         if any(c.rejected for c in report.resources.values()) and code == EXIT_OK:
             code = EXIT_REJECTED
         for error in report.errors:
-            click.secho(f"crmsync: {error}", fg="red", err=True)
+            _error(error)
             code = EXIT_FAILED
     if code == EXIT_REJECTED and not quiet:
-        click.echo(
+        say(
             "some records could not be loaded: see raw_keap.ingest_rejections / "
             "raw_customcrm.ingest_rejections",
             err=True,
@@ -208,11 +256,12 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
 def _vars(conflict_policy: str | None, raw: str | None) -> dict[str, Any] | None:
     import json
 
-    variables: dict[str, Any] = json.loads(raw) if raw else {}
+    try:
+        variables: dict[str, Any] = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--vars") from None
     if conflict_policy:
-        variables["conflict_policy"] = {
-            m: conflict_policy for m in ("customers", "contacts", "orders", "products")
-        }
+        variables["conflict_policy"] = {m: conflict_policy for m in mapping_names()}
     return variables or None
 
 
@@ -220,7 +269,9 @@ def _sync_options(command: Any) -> Any:
     for option in reversed(
         [
             click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
-            click.option("--quiet", is_flag=True, help="No progress output."),
+            click.option(
+                "--quiet", is_flag=True, help="No progress: only errors and one line with the outcome."
+            ),
             click.option("--full", is_flag=True, help="Also run Keap's full pass that finds deletions."),
             click.option(
                 "--full-every",
@@ -266,73 +317,98 @@ def sync(
 ) -> None:
     """Extract, model and push: converge Keap and Customcrm in one command.
 
-    Exit 0 when everything went through, 3 when some rows were rejected (listed), 4 when a
-    resource could not be read or written (named; the other mappings went through), 1 on failure.
-    """
+    Exit 0 when everything went through (rows refused before and unchanged are no work), 3
+    when some rows were rejected (listed), 4 when a resource could not be read or written
+    (named; the other mappings went through), 1 on failure. Outside a terminal every line
+    starts with the time and the run id; --quiet prints only errors, refused rows and the
+    run's one-line outcome."""
     from crmsync.failures import failure_line
-    from crmsync.progress import extract_progress, push_progress
-    from crmsync.report import emit_json, sync_summary
+    from crmsync.progress import RunDisplay
+    from crmsync.report import emit_json, run_line, stamped, sync_summary
     from crmsync.run import endpoints, run_sync
     from pipelines.ingest import IngestOptions
+    from reverse_etl.state import new_run_id
 
-    try:
-        settings = obj.settings
-        with exclusive(settings.db_path, "sync"), endpoints(settings) as found:
-            if not (quiet or as_json):
-                click.echo(f"syncing {found.description} (state: {settings.db_path})", err=True)
-            with extract_progress(quiet or as_json) as progress, push_progress(quiet or as_json) as pushing:
-                outcome = run_sync(
-                    settings,
-                    found,
-                    _vars(conflict_policy, raw_vars),
-                    IngestOptions(full_pass=full, full_pass_every=full_every),
-                    progress,
-                    pushing,
-                    rebuild=rebuild,
-                )
-    except Exception as exc:  # before the run could start: the lock, the settings, the sandboxes
-        if obj.debug:
-            raise
-        line = failure_line(exc, obj.settings.db_path if obj._settings else Path("the state file"))
-        if isinstance(exc, StateBusy | ConfigurationError):
-            line = str(exc)
-        line = redact(line)
+    run_id = new_run_id()
+    variables = _vars(conflict_policy, raw_vars)
+    with nullcontext() if as_json else stamped(run_id):
+        try:
+            settings = obj.settings
+            with exclusive(settings.db_path, "sync", settings.wait_s), endpoints(settings) as found:
+                if not (quiet or as_json):
+                    say(f"syncing {found.description} (state: {settings.db_path})", err=True)
+                with RunDisplay(quiet or as_json) as display:
+                    outcome = run_sync(
+                        settings,
+                        found,
+                        variables,
+                        IngestOptions(full_pass=full, full_pass_every=full_every),
+                        display.extract,
+                        display.push,
+                        rebuild=rebuild,
+                        run_id=run_id,
+                        on_phase=display.phase,
+                    )
+        except Exception as exc:  # before the run could start: the lock, the settings, the sandboxes
+            if obj.debug:
+                raise
+            line = failure_line(exc, obj.settings.db_path if obj._settings else Path("the state file"))
+            if isinstance(exc, StateBusy | ConfigurationError):
+                line = str(exc)
+            line = redact(line)
+            if as_json:
+                emit_json({"run_id": run_id, "status": "failed", "exit_code": EXIT_FAILED, "error": line})
+            _error(line)
+            sys.exit(EXIT_FAILED)
+        if outcome.exception is not None and obj.debug:
+            traceback.print_exception(outcome.exception, file=sys.stderr)
+        result = outcome.as_dict()
         if as_json:
-            emit_json({"status": "failed", "error": line})
-        click.secho(f"crmsync: {line}", fg="red", err=True)
-        sys.exit(EXIT_FAILED)
-    if outcome.exception is not None and obj.debug:
-        traceback.print_exception(outcome.exception, file=sys.stderr)
-    result = outcome.as_dict()
-    if as_json:
-        emit_json(result)
-    elif not quiet:
-        sync_summary(result)
-        if outcome.quiet_since:
-            click.echo(
-                f"nothing changed since run {outcome.quiet_since}, which found nothing to do: "
-                "dbt and the push were skipped (--rebuild runs them anyway)"
-            )
-        if found.sandbox is not None:
-            click.echo(NEXT_STEPS.format(db=settings.db_path))
-    for problem in outcome.problems:
-        click.secho(f"crmsync: {redact(problem)}", fg="red", err=True)
-    if outcome.error:
-        click.secho(f"crmsync: {redact(outcome.error)}", fg="red", err=True)
+            emit_json(result)
+        else:
+            sync_summary(result, quiet=quiet)
+        for problem in outcome.problems:
+            _error(problem)
+        if outcome.error:
+            _error(outcome.error)
+        if not as_json:
+            say(run_line(result), fg=None if outcome.status == "ok" else "yellow")
+            if found.sandbox is not None and not quiet:
+                say(NEXT_STEPS.format(db=settings.db_path, me=_me()))
     sys.exit(outcome.exit_code)
 
 
 NEXT_STEPS = """
 Where to look next:
   the DuckDB file       {db}
-  link tables           crmsync sql "select link_status, count(*) from link_contacts group by all"
-  why not linked        crmsync sql "select keap_id, keap_name, status_reason from link_contacts where link_status <> 'linked'"
-  the mappings' docs    make docs
-"""
+  this run and others   {me} runs
+  link tables           {me} sql "select link_status, count(*) from link_contacts group by all"
+  why not linked        {me} sql "select keap_id, keap_name, status_reason from link_contacts where link_status <> 'linked'"
+  what a sync would do  {me} plan
+  the mappings' docs    {me} docs"""
 
 
 @main.command()
 @_sync_options
+@click.option(
+    "--mapping",
+    "only",
+    multiple=True,
+    type=click.Choice(mapping_names()),
+    help="Only this mapping (repeatable).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Rows shown per mapping and direction (--json shows all).",
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 2 when writes are pending, 0 when none are, 1 on failure (as Terraform).",
+)
 @click.pass_obj
 def plan(
     obj: Context,
@@ -342,82 +418,180 @@ def plan(
     full_every: int,
     conflict_policy: str | None,
     raw_vars: str | None,
+    only: tuple[str, ...],
+    limit: int,
+    detailed_exitcode: bool,
 ) -> None:
-    """Show what a sync would write, without writing. Exit 1 if anything is pending, 0 if not."""
-    from crmsync.report import emit_json, table
+    """Show what a sync would write, row by row, without writing.
+
+    It reads both systems and builds the models in a copy of the DuckDB file (its --vars never
+    touch what a sync reads), then shows per mapping and direction each record and the fields
+    it would write, old -> new, conflicts and their winner, and the rows that wait or are set
+    aside, with the reason. Exit 0 when it worked (with --detailed-exitcode: 0 nothing
+    pending, 2 writes pending), 4 when a resource could not be read (its rows may be out of
+    date), 1 on failure."""
+    from crmsync.plan import has_work
+    from crmsync.report import emit_json, plan_report
     from crmsync.run import endpoints, run_plan
     from pipelines.ingest import IngestOptions
 
     settings = obj.settings
-    with exclusive(settings.db_path, "plan"), endpoints(settings) as found:
-        # in a copy of the DuckDB file: nothing a sync reads is touched, whatever the vars
-        outcome, pending = run_plan(
+    variables = _vars(conflict_policy, raw_vars)
+    with endpoints(settings) as found:
+        if not (quiet or as_json):
+            say(f"planning against {found.description}: reading both, writing nothing", err=True)
+        outcome, details = run_plan(
             settings,
             found,
-            _vars(conflict_policy, raw_vars),
+            variables,
             IngestOptions(full_pass=full, full_pass_every=full_every),
+            only or None,
         )
     if outcome.error:
         if outcome.exception is not None and obj.debug:
             traceback.print_exception(outcome.exception, file=sys.stderr)
         if as_json:
             emit_json({"status": "failed", "error": redact(outcome.error)})
-        click.secho(f"crmsync: {redact(outcome.error)}", fg="red", err=True)
-        sys.exit(1)
+        _error(outcome.error)
+        sys.exit(EXIT_FAILED)
     for problem in outcome.problems:  # a resource that could not be read: its rows may be stale
-        click.secho(f"crmsync: {redact(problem)}", fg="red", err=True)
+        _error(problem)
+    details = {"endpoints": found.urls, "description": found.description, **details,
+               "problems": [redact(p) for p in outcome.problems]}  # fmt: skip
     if as_json:
-        emit_json({"pending": pending})
+        emit_json(details)
     elif not quiet:
-        table(
-            "pending writes",
-            ["mapping", "target", "op", "ready", "waiting"],
-            [[p["mapping"], p["target"], p["op"], p["ready"], p["waiting"]] for p in pending],
-        )
-        if not pending:
-            click.echo("nothing to write: both systems agree")
-    sys.exit(1 if pending else 0)
+        plan_report(details, limit)
+    if outcome.problems:
+        sys.exit(EXIT_INCOMPLETE)
+    sys.exit(EXIT_PENDING if detailed_exitcode and has_work(details) else EXIT_OK)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
-    """Per mapping: linked, pending, conflicts and rejections, and the last run (reads the DuckDB file only)."""
-    from crmsync.report import emit_json, table
+    """Per mapping: links, orphaned, pending, waiting, conflicts, rejections (open and set aside),
+    and the last run (reads the DuckDB file only; `crmsync runs` shows more runs)."""
+    from crmsync.readonly import reading
+    from crmsync.report import emit_json, run_history_line, table
     from crmsync.run import sync_status
 
-    found = sync_status(obj.settings.db_path)
+    settings = obj.settings
+    with reading(settings.db_path, settings.wait_s) as con:
+        found = sync_status(con)
     if as_json:
         emit_json(found)
         return
-    table(
-        "status",
-        ["mapping", "linked", "orphaned", "pending", "waiting", "conflicts", "rejected"],
-        [
-            [
-                m["mapping"],
-                m["linked"],
-                m["orphaned"],
-                m["pending"],
-                m["waiting"],
-                m["conflicts"],
-                m["rejected"],
-            ]
-            for m in found["mappings"]
-        ],
-    )
+    columns = ["mapping", "linked", "orphaned", "pending", "waiting", "conflicts", "rejected", "ignored"]
+    table("status", columns, [[m[c] for c in columns] for m in found["mappings"]])
     last = found["last_run"]
-    click.echo(
-        f"last run: {last['run_id']} {last['status']} at {last['finished_at']}"
-        if last
-        else "no sync has run yet"
+    say(f"last run: {run_history_line(last)}" if last else "no sync has run yet")
+
+
+@main.command()
+@click.option(
+    "-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_obj
+def runs(obj: Context, limit: int, as_json: bool) -> None:
+    """The last runs of `crmsync sync`, newest first: id, start, duration, outcome, exit code and
+    what each mapping saw (a run that died is shown as interrupted)."""
+    from crmsync.readonly import reading, require
+    from crmsync.report import emit_json, runs_table
+    from crmsync.run import run_history
+
+    settings = obj.settings
+    require(settings.db_path)
+    with reading(settings.db_path, settings.wait_s) as con:
+        found = run_history(con, limit)
+    if as_json:
+        emit_json(found)
+    else:
+        runs_table(found)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--all", "everything", is_flag=True, help="Resolved ones too.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def rejections(ctx: click.Context, everything: bool, as_json: bool) -> None:
+    """The rows a system refused: open ones (and those set aside), newest reason first.
+
+    A refused row is sent again at once when its values change; unchanged, after a wait that
+    doubles from 1 hour to 24 hours, or at the next sync after `crmsync rejections retry`.
+    `crmsync rejections ignore KEY --reason ...` sets it aside until its record changes."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from crmsync.readonly import reading
+    from crmsync.report import emit_json, rejections_table
+    from reverse_etl.state import rejections as listed
+
+    settings = ctx.obj.settings
+    with reading(settings.db_path, settings.wait_s) as con:
+        found = listed(con, everything)
+    if as_json:
+        emit_json(found)
+    else:
+        rejections_table(found, everything)
+
+
+@rejections.command("retry")
+@click.argument("keys", nargs=-1)
+@click.pass_obj
+def rejections_retry(obj: Context, keys: tuple[str, ...]) -> None:
+    """Send these refused rows again at the next sync, without waiting (no KEY: every open one
+    not set aside). KEY: `mapping/target/record` as `crmsync rejections` lists it, or the record's id."""
+    from crmsync.readonly import require
+    from reverse_etl.state import retry_rejections
+
+    settings = obj.settings
+    require(settings.db_path)
+    with exclusive(settings.db_path, "rejections retry", settings.wait_s):
+        done = retry_rejections(settings.db_path, keys)
+    if not done:
+        say("no open rejections to retry")
+        return
+    say(
+        f"the next sync sends {len(done)} refused row{'s' if len(done) != 1 else ''} again: {', '.join(done)}"
     )
+
+
+@rejections.command("ignore")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why (recorded with your user name).")
+@click.pass_obj
+def rejections_ignore(obj: Context, keys: tuple[str, ...], reason: str) -> None:
+    """Set refused rows aside: the sync does not send them again while their values stay the same
+    (once the record changes, it is sent; `retry` undoes this). Records $USER and the reason."""
+    import getpass
+
+    from crmsync.readonly import require
+    from reverse_etl.state import ignore_rejections
+
+    settings = obj.settings
+    require(settings.db_path)
+    try:
+        by = os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):
+        by = "unknown"
+    with exclusive(settings.db_path, "rejections ignore", settings.wait_s):
+        done = ignore_rejections(settings.db_path, keys, by, reason)
+    say(f"set aside by {by} until their records change: {', '.join(done)}")
 
 
 @main.command()
 @click.argument("query")
-@click.option("--json", "as_json", is_flag=True, help="Print rows as JSON.")
+@click.option(
+    "--format",
+    "shape",
+    type=click.Choice(["table", "tsv", "csv", "json"]),
+    default=None,
+    help="table on a terminal, tsv (tab-separated, NULL as \\N) when piped; csv (NULL empty); json.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many rows.")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -432,19 +606,39 @@ def status(obj: Context, as_json: bool) -> None:
     help="DuckDB memory limit for the query.",
 )
 @click.pass_obj
-def sql(obj: Context, query: str, as_json: bool, timeout: float, memory_limit: str) -> None:
-    """Run a read-only SQL query on the DuckDB file and print a table.
+def sql(
+    obj: Context,
+    query: str,
+    shape: str | None,
+    as_json: bool,
+    limit: int | None,
+    timeout: float,
+    memory_limit: str,
+) -> None:
+    """Run a read-only SQL query on the DuckDB file and print the rows.
 
-    The query reads the DuckDB file and nothing else: no other file, URL or extension,
-    no settings, no writes (README: For analysts)."""
+    Header first, then the rows: a table on a terminal (NULL as a dim ∅, nothing cut),
+    tab-separated when piped (NULL as \\N), or --format csv|json. The query reads the DuckDB
+    file and nothing else: no other file, URL or extension, no settings, no writes (README:
+    For analysts). A running sync is waited for CRMSYNC_WAIT_SECONDS."""
     from crmsync.readonly import run_query
-    from crmsync.report import emit_json, table
+    from crmsync.report import delimited, emit_json, is_terminal, json_value, table
 
-    columns, rows = run_query(obj.settings.db_path, query, timeout=timeout, memory_limit=memory_limit)
-    if as_json:
-        emit_json([dict(zip(columns, row, strict=True)) for row in rows])
+    settings = obj.settings
+    shape = "json" if as_json else shape or ("table" if is_terminal() else "tsv")
+    found = run_query(settings.db_path, query, timeout=timeout, memory_limit=memory_limit, limit=limit,
+                      wait_s=settings.wait_s)  # fmt: skip
+    if shape == "json":
+        emit_json([{c: json_value(v, t) for c, t, v in zip(found.columns, found.types, row, strict=True)}
+                   for row in found.rows])  # fmt: skip
+    elif shape == "table":
+        count = f"{len(found.rows)} row{'s' if len(found.rows) != 1 else ''}"
+        table(None, found.columns, found.rows, found.types,
+              caption=f"first {count} (--limit)" if found.more else count)  # fmt: skip
     else:
-        table(f"{len(rows)} rows", columns, rows)
+        delimited(found.columns, found.rows, shape)
+    if found.more and shape != "table":
+        say(f"crmsync: stopped after {limit} row{'s' if limit != 1 else ''} (--limit)", err=True)
 
 
 @main.command()
@@ -464,6 +658,7 @@ def retention(obj: Context, apply: bool, days: int | None) -> None:
     sync applies this at its end."""
     import duckdb
 
+    from crmsync.lock import shared
     from crmsync.readonly import first_line, require
     from crmsync.report import table
     from reverse_etl.state import ensure_state
@@ -472,10 +667,16 @@ def retention(obj: Context, apply: bool, days: int | None) -> None:
     settings = obj.settings
     days = settings.retention_days if days is None else days
     require(settings.db_path)
+    held = (
+        exclusive(settings.db_path, "retention --apply", settings.wait_s)
+        if apply
+        else shared(settings.db_path, settings.wait_s)
+    )
     try:
-        ensure_state(settings.db_path)
-        found = expire(settings.db_path, days, apply=apply)
-    except duckdb.Error as exc:  # e.g. a sync holds the file
+        with held:
+            ensure_state(settings.db_path)
+            found = expire(settings.db_path, days, apply=apply)
+    except duckdb.Error as exc:  # e.g. another program holds the file
         raise QueryError(f"retention: {first_line(exc)}") from None
     table(
         f"personal data older than {days} days",
@@ -484,9 +685,9 @@ def retention(obj: Context, apply: bool, days: int | None) -> None:
     )
     total = sum(e.rows for e in found)
     if apply:
-        click.echo(f"blanked the values of {total} rows" if total else "nothing to blank")
+        say(f"blanked the values of {total} rows" if total else "nothing to blank")
     else:
-        click.echo(
+        say(
             f"{total} rows would be blanked: `crmsync retention --apply` does it"
             if total
             else "nothing to blank"
@@ -531,7 +732,7 @@ def dataflow(obj: Context, write_docs: bool) -> None:
     from crmsync.dataflow import write_docs as regenerate
 
     if write_docs:
-        regenerate()
+        regenerate(obj.settings.db_path)
     click.echo(restructured_text(mappings()), nl=False)
 
 
@@ -540,22 +741,17 @@ def dataflow(obj: Context, write_docs: bool) -> None:
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.pass_obj
 def docs(obj: Context, serve: bool, port: int) -> None:
-    """Generate the dbt docs site (and serve it on 127.0.0.1)."""
-    from crmsync.dataflow import write_docs
-    from crmsync.dbt import run_dbt
-    from reverse_etl.state import ensure_state
+    """Generate the dbt docs site from a copy of the DuckDB file and serve it on 127.0.0.1.
+
+    The state file is held only while it is copied (a running sync is waited for): syncs,
+    status and sql go on while the site is served."""
+    from crmsync.docs_site import build_site, serve_site
 
     settings = obj.settings
-    with exclusive(settings.db_path, "docs"):
-        ensure_state(settings.db_path)
-        write_docs()
-        generated = run_dbt(["docs", "generate"], settings.db_path)
-    if not generated.success:
-        raise click.ClickException("dbt docs generate failed: " + "; ".join(generated.failures))
+    site = build_site(settings)
+    say(f"dbt docs built in {site} from a copy of {settings.db_path}")
     if serve:
-        run_dbt(
-            ["docs", "serve", "--port", str(port), "--host", "127.0.0.1", "--no-browser"], settings.db_path
-        )
+        serve_site(site, port, lambda url: say(f"dbt docs at {url} (Ctrl-C stops)"))
 
 
 if __name__ == "__main__":  # pragma: no cover

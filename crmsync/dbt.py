@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,15 +65,37 @@ def _manifest(variables_json: str, db_path: Path) -> Any:
     return _MANIFESTS[key]
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def release() -> None:
+    """Close the DuckDB file dbt-duckdb keeps open in this process after an invocation (its
+    connection is a process-wide singleton, `keep_open` by default): without this, the
+    process would go on holding the file (read-only connections here, and every other
+    program, would be refused) until it exits."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # pragma: no cover - dbt-duckdb is a dependency
+        return
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        if env is not None:
+            env.close()
+            DuckDBConnectionManager._ENV = None
+
+
 def run_dbt(
     args: Sequence[str], db_path: Path, variables: dict[str, Any] | None = None, quiet: bool = True
 ) -> DbtResult:
-    """`dbt <args>` on CRMSYNC_DB, with the project's own profiles.yml."""
+    """`dbt <args>` on CRMSYNC_DB, with the project's own profiles.yml; the file is released
+    when dbt is done (release)."""
     import json
 
     os.environ["CRMSYNC_DB"] = str(Path(db_path).resolve())
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     command = [*args, *_paths(db_path)]
+    if not sys.stdout.isatty():  # dbt's colour codes are for terminals; logs get plain text
+        command.append("--no-use-colors")
     variables_json = json.dumps(variables or {}, sort_keys=True)
     if variables:
         command += ["--vars", variables_json]
@@ -81,15 +105,18 @@ def run_dbt(
     from dbt.cli.main import dbtRunner
 
     runner = dbtRunner(manifest=_manifest(variables_json, db_path)) if reuse else dbtRunner()
-    outcome = runner.invoke(command)
+    try:
+        outcome = runner.invoke(command)
+    finally:
+        release()
     failures: list[str] = []
     results = getattr(outcome.result, "results", None) or []
     for node in results:
         status = str(getattr(node, "status", ""))
         if status in ("error", "fail", "runtime error"):
-            failures.append(f"{node.node.unique_id}: {node.message}")
+            failures.append(ANSI.sub("", f"{node.node.unique_id}: {node.message}"))
     if outcome.exception is not None:
-        failures.append(str(outcome.exception))
+        failures.append(ANSI.sub("", str(outcome.exception)))
     return DbtResult(outcome.success, failures, outcome.result)
 
 

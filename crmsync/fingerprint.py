@@ -36,7 +36,10 @@ VOLATILE = ("_extracted_at",)  # plus every _dlt* column
 STATE_PROBES = {
     "links": "count(*), max(linked_at), max(last_synced_at)",
     "base_values": "count(*), max(synced_at)",
-    "rejections": "count(*), count(resolved_at), max(last_seen)",
+    # and, as time passes, how many refused rows are due to be sent again (`retry_after`), and
+    # how many a person set aside: a known refusal that is not due is no reason to build
+    "rejections": "count(*), count(resolved_at), max(last_seen), count(ignored_at), count(*) filter "
+    "(where resolved_at is null and ignored_at is null and (retry_after is null or retry_after <= now()))",
     "keap_create_intents": "count(*), count(keap_id), max(intended_at), max(resolved_at)",
     "conflicts": "count(*), max(decided_at)",
 }

@@ -1,8 +1,14 @@
 """One crmsync at a time per state file: an OS lock on `<db>.lock` beside the DuckDB file.
 
-`crmsync sync`, `plan`, `extract` and `docs` take it for their whole run; a second one
-started meanwhile says in one line who holds it and exits 1, instead of interleaving
-with the first until DuckDB refuses one of them half-way. The lock is `fcntl.flock`:
+Writers (`crmsync sync`, `extract`, `rejections retry|ignore`, `retention --apply`) take it
+exclusively for their whole run; a second writer started meanwhile says in one line who
+holds it and exits 1, instead of interleaving with the first until DuckDB refuses one of
+them half-way. Readers (`status`, `runs`, `sql`, `rejections`, and `plan` and `docs` while
+they copy the file) take it shared: any number of them at once, never during a writer, so a
+reader never opens the DuckDB file under a running sync (which would make the sync's next
+write fail). A reader that finds a writer waits for it a few seconds (CRMSYNC_WAIT_SECONDS),
+then says who it is; a writer that finds only readers waits for them as long. The lock is
+`fcntl.flock`:
 the kernel releases it when its holder ends, however it ends (SIGKILL included), so a
 crash never leaves a stale lock behind. The file holds the holder's pid, command and
 start time, for the message; it is never deleted (deleting a flock'ed file lets two
@@ -56,19 +62,47 @@ def _holder(path: Path) -> dict[str, object]:
     return {}
 
 
+DEFAULT_WAIT_S = 5.0
+
+
+def _writer(path: Path) -> dict[str, object] | None:
+    """The writer that holds the lock, as it described itself; None when only readers do (they
+    write nothing: the file is empty between writers)."""
+    try:
+        data = json.loads(path.read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 @contextmanager
-def exclusive(db_path: Path, command: str) -> Iterator[None]:
-    """Hold the state file's lock for the block, or raise StateBusy naming its holder."""
+def exclusive(db_path: Path, command: str, wait_s: float = DEFAULT_WAIT_S) -> Iterator[None]:
+    """Hold the state file's lock for the block, or raise StateBusy naming its holder: at once
+    when another writer holds it, after `wait_s` seconds when readers still do."""
     path = lock_path(db_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait_s
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StateBusy(
-                f"another crmsync ({_describe(_holder(path))}) is using {db_path}; try again when it ends"
-            ) from None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _writer(path)
+                if holder is None:
+                    time.sleep(0.05)  # a writer that has just taken it writes its name at once
+                    holder = _writer(path)
+                if holder is not None:
+                    raise StateBusy(
+                        f"another crmsync ({_describe(holder)}) is using {db_path}; try again when it ends"
+                    ) from None
+                if time.monotonic() >= deadline:
+                    raise StateBusy(
+                        f"crmsync commands that read {db_path} (status, sql, runs, ...) were still "
+                        f"going after {wait_s:g} s (CRMSYNC_WAIT_SECONDS); try again when they end"
+                    ) from None
+                time.sleep(0.1)
         started = datetime.now(UTC).replace(microsecond=0).isoformat()
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "started": started}).encode(), 0)
@@ -76,6 +110,37 @@ def exclusive(db_path: Path, command: str) -> Iterator[None]:
             yield
         finally:
             os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def shared(db_path: Path, wait_s: float = DEFAULT_WAIT_S) -> Iterator[None]:
+    """Read the state for the block, with no writer at work: wait up to `wait_s` seconds for
+    one that is, then raise StateBusy naming it. Readers do not exclude one another."""
+    path = lock_path(db_path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    except OSError:  # a folder this account cannot write: DuckDB's own lock still guards the file
+        yield
+        return
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StateBusy(
+                        f"another crmsync ({_describe(_holder(path))}) is using {db_path} and was still going "
+                        f"after {wait_s:g} s (CRMSYNC_WAIT_SECONDS); try again when it ends"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

@@ -18,9 +18,16 @@ Analysts who need more open the file themselves, with a sync not running (README
 
 from __future__ import annotations
 
+import re
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from crmsync.lock import DEFAULT_WAIT_S, shared
 
 if TYPE_CHECKING:
     import duckdb
@@ -55,21 +62,55 @@ def require(db_path: Path) -> None:
         raise QueryError(f"{db_path} does not exist yet: run `make sync` first")
 
 
-def connect(db_path: Path, memory_limit: str = DEFAULT_MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
-    """The locked-down, read-only connection."""
+def connect(
+    db_path: Path, memory_limit: str = DEFAULT_MEMORY_LIMIT, wait_s: float = 0.0
+) -> duckdb.DuckDBPyConnection:
+    """The locked-down, read-only connection; another program that holds the file for writing
+    is waited for up to `wait_s` seconds, then named."""
     import duckdb
 
     require(db_path)
     config = {"memory_limit": memory_limit, "threads": THREADS, **LOCKED_DOWN}
-    try:
-        return duckdb.connect(str(db_path), read_only=True, config=config)
-    except duckdb.Error as exc:
-        text = first_line(exc)
-        if "lock" in text.lower():
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(db_path), read_only=True, config=config)
+        except duckdb.Error as exc:
+            text = first_line(exc)
+            if "lock" not in text.lower():
+                raise QueryError(f"cannot open {db_path} read-only: {text}") from None
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
+            holder = re.search(r"held in (.+?) \(PID (\d+)\)", str(exc))
+            who = f" ({holder.group(1)}, pid {holder.group(2)})" if holder else ""
             raise QueryError(
-                f"{db_path} is open for writing (a sync is running?): try again when it ends ({text})"
+                f"{db_path} is open for writing in another program{who}; DuckDB lets no one read it "
+                "meanwhile: try again when it is closed"
             ) from None
-        raise QueryError(f"cannot open {db_path} read-only: {text}") from None
+
+
+@contextmanager
+def reading(
+    db_path: Path, wait_s: float = DEFAULT_WAIT_S, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection while no crmsync writes the state (crmsync.lock.shared): a running
+    sync is waited for up to `wait_s` seconds, then named in one line (StateBusy)."""
+    require(db_path)
+    with shared(db_path, wait_s):
+        con = connect(db_path, memory_limit, wait_s)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    types: list[str]  # DuckDB's type names: VARCHAR, BIGINT, JSON, VARCHAR[], ...
+    rows: list[tuple[Any, ...]]
+    more: bool = False  # rows past the limit were left out
 
 
 def run_query(
@@ -77,30 +118,34 @@ def run_query(
     query: str,
     timeout: float = DEFAULT_TIMEOUT_S,
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
-) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(columns, rows) of `query`, or a QueryError with one line."""
+    limit: int | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+) -> QueryResult:
+    """The columns, types and rows of `query` (the first `limit` rows), or a QueryError with
+    one line. A running sync is waited for up to `wait_s` seconds (StateBusy after)."""
     import duckdb
 
-    con = connect(db_path, memory_limit)
-    timed_out = threading.Event()
+    with reading(db_path, wait_s, memory_limit) as con:
+        timed_out = threading.Event()
 
-    def stop() -> None:
-        timed_out.set()
-        con.interrupt()
+        def stop() -> None:
+            timed_out.set()
+            con.interrupt()
 
-    timer = threading.Timer(timeout, stop)
-    timer.daemon = True
-    timer.start()
-    try:
-        cursor = con.execute(query)
-        columns = [d[0] for d in cursor.description or []]
-        rows = cursor.fetchall()
-    except duckdb.Error as exc:
-        raise _explain(exc, timed_out.is_set(), timeout, memory_limit) from None
-    finally:
-        timer.cancel()
-        con.close()
-    return columns, rows
+        timer = threading.Timer(timeout, stop)
+        timer.daemon = True
+        timer.start()
+        try:
+            cursor = con.execute(query)
+            columns = [d[0] for d in cursor.description or []]
+            types = [str(d[1]) for d in cursor.description or []]
+            rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit + 1)
+        except duckdb.Error as exc:
+            raise _explain(exc, timed_out.is_set(), timeout, memory_limit) from None
+        finally:
+            timer.cancel()
+    more = limit is not None and len(rows) > limit
+    return QueryResult(columns, types, rows[:limit] if more else rows, more)
 
 
 def _explain(exc: duckdb.Error, timed_out: bool, timeout: float, memory_limit: str) -> QueryError:

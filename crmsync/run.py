@@ -2,8 +2,8 @@
 
 With neither Keap nor Customcrm configured, the bundled sandboxes are started
 in this process on free loopback ports, filled with demo data on first use
-(kept in `data/sandbox/`, beside the default DuckDB file), and used as the two
-systems.
+(kept in `sandbox/` beside the DuckDB file: `data/sandbox/` by default, or
+CRMSYNC_SANDBOX_DIR), and used as the two systems.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,11 @@ from crmsync.dbt import build as dbt_build
 from crmsync.failures import failure_line
 from crmsync.filemodes import secure_state
 from crmsync.fingerprint import input_fingerprint
+from crmsync.lock import shared
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
-from registry import MAPPINGS
+from registry import MAPPINGS, mapping_names
 from reverse_etl.push import ProgressCallback as PushProgress
 from reverse_etl.push import Pusher, PushResult, merge_results
 from reverse_etl.state import (
@@ -59,15 +61,13 @@ for _reader in MAPPINGS:  # the stages are read for the mapping that compares st
         RESOURCE_MAPPINGS[("keap", "stages")] = _reader.name
 
 
-SANDBOX_DIR = Path("data/sandbox")
-
-
 @dataclass
 class Endpoints:
     keap: KeapClient
     customcrm: CustomcrmClient
     sandbox: object | None = None  # the running Sandboxes in sandbox mode
     description: str = ""
+    urls: dict[str, str] = field(default_factory=dict)  # system -> the API's base URL (redacted)
 
     def close(self) -> None:
         self.keap.close()
@@ -75,8 +75,9 @@ class Endpoints:
 
 
 @contextmanager
-def endpoints(settings: Settings, sandbox_dir: Path = SANDBOX_DIR) -> Iterator[Endpoints]:
+def endpoints(settings: Settings, sandbox_dir: Path | None = None) -> Iterator[Endpoints]:
     settings.validate()
+    sandbox_dir = sandbox_dir or settings.sandbox_dir
     insecure = settings.insecure_http_warning()
     if insecure:
         print(f"crmsync: {insecure}", file=sys.stderr)
@@ -93,6 +94,7 @@ def endpoints(settings: Settings, sandbox_dir: Path = SANDBOX_DIR) -> Iterator[E
             customcrm=customcrm_client(base_url=boxes.customcrm_url, token=boxes.customcrm.credentials.token),
             sandbox=boxes,
             description=f"the bundled sandboxes with demo data ({sandbox_dir}/)",
+            urls={"keap": boxes.keap_url, "customcrm": boxes.customcrm_url},
         )
         try:
             yield found
@@ -114,6 +116,7 @@ def endpoints(settings: Settings, sandbox_dir: Path = SANDBOX_DIR) -> Iterator[E
         ),
         customcrm=customcrm_client(base_url=settings.customcrm_api_url, token=settings.customcrm_api_token),
         description=redact(f"Keap at {settings.keap_api_url}, Customcrm at {settings.customcrm_api_url}"),
+        urls={"keap": redact(settings.keap_api_url), "customcrm": redact(settings.customcrm_api_url)},
     )
     try:
         yield found
@@ -141,12 +144,17 @@ class SyncOutcome:
     quiet_since: str | None = None  # nothing changed since this run: dbt and the push were skipped
     seconds: dict[str, float] = field(default_factory=dict)  # per phase: extract, dbt, push, read_back
     exception: BaseException | None = field(default=None, repr=False)  # what failed (--debug)
+    elapsed_s: float = 0.0  # the whole run, start to end
+    conflicts: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # resolved by this run (sync_state.conflicts)
 
     def as_dict(self) -> dict[str, Any]:
         """What `crmsync sync --json` prints."""
-        return {"run_id": self.run_id, "status": self.status, "rounds": self.rounds, "error": self.error,
-                "quiet_since": self.quiet_since, "seconds": self.seconds, "extract_errors": self.extract_errors,
-                **self.push.as_dict()}  # fmt: skip
+        return {"run_id": self.run_id, "status": self.status, "exit_code": self.exit_code, "rounds": self.rounds,
+                "error": self.error, "quiet_since": self.quiet_since, "elapsed_s": self.elapsed_s,
+                "seconds": self.seconds, "extract_errors": self.extract_errors, **self.push.as_dict(),
+                "conflicts": self.conflicts}  # fmt: skip
 
     @property
     def extract_errors(self) -> list[str]:
@@ -193,17 +201,41 @@ def run_sync(
     push_progress: PushProgress | None = None,
     dry_run: bool = False,
     rebuild: bool = False,
+    run_id: str | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> SyncOutcome:
     """extract -> dbt build -> push, repeated while rows wait for parents created in this
     run; then one more extract and build so the link tables show where things stand.
 
     When the extract loaded nothing and nothing else the models read changed since a run
     that found nothing to do (crmsync.fingerprint), the build and the push are skipped:
-    they would find nothing again. `rebuild` builds anyway."""
+    they would find nothing again. `rebuild` builds anyway. `run_id`: the id to record the
+    run under (a new one by default); `on_phase` hears each phase begin (extract, dbt,
+    push, read_back) and the run end (done)."""
+    began = time.monotonic()
+    outcome = _run_sync(settings, found, variables, ingest, progress, push_progress, dry_run, rebuild,
+                        run_id or new_run_id(), on_phase or (lambda name: None))  # fmt: skip
+    outcome.elapsed_s = round(time.monotonic() - began, 1)
+    if on_phase:
+        on_phase("done")
+    return outcome
+
+
+def _run_sync(
+    settings: Settings,
+    found: Endpoints,
+    variables: dict[str, object] | None,
+    ingest: IngestOptions | None,
+    progress: ProgressCallback | None,
+    push_progress: PushProgress | None,
+    dry_run: bool,
+    rebuild: bool,
+    run_id: str,
+    on_phase: Callable[[str], None],
+) -> SyncOutcome:
     db_path = settings.db_path
     deadline = time.monotonic() + settings.run_deadline_s  # no request is sent past it
     found.keap.deadline = found.customcrm.deadline = deadline
-    run_id = new_run_id()
     started = False
     result = PushResult()
     pushing: Pusher | None = None
@@ -213,6 +245,8 @@ def run_sync(
 
     @contextmanager
     def phase(name: str) -> Iterator[None]:
+        if name != "fingerprint":
+            on_phase(name)
         started = time.perf_counter()
         try:
             yield
@@ -272,7 +306,8 @@ def run_sync(
                 reports += run_extract(settings, found, IngestOptions(), None)
                 dbt_build(db_path, variables, tests=False)
         record_clocks(db_path, run_id, clock_readings(found))  # with the push's answers too
-        outcome = SyncOutcome(run_id, rounds, reports, result, _status(result, reports), seconds=seconds)
+        outcome = SyncOutcome(run_id, rounds, reports, result, _status(result, reports), seconds=seconds,
+                              conflicts=recorded_conflicts(db_path, run_id))  # fmt: skip
         # quiet: a rerun on these inputs would write nothing. A run that wrote is quiet too
         # when the read-back shows nothing left to write (the next run then skips dbt)
         quiet_now = _nothing_left(outcome) and not (wrote and _pending(db_path))
@@ -293,6 +328,19 @@ def run_sync(
                                                  "seconds": seconds})  # fmt: skip
         _retention(db_path, settings)  # personal data past CRMSYNC_RETENTION_DAYS
     return outcome
+
+
+def recorded_conflicts(db_path: Path, run_id: str) -> list[dict[str, Any]]:
+    """The conflicts this run resolved, with both values, the base and the winner."""
+    with connect(db_path) as con:
+        cursor = con.execute(
+            """select mapping, keap_id, customcrm_id, field, base_value, keap_value, customcrm_value, winner,
+                      reason
+               from sync_state.conflicts where run_id = ? order by mapping, keap_id, field""",
+            [run_id],
+        )
+        names = [d[0] for d in cursor.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _retention(db_path: Path, settings: Settings) -> None:
@@ -321,22 +369,25 @@ def _close(db_path: Path, run_id: str, status: str, summary: dict[str, Any]) -> 
 
 
 @contextmanager
-def scratch_copy(settings: Settings) -> Iterator[Settings]:
-    """The settings of a throw-away copy of the DuckDB file, in the state folder.
+def scratch_copy(settings: Settings, purpose: str = "plan") -> Iterator[Settings]:
+    """The settings of a throw-away copy of the DuckDB file, in a folder of its own in the state
+    folder (removed at the end), copied while no crmsync writes the file (a sync is waited for
+    CRMSYNC_WAIT_SECONDS): the copy is consistent, and nothing holds the real file afterwards.
 
     `crmsync plan` extracts and builds there, with its own vars: nothing a sync reads (the
     raw rows and dlt's cursors, the sync_* marts, the quiet-run fingerprint, dbt's
-    artifacts) is touched in the real file. dlt restores its cursors from the copy."""
-    folder = settings.state_dir / "plan"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True, mode=0o700)
+    artifacts) is touched in the real file. dlt restores its cursors from the copy.
+    `crmsync docs` builds the docs site from one."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=settings.state_dir))  # 0700
     copy = folder / settings.db_path.name
     try:
-        for suffix in ("", ".wal"):
-            source = settings.db_path.with_name(settings.db_path.name + suffix)
-            if source.exists():
-                shutil.copyfile(source, copy.with_name(copy.name + suffix))
-                copy.with_name(copy.name + suffix).chmod(0o600)
+        with shared(settings.db_path, settings.wait_s):
+            for suffix in ("", ".wal"):
+                source = settings.db_path.with_name(settings.db_path.name + suffix)
+                if source.exists():
+                    shutil.copyfile(source, copy.with_name(copy.name + suffix))
+                    copy.with_name(copy.name + suffix).chmod(0o600)
         yield dataclasses.replace(settings, db_path=copy)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -347,12 +398,17 @@ def run_plan(
     found: Endpoints,
     variables: dict[str, object] | None = None,
     ingest: IngestOptions | None = None,
-) -> tuple[SyncOutcome, list[dict[str, object]]]:
-    """What a sync would write now, worked out in a copy of the DuckDB file (scratch_copy)."""
+    mappings: tuple[str, ...] | None = None,
+) -> tuple[SyncOutcome, dict[str, Any]]:
+    """What a sync would write now, worked out in a copy of the DuckDB file (scratch_copy):
+    the outcome of the dry run and, read from the copy before it goes, the rows
+    (crmsync.plan.plan_details)."""
+    from crmsync.plan import plan_details
+
     with scratch_copy(settings) as scratch:
         outcome = run_sync(scratch, found, variables, ingest, dry_run=True)
-        pending = pending_writes(scratch.db_path) if outcome.error is None else []
-    return outcome, pending
+        details = plan_details(scratch.db_path, mappings or mapping_names()) if outcome.error is None else {}
+    return outcome, details
 
 
 def _status(result: PushResult, reports: list[ExtractReport]) -> str:
@@ -379,18 +435,8 @@ def _pending(db_path: Path) -> bool:
 
 def pending_writes(db_path: Path) -> list[dict[str, object]]:
     """What the sync_* models hold now, per mapping, target and op."""
-    models = [
-        ("customcrm", f"sync_customcrm__{m}", m) for m in ("customers", "contacts", "orders", "products")
-    ]
-    models += [
-        ("keap", f"sync_keap__{r}", m)
-        for m, r in (
-            ("customers", "companies"),
-            ("contacts", "contacts"),
-            ("orders", "opportunities"),
-            ("products", "products"),
-        )
-    ]
+    models = [("customcrm", f"sync_customcrm__{m.name}", m.name) for m in MAPPINGS]
+    models += [("keap", f"sync_keap__{m.keap.name}", m.name) for m in MAPPINGS]
     union = " union all ".join(
         f"select '{m}' as mapping, '{t}' as target, op, status from main.{model}" for t, model, m in models
     )
@@ -403,50 +449,62 @@ def pending_writes(db_path: Path) -> list[dict[str, object]]:
     return [dict(zip(("mapping", "target", "op", "ready", "waiting"), r, strict=True)) for r in rows]
 
 
-def sync_status(db_path: Path) -> dict[str, Any]:
-    import duckdb
-
-    if not db_path.exists():
-        return {"mappings": [], "last_run": None}
-    with duckdb.connect(str(db_path), read_only=True) as con:
-        has_marts = con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'main' and table_name = 'link_contacts'"
-        ).fetchone()[0]  # type: ignore[index]
-        mappings = []
-        for mapping in ("customers", "contacts", "orders", "products"):
-            counts = {
-                "mapping": mapping,
-                "linked": 0,
-                "orphaned": 0,
-                "pending": 0,
-                "waiting": 0,
-                "conflicts": 0,
-            }
-            if has_marts:
-                row = con.execute(
-                    f"""select count(*) filter (where link_status = 'linked'),
-                               count(*) filter (where link_status = 'orphaned'),
-                               count(*) filter (where pending_customcrm_op is not null or pending_keap_fields is not null),
-                               count(*) filter (where link_status = 'waiting')
-                        from main.link_{mapping}"""
-                ).fetchone()
-                counts.update(
-                    zip(("linked", "orphaned", "pending", "waiting"), row or (0, 0, 0, 0), strict=True)
-                )
-                counts["conflicts"] = con.execute(
-                    "select count(*) from main.sync_conflicts where mapping = ?", [mapping]
-                ).fetchone()[0]  # type: ignore[index]
-            counts["rejected"] = con.execute(
-                "select count(*) from sync_state.rejections where mapping = ? and resolved_at is null",
-                [mapping],
+def sync_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """Per mapping: links (all of them), orphaned, pending, waiting, conflicts, open rejections
+    and those a person set aside; and the last run (crmsync.run.run_history). `con`: a
+    read-only connection taken while no crmsync writes (crmsync.readonly.reading)."""
+    has_marts = con.execute(
+        "select count(*) from information_schema.tables where table_schema = 'main' and table_name = 'link_contacts'"
+    ).fetchone()[0]  # type: ignore[index]
+    has_state = con.execute(
+        "select count(*) from information_schema.tables where table_schema = 'sync_state' and table_name = 'runs'"
+    ).fetchone()[0]  # type: ignore[index]
+    mappings = []
+    for mapping in mapping_names():
+        counts: dict[str, Any] = {"mapping": mapping, "linked": 0, "orphaned": 0, "pending": 0, "waiting": 0,
+                                  "conflicts": 0, "rejected": 0, "ignored": 0}  # fmt: skip
+        if has_marts:
+            row = con.execute(
+                f"""select count(*) filter (where link_status = 'linked'),
+                           count(*) filter (where link_status = 'orphaned'),
+                           count(*) filter (where pending_customcrm_op is not null or pending_keap_fields is not null),
+                           count(*) filter (where link_status = 'waiting')
+                    from main.link_{mapping}"""
+            ).fetchone()
+            counts.update(zip(("linked", "orphaned", "pending", "waiting"), row or (0, 0, 0, 0), strict=True))
+            counts["conflicts"] = con.execute(
+                "select count(*) from main.sync_conflicts where mapping = ?", [mapping]
             ).fetchone()[0]  # type: ignore[index]
-            mappings.append(counts)
-        last = con.execute(
-            "select run_id, status, started_at, finished_at from sync_state.runs order by started_at desc limit 1"
-        ).fetchone()
-    return {
-        "mappings": mappings,
-        "last_run": dict(zip(("run_id", "status", "started_at", "finished_at"), last, strict=True))
-        if last
-        else None,
-    }
+        if has_state:
+            row = con.execute(
+                """select count(*) filter (where ignored_at is null), count(ignored_at)
+                   from sync_state.rejections where mapping = ? and resolved_at is null""",
+                [mapping],
+            ).fetchone()
+            counts["rejected"], counts["ignored"] = row or (0, 0)
+        mappings.append(counts)
+    last = run_history(con, 1) if has_state else []
+    return {"mappings": mappings, "last_run": last[0] if last else None}
+
+
+def run_history(con: duckdb.DuckDBPyConnection, limit: int = 20) -> list[dict[str, Any]]:
+    """The last `limit` runs of `crmsync sync`, newest first: id, start, end, seconds, outcome,
+    exit code, counts per mapping, and the error or the run it was quiet since. A row still
+    `running` seen by a reader belongs to a run that died (readers never overlap a sync:
+    crmsync.lock): it is shown as interrupted; the next sync closes it so."""
+    from reverse_etl.state import runs
+
+    found = []
+    for run in runs(con, limit):
+        summary: dict[str, Any] = run["summary"]  # type: ignore[assignment]
+        status = "interrupted" if run["status"] == "running" else str(run["status"])
+        push = summary.get("push") or {}
+        found.append({
+            "run_id": run["run_id"], "started_at": run["started_at"], "finished_at": run["finished_at"],
+            "seconds": run["seconds"], "status": status,
+            "exit_code": EXIT_CODES.get(status) if status != "interrupted" else None,
+            "mappings": push.get("mappings") or {}, "quiet_since": summary.get("quiet_since"),
+            "error": summary.get("error"), "rejections": len(push.get("rejections") or []),
+            "set_aside": len(push.get("set_aside") or []),
+        })  # fmt: skip
+    return found

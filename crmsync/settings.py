@@ -11,6 +11,8 @@
 | CRMSYNC_RETENTION_DAYS | days the payloads written to each system are kept in sync_state (default 30) |
 | CRMSYNC_ALLOW_INSECURE_HTTP | 1: accept plain http:// endpoints beyond loopback (warned on every run) |
 | CRMSYNC_RUN_DEADLINE_MINUTES | a run sends no request after this many minutes (default 120): a stalled API cannot keep it alive |
+| CRMSYNC_WAIT_SECONDS | how long a command waits for another crmsync that holds the state file (default 5) |
+| CRMSYNC_SANDBOX_DIR | the sandboxes' demo data (default: `sandbox/` beside the DuckDB file) |
 
 With neither a Keap nor a Customcrm endpoint configured, the sync runs against
 the bundled sandboxes with demo data (`sandbox_mode`).
@@ -40,6 +42,7 @@ DEFAULT_KEAP_TOKEN_URL = "https://api.infusionsoft.com/token"
 DEFAULT_DB = "data/crmsync.duckdb"
 DEFAULT_RUN_DEADLINE_MINUTES = 120
 DEFAULT_RETENTION_DAYS = 30
+DEFAULT_WAIT_SECONDS = 5.0
 
 KEAP_SECRETS = ("KEAP_API_KEY", "KEAP_ACCESS_TOKEN", "KEAP_REFRESH_TOKEN", "KEAP_CLIENT_SECRET")
 
@@ -95,6 +98,8 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     allow_insecure_http: bool = False
     run_deadline_s: float = DEFAULT_RUN_DEADLINE_MINUTES * 60
+    wait_s: float = DEFAULT_WAIT_SECONDS
+    sandbox_data: Path | None = None  # CRMSYNC_SANDBOX_DIR; else beside the DuckDB file
 
     def __repr__(self) -> str:
         """Secrets left out, credentials in URLs redacted."""
@@ -130,6 +135,16 @@ class Settings:
             raise ConfigurationError(
                 f"CRMSYNC_RUN_DEADLINE_MINUTES must be a positive number of minutes (got {deadline!r})"
             )
+        waiting = get("CRMSYNC_WAIT_SECONDS") or str(DEFAULT_WAIT_SECONDS)
+        try:
+            wait_s = float(waiting)
+        except ValueError:
+            wait_s = -1
+        if wait_s < 0:
+            raise ConfigurationError(
+                f"CRMSYNC_WAIT_SECONDS must be a number of seconds, 0 or more (got {waiting!r})"
+            )
+        sandbox = get("CRMSYNC_SANDBOX_DIR")
         keap_configured = any(get(n) for n in ("KEAP_API_URL", *KEAP_SECRETS))
         customcrm_configured = any(get(n) for n in ("CUSTOMCRM_API_URL", "CUSTOMCRM_API_TOKEN"))
         return cls(
@@ -148,12 +163,20 @@ class Settings:
             retention_days=int(retention),
             allow_insecure_http=(get("CRMSYNC_ALLOW_INSECURE_HTTP") or "").lower() in ("1", "true", "yes"),
             run_deadline_s=deadline_minutes * 60,
+            wait_s=wait_s,
+            sandbox_data=Path(sandbox) if sandbox else None,
         )
 
     @property
     def sandbox_mode(self) -> bool:
         """Neither system configured: run against the bundled sandboxes."""
         return not (self.keap_configured or self.customcrm_configured)
+
+    @property
+    def sandbox_dir(self) -> Path:
+        """Where the bundled sandboxes keep their demo data: CRMSYNC_SANDBOX_DIR, else `sandbox/`
+        in the DuckDB file's folder (`data/sandbox/` by default)."""
+        return self.sandbox_data or self.db_path.parent / "sandbox"
 
     @property
     def state_dir(self) -> Path:

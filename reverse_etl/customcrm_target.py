@@ -87,6 +87,7 @@ class CustomcrmTarget:
         # a Keap record linked this run (a create found again) needs no Customcrm create
         ready = self.ctx.ready_rows(
             mapping,
+            self.system,
             f"sync_customcrm__{mapping}",
             "op, keap_id, customcrm_id, if_match, idempotency_key, payload, fields, status",
             "keap_id",

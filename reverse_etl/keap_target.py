@@ -96,6 +96,7 @@ class KeapTarget:
         # a create found again in Keap this run (an intent resolved in recover) is linked already
         ready = self.ctx.ready_rows(
             mapping,
+            self.system,
             f"sync_keap__{resource}",
             "op, keap_id, customcrm_id, update_mask, payload, fields, status, keap_updated_at",
             "customcrm_id",

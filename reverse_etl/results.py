@@ -43,6 +43,9 @@ class PushResult:
     failures: dict[str, str] = field(default_factory=dict)
     # how long after the re-read that cleared it each Keap write was answered
     keap_read_to_write: ReadToWrite = field(default_factory=ReadToWrite)
+    # rows not sent: refused before with the same payload and not due again, or set aside by a
+    # person (`crmsync rejections`); they are no work for this run
+    set_aside: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def wrote(self) -> bool:
@@ -63,6 +66,7 @@ class PushResult:
             "errors": self.errors,
             "failures": self.failures,
             "keap_read_to_write": self.keap_read_to_write.as_dict(),
+            "set_aside": self.set_aside,
         }
 
 
@@ -75,6 +79,7 @@ def merge_results(first: PushResult, later: PushResult) -> PushResult:
         errors={**first.errors, **later.errors},
         failures={**later.failures, **first.failures},
         keap_read_to_write=first.keap_read_to_write.merge(later.keap_read_to_write),
+        set_aside=first.set_aside + [r for r in later.set_aside if r not in first.set_aside],
     )
     for mapping in MAPPINGS:
         a, b = asdict(first.mappings[mapping]), asdict(later.mappings[mapping])

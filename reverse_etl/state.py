@@ -7,10 +7,10 @@ alone creates and writes it; dbt reads it as sources and never writes it, so
 | links | linked pair (mapping, keap_id) | which Keap record is which Customcrm record, how and when linked |
 | base_values | (mapping, keap_id, field) | the value last written or confirmed by the sync: the three-way merge's base |
 | operations | write the push attempted | run, mapping, target, op, ids, fields, status, the API's answer |
-| rejections | row a target refused | the reason, retried each run until it goes through |
+| rejections | row a target refused | the reason; sent again at once when its values change, unchanged after a growing wait (1 h doubling to 24 h) or `crmsync rejections retry`; set aside by a person while unchanged (`crmsync rejections ignore`) |
 | keap_create_intents | Keap create about to be sent | crash safety: found again (by its marker) before creating twice; or held for review, with the reason |
 | conflicts | field changed on both sides, per run | both values, the base, the winner and why |
-| runs | run of `crmsync sync` | when, how it ended, its summary |
+| runs | run of `crmsync sync` | when, how it ended (ok, rejected, incomplete, failed; interrupted: killed, closed by the next run), its summary |
 | quiet_inputs | (at most one) | the inputs of the last run that found nothing to do: the next run skips dbt when they did not change |
 | clock_offsets | (run, system) | each server's clock against ours, measured from its answers' Date headers: the merge compares update times on one clock |
 
@@ -92,6 +92,15 @@ create table if not exists {SCHEMA}.rejections (
     primary key (mapping, target, record_key, op)
 );
 
+-- the refused write, by a digest of its payload (payload_digest): sent again unchanged only once
+-- retry_after has passed (null: at once); a changed payload goes at once. ignored_*: set aside by
+-- a person (`crmsync rejections ignore`) while the payload stays the same
+alter table {SCHEMA}.rejections add column if not exists payload_digest varchar;
+alter table {SCHEMA}.rejections add column if not exists retry_after timestamptz;
+alter table {SCHEMA}.rejections add column if not exists ignored_at timestamptz;
+alter table {SCHEMA}.rejections add column if not exists ignored_by varchar;
+alter table {SCHEMA}.rejections add column if not exists ignore_reason varchar;
+
 create table if not exists {SCHEMA}.keap_create_intents (
     mapping       varchar     not null,
     customcrm_id  varchar     not null,
@@ -132,7 +141,7 @@ create table if not exists {SCHEMA}.runs (
     run_id        varchar     not null primary key,
     started_at    timestamptz not null,
     finished_at   timestamptz,
-    status        varchar     not null,     -- running, ok, rejected, failed
+    status        varchar     not null,     -- running, ok, rejected, incomplete, failed, interrupted
     summary       json
 );
 
@@ -177,6 +186,19 @@ def ensure_state(db_path: Path | str) -> None:
 
 BLANKABLE = (("rejections", "reason"), ("keap_create_intents", "payload"))
 
+# a refused write is sent again unchanged after 1 hour, then 2, 4, ... up to 24 hours
+RETRY_HOURS = (1, 24)
+
+
+def payload_digest(payload: object) -> str:
+    """What identifies a write's content: a refused write whose payload is the same is the same
+    write (the push sends it again only when due, or not at all while set aside)."""
+    import hashlib
+    import json
+
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
 
 @dataclass(frozen=True)
 class RetentionRule:
@@ -195,8 +217,10 @@ RETENTION = (
                   "coalesce(status, case when keap_id is null then 'open' else 'fulfilled' end) "
                   "in ('fulfilled', 'abandoned') and (payload is not null or natural_key is not null "
                   "or marker is not null or reason is not null)"),
-    RetentionRule(f"{SCHEMA}.rejections", "reason, field_errors (resolved)", "reason = null, field_errors = null",
-                  "resolved_at", "resolved_at is not null and (reason is not null or field_errors is not null)"),
+    RetentionRule(f"{SCHEMA}.rejections", "reason, field_errors, ignore_reason (resolved)",
+                  "reason = null, field_errors = null, ignore_reason = null", "resolved_at",
+                  "resolved_at is not null and (reason is not null or field_errors is not null "
+                  "or ignore_reason is not null)"),
     RetentionRule(f"{SCHEMA}.conflicts", "base_value, keap_value, customcrm_value",
                   "base_value = null, keap_value = null, customcrm_value = null", "decided_at",
                   "(base_value is not null or keap_value is not null or customcrm_value is not null)"),
@@ -256,17 +280,23 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
+INTERRUPTED = "the run ended without closing its row (killed, or the file was locked)"
+
+
 def start_run(db_path: Path | str, run_id: str) -> None:
     """Open the run's row. Rows still `running` belong to runs that ended without closing
     them (killed, or the file was locked by another program as they ended): one crmsync at
-    a time holds the state file (crmsync.lock), so none of them is still going."""
+    a time holds the state file (crmsync.lock), so none of them is still going. They are
+    closed as `interrupted`, at the time this run found them (when they really ended is
+    not known)."""
     import json
 
     with connect(db_path) as con:
         con.execute(
-            f"""update {SCHEMA}.runs set status = 'failed', finished_at = now(), summary = ?
+            f"""update {SCHEMA}.runs set status = 'interrupted', finished_at = now(),
+                    summary = json_merge_patch(coalesce(summary, '{{}}'), ?)
                 where status = 'running'""",
-            [json.dumps({"error": "the run ended without closing its row (killed, or the file was locked)"})],
+            [json.dumps({"error": INTERRUPTED, "closed_by": run_id})],
         )
         con.execute(
             f"insert into {SCHEMA}.runs (run_id, started_at, status) values (?, now(), 'running')", [run_id]
@@ -394,16 +424,32 @@ class Recorder:
                 raise
 
     def _reject(self, con: duckdb.DuckDBPyConnection, outcome: Outcome) -> None:
+        """Record the refusal with a digest of what was sent: the same write is sent again only
+        after a wait that doubles with every refusal (1 h up to 24 h, RETRY_HOURS) or when a
+        person asks (`crmsync rejections retry`); a changed one at once. A person's decision to
+        set it aside was about the write it saw: a different write refused is open again."""
         import json
 
         con.execute(
-            f"""insert into {SCHEMA}.rejections values (?, ?, ?, ?, ?, ?, ?, now(), now(), 1, null)
+            f"""insert into {SCHEMA}.rejections (mapping, target, record_key, op, reason, field_errors,
+                    http_status, first_seen, last_seen, attempts, resolved_at, payload_digest, retry_after)
+                values (?, ?, ?, ?, ?, ?, ?, now(), now(), 1, null, ?, now() + to_hours({RETRY_HOURS[0]}))
                 on conflict (mapping, target, record_key, op) do update set
                     reason = excluded.reason, field_errors = excluded.field_errors,
                     http_status = excluded.http_status, last_seen = now(),
-                    attempts = {SCHEMA}.rejections.attempts + 1, resolved_at = null""",
+                    attempts = {SCHEMA}.rejections.attempts + 1, resolved_at = null,
+                    retry_after = now() + to_hours(least({RETRY_HOURS[0]} * pow(2, {SCHEMA}.rejections.attempts),
+                                                         {RETRY_HOURS[1]})::integer),
+                    ignored_at = case when {SCHEMA}.rejections.payload_digest = excluded.payload_digest
+                                      then {SCHEMA}.rejections.ignored_at end,
+                    ignored_by = case when {SCHEMA}.rejections.payload_digest = excluded.payload_digest
+                                      then {SCHEMA}.rejections.ignored_by end,
+                    ignore_reason = case when {SCHEMA}.rejections.payload_digest = excluded.payload_digest
+                                         then {SCHEMA}.rejections.ignore_reason end,
+                    payload_digest = excluded.payload_digest""",
             [outcome.mapping, outcome.target, outcome.keap_id or outcome.customcrm_id, outcome.op,
-             outcome.answer or "rejected", json.dumps(outcome.field_errors or []), outcome.http_status],
+             outcome.answer or "rejected", json.dumps(outcome.field_errors or []), outcome.http_status,
+             payload_digest(outcome.payload)],
         )  # fmt: skip
 
     def record_conflicts(self, rows: list[dict[str, object]]) -> None:
@@ -533,3 +579,137 @@ def record_quiet(db_path: Path, fingerprint: str | None, run_id: str) -> None:
                 [fingerprint, run_id],
             )
         con.execute("commit")
+
+
+# --- rejections people act on (crmsync rejections) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """An open rejection the push does not send again while the payload is the same."""
+
+    digest: str
+    why: str  # ignored by ...: reason | rejected N times; next try at ...
+
+
+def set_aside(db_path: Path | str, mapping: str, target: str) -> dict[tuple[str, str], SetAside]:
+    """(record_key, op) -> the open rejections of this mapping and target that wait: set aside
+    by a person, or refused and not due again yet (`retry_after`)."""
+    with connect(db_path) as con:
+        rows = con.execute(
+            f"""select record_key, op, payload_digest, ignored_at is not null, ignored_by, ignore_reason,
+                       attempts, strftime(retry_after at time zone 'UTC', '%Y-%m-%d %H:%M:%SZ')
+                from {SCHEMA}.rejections
+                where mapping = ? and target = ? and resolved_at is null and payload_digest is not null
+                    and (ignored_at is not null or retry_after > now())""",
+            [mapping, target],
+        ).fetchall()
+    found = {}
+    for key, op, digest, ignored, by, reason, attempts, after in rows:
+        why = (f"ignored by {by or 'someone'}: {reason}" if ignored
+               else f"refused {attempts} time{'s' if attempts != 1 else ''}; sent again after {after}")  # fmt: skip
+        found[(str(key), str(op))] = SetAside(str(digest), why)
+    return found
+
+
+REJECTION_COLUMNS = ("key", "mapping", "target", "op", "record_key", "state", "attempts", "first_seen",
+                     "last_seen", "retry_after", "reason", "field_errors", "http_status", "ignored_by",
+                     "ignore_reason", "ignored_at", "resolved_at")  # fmt: skip
+
+
+def rejections(con: duckdb.DuckDBPyConnection, everything: bool = False) -> list[dict[str, object]]:
+    """The rejections people see (`crmsync rejections`), open ones first; `everything`: resolved
+    ones too. key: `mapping/target/record_key`, what `crmsync rejections retry|ignore` take.
+    state: open (sent again when its values change or after retry_after), ignored, resolved."""
+    rows = con.execute(
+        f"""select mapping || '/' || target || '/' || record_key, mapping, target, op, record_key,
+                   case when resolved_at is not null then 'resolved'
+                        when ignored_at is not null then 'ignored' else 'open' end,
+                   attempts, first_seen, last_seen, retry_after, reason, field_errors, http_status,
+                   ignored_by, ignore_reason, ignored_at, resolved_at
+            from {SCHEMA}.rejections
+            {"" if everything else "where resolved_at is null"}
+            order by resolved_at is not null, mapping, target, record_key, op"""
+    ).fetchall()
+    return [dict(zip(REJECTION_COLUMNS, row, strict=True)) for row in rows]
+
+
+class UnknownRejection(Exception):
+    """A key that names no open rejection; the message says which and what to do."""
+
+
+def _match(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> list[tuple[str, str, str, str]]:
+    """(mapping, target, record_key, op) of the open rejections the keys name: the whole key
+    `mapping/target/record_key`, or a record key alone when it names one rejection."""
+    open_rows = con.execute(
+        f"select mapping, target, record_key, op from {SCHEMA}.rejections where resolved_at is null"
+    ).fetchall()
+    chosen: list[tuple[str, str, str, str]] = []
+    for key in keys:
+        found = [r for r in open_rows if key in ("/".join(r[:3]), r[2])]
+        if not found:
+            raise UnknownRejection(
+                f"no open rejection {key!r}: `crmsync rejections` lists them with their keys"
+            )
+        if len({r[:3] for r in found}) > 1:
+            names = ", ".join(sorted("/".join(r[:3]) for r in found))
+            raise UnknownRejection(f"{key!r} names several rejections ({names}): give the whole key")
+        chosen += [tuple(r) for r in found if r not in chosen]  # type: ignore[misc]
+    return chosen
+
+
+def retry_rejections(db_path: Path | str, keys: Sequence[str]) -> list[str]:
+    """Mark open rejections due now (no keys: every open one not set aside by a person): the next
+    sync sends them, whatever their wait; a named ignored one is no longer ignored. Returns the keys."""
+    with connect(db_path) as con:
+        if keys:
+            chosen = _match(con, keys)
+        else:
+            chosen = [tuple(r) for r in con.execute(  # type: ignore[misc]
+                f"""select mapping, target, record_key, op from {SCHEMA}.rejections
+                    where resolved_at is null and ignored_at is null""").fetchall()]  # fmt: skip
+        for mapping, target, record_key, op in chosen:
+            con.execute(
+                f"""update {SCHEMA}.rejections set retry_after = null, ignored_at = null, ignored_by = null,
+                        ignore_reason = null
+                    where mapping = ? and target = ? and record_key = ? and op = ?""",
+                [mapping, target, record_key, op],
+            )
+    return sorted({"/".join(c[:3]) for c in chosen})
+
+
+def ignore_rejections(db_path: Path | str, keys: Sequence[str], by: str, reason: str) -> list[str]:
+    """Set open rejections aside: the push does not send them again while their payload stays
+    the same (a changed record is sent, and a new refusal is open again). Returns the keys."""
+    with connect(db_path) as con:
+        chosen = _match(con, keys)
+        for mapping, target, record_key, op in chosen:
+            con.execute(
+                f"""update {SCHEMA}.rejections set ignored_at = now(), ignored_by = ?, ignore_reason = ?
+                    where mapping = ? and target = ? and record_key = ? and op = ?""",
+                [by, reason, mapping, target, record_key, op],
+            )
+    return sorted({"/".join(c[:3]) for c in chosen})
+
+
+# --- run history (crmsync runs) ----------------------------------------------------------------
+
+RUN_COLUMNS = ("run_id", "started_at", "finished_at", "seconds", "status", "summary")
+
+
+def runs(con: duckdb.DuckDBPyConnection, limit: int) -> list[dict[str, object]]:
+    """The last `limit` runs, newest first, with their summary parsed."""
+    import json
+
+    rows = con.execute(
+        f"""select run_id, started_at, finished_at, round(epoch(finished_at) - epoch(started_at), 1),
+                   status, summary
+            from {SCHEMA}.runs order by started_at desc, run_id desc limit ?""",
+        [limit],
+    ).fetchall()
+    found = []
+    for row in rows:
+        run = dict(zip(RUN_COLUMNS, row, strict=True))
+        run["summary"] = json.loads(str(run["summary"])) if run["summary"] else {}
+        found.append(run)
+    return found

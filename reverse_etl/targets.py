@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from connectors.errors import FatalError, QuotaExhausted
 from reverse_etl.results import ProgressCallback, PushResult
-from reverse_etl.state import Outcome, Recorder
+from reverse_etl.state import Outcome, Recorder, payload_digest, set_aside
 from support.duck import connect
 
 # what stops the whole push at once: credentials, the run's deadline, a spent daily quota (every
@@ -71,15 +71,37 @@ class PushContext:
             )
         }
 
-    def ready_rows(self, mapping: str, mart: str, columns: str, linked_side: str) -> list[dict[str, Any]]:
+    def ready_rows(
+        self, mapping: str, system: str, mart: str, columns: str, linked_side: str
+    ) -> list[dict[str, Any]]:
         """The rows of a write mart that are ready to send; the others are counted as waiting.
-        A create of a record a link already holds (found again this run) is not sent."""
+        A create of a record a link already holds (found again this run) is not sent, nor a
+        row set aside (`set_aside`)."""
         rows = query(self.db_path, f"select {columns} from main.{mart} order by op, keap_id")
         linked = self.linked(mapping, linked_side)
         rows = [r for r in rows if not (r["op"] == "create" and r[linked_side] in linked)]
+        rows = self.set_aside(mapping, system, rows)
         ready = [r for r in rows if r["status"] == "ready"]
         self.result.mappings[mapping].waiting += len(rows) - len(ready)
         return ready
+
+    def set_aside(self, mapping: str, target: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows to send: a row refused before with this very payload waits until it is due
+        again, and one a person set aside is not sent while it stays the same (`crmsync
+        rejections`). A changed payload is a new write and goes."""
+        waiting = set_aside(self.db_path, mapping, target)
+        if not waiting:
+            return rows
+        kept = []
+        for row in rows:
+            mark = waiting.get((row["keap_id"] or row["customcrm_id"], row["op"]))
+            if mark is not None and mark.digest == payload_digest(as_json(row["payload"])):
+                self.result.set_aside.append({
+                    "mapping": mapping, "target": target, "op": row["op"], "keap_id": row["keap_id"],
+                    "customcrm_id": row["customcrm_id"], "why": mark.why})  # fmt: skip
+                continue
+            kept.append(row)
+        return kept
 
     @staticmethod
     def bases(

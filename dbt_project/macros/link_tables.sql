@@ -57,7 +57,12 @@
     rejections as (
         select
             record_key,
-            string_agg(target || ' refused ' || op || ': ' || reason, '; ' order by target) as rejection_reason
+            string_agg(
+                target || ' refused ' || op || ': ' || reason
+                    || case when is_ignored then ' (set aside by ' || coalesce(ignored_by, 'someone') || ': '
+                        || coalesce(ignore_reason, '') || ')' else '' end,
+                '; ' order by target
+            ) as rejection_reason
         from {{ ref('stg_sync_state__rejections') }}
         where mapping = '{{ mapping }}'
         group by record_key
@@ -164,7 +169,8 @@
                 when recorded_link_rule is not null and customcrm_deleted
                     then 'deleted in Customcrm on ' || strftime(customcrm_deleted_at, '%Y-%m-%d')
                         || '; the Keap record is kept (deleting counterparts is off by default)'
-                when rejection_reason is not null then rejection_reason || ' (tried again every run)'
+                when rejection_reason is not null then rejection_reason
+                    || ' (sent again once its values change, or after a wait; `crmsync rejections`)'
                 when waiting_reason is not null then 'waiting: ' || waiting_reason
                 when recorded_link_rule = 'created_in_customcrm' then 'created in Customcrm by the sync'
                 when recorded_link_rule = 'created_in_keap' then 'created in Keap by the sync'

@@ -35,10 +35,14 @@ def _crmsync(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Completed
                           text=True, timeout=300, check=False)  # fmt: skip
 
 
+# outside a terminal every line of a run starts with the time and the run id
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ run=\d{8}T\d{6}Z-[0-9a-f]{6} ")
+
+
 def _one_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
-    return lines[0]
+    return STAMP.sub("", lines[0], count=1)
 
 
 def test_wrong_credentials_are_one_line_json_and_a_closed_run_and_debug_shows_the_traceback(
@@ -60,7 +64,8 @@ def test_wrong_credentials_are_one_line_json_and_a_closed_run_and_debug_shows_th
     debug = _crmsync(env, tmp_path, "--debug", "sync")
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr
-    assert debug.stderr.strip().splitlines()[-1].startswith("crmsync: keap refused the credentials (401)")
+    last = STAMP.sub("", debug.stderr.strip().splitlines()[-1], count=1)
+    assert last.startswith("crmsync: keap refused the credentials (401)")
 
 
 def test_a_state_file_an_analyst_holds_open_is_one_line(sandboxes: Sandboxes, tmp_path: Path) -> None:
@@ -86,17 +91,54 @@ def test_a_state_file_an_analyst_holds_open_is_one_line(sandboxes: Sandboxes, tm
 
 def test_sync_plan_and_extract_say_who_holds_the_state_file(sandboxes: Sandboxes, tmp_path: Path) -> None:
     db = tmp_path / "crmsync.duckdb"
-    env = _env(sandboxes, db)
+    env = _env(sandboxes, db, CRMSYNC_WAIT_SECONDS="0.5")
     with exclusive(db, "sync"):  # a sync in progress, as another process would hold it
         refused = {
             command: _crmsync(env, tmp_path, command, "--quiet") for command in ("sync", "plan", "extract")
         }
-    pattern = (
-        rf"crmsync: another crmsync \(pid {os.getpid()}, `sync`, started \d\d:\d\d:\d\dZ\) is using "
-        rf"{re.escape(str(db))}; try again when it ends"
+    holder = rf"another crmsync \(pid {os.getpid()}, `sync`, started \d\d:\d\d:\d\dZ\) is using {re.escape(str(db))}"
+    writer = rf"crmsync: {holder}; try again when it ends"
+    reader = (
+        rf"crmsync: {holder} and was still going after 0.5 s \(CRMSYNC_WAIT_SECONDS\); try again when it ends"
     )
     for command, done in refused.items():
         assert done.returncode == 1, (command, done.stdout, done.stderr)
+        pattern = reader if command == "plan" else writer  # plan only reads: it waited for the sync first
         assert re.fullmatch(pattern, _one_line(done.stderr)), (command, done.stderr)
     assert not db.exists()  # none of them opened the file
     assert _crmsync(env, tmp_path, "extract", "--quiet").returncode == 0  # free again once it ended
+
+
+def test_read_only_commands_wait_for_a_sync_then_name_it_in_one_line(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    db = tmp_path / "crmsync.duckdb"
+    ensure_state(db)
+    readers = (["status"], ["runs"], ["rejections"], ["sql", "select 1"])
+    with exclusive(db, "sync"):
+        refused = [_crmsync(_env(sandboxes, db, CRMSYNC_WAIT_SECONDS="0.3"), tmp_path, *r) for r in readers]
+    for done in refused:
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert re.fullmatch(
+            rf"crmsync: another crmsync \(pid {os.getpid()}, `sync`, .+\) is using {re.escape(str(db))} and was "
+            r"still going after 0.3 s \(CRMSYNC_WAIT_SECONDS\); try again when it ends",
+            _one_line(done.stderr),
+        ), done.stderr
+
+    released = threading.Event()
+
+    def hold_briefly() -> None:
+        with exclusive(db, "sync"):
+            released.wait(1.5)
+
+    holder = threading.Thread(target=hold_briefly)
+    holder.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    waited = _crmsync(_env(sandboxes, db, CRMSYNC_WAIT_SECONDS="20"), tmp_path, "sql", "select 42 as n")
+    holder.join()
+    assert waited.returncode == 0 and waited.stdout == "n\n42\n", waited.stderr  # it waited, then read
+    assert time.monotonic() - started >= 1.0

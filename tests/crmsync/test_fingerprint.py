@@ -51,7 +51,8 @@ def test_a_reload_of_the_same_rows_keeps_the_fingerprint(db: Path) -> None:
         "create table raw_keap.companies as select '1' as id, '{}' as payload",
         "insert into sync_state.base_values values ('contacts', '1', 'Title', 'x', now(), 'r')",
         "insert into sync_state.links values ('contacts', '1', 'c1', 'natural_key', now(), 'r', now())",
-        "insert into sync_state.rejections values ('contacts', 'keap', '1', 'update', 'bad', null, 400,"
+        "insert into sync_state.rejections (mapping, target, record_key, op, reason, field_errors, http_status,"
+        " first_seen, last_seen, attempts, resolved_at) values ('contacts', 'keap', '1', 'update', 'bad', null, 400,"
         " now(), now(), 1, null)",
         "insert into sync_state.keap_create_intents (mapping, customcrm_id, natural_key, payload, run_id, intended_at)"
         " values ('products', 'p1', 'n', '{}', 'r', now())",

@@ -78,3 +78,70 @@ def test_every_model_and_column_is_described(tmp_path: Path) -> None:
                 f"{node['name']}.{c}" for c, col in node["columns"].items() if not col["description"].strip()
             ]
     assert not missing, missing
+
+
+def test_each_property_row_shows_its_direction_and_rule(found) -> None:  # type: ignore[no-untyped-def]
+    text = docs_file(found)
+    rows = {line.split("|")[2].strip(): line.split("|")[4].strip() for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| Keap ")}  # fmt: skip
+    assert rows["`Status` (open, won, lost)"].startswith("Keap → Customcrm, derived")  # an order's Status
+    assert rows["`Currency`"].startswith("Keap → Customcrm only")  # a product's currency
+    assert rows["`Title`"].startswith("both ways")
+    assert rows["`ExternalRefs.keap`"].startswith("the link")
+    assert "| direction |" in text
+
+
+def test_dbt_run_by_hand_in_dbt_project_finds_the_default_duckdb_file(tmp_path: Path) -> None:
+    """README "Using dbt directly": `cd dbt_project && ../.venv/bin/dbt debug` works with the
+    default file (data/crmsync.duckdb at the root), CRMSYNC_DB unset."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(REPO / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs"))
+    (tmp_path / "data").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("CRMSYNC_DB", "DBT_PROFILES_DIR")}
+    done = subprocess.run([str(Path(sys.executable).parent / "dbt"), "debug"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "All checks passed" in done.stdout
+
+
+def test_every_sync_state_table_and_column_is_a_described_source(tmp_path: Path) -> None:
+    import duckdb
+    import yaml
+
+    from reverse_etl.state import ensure_state
+
+    db = tmp_path / "state.duckdb"
+    ensure_state(db)
+    with duckdb.connect(str(db)) as con:
+        columns = con.execute(
+            "select table_name, column_name from information_schema.columns where table_schema = 'sync_state'"
+        ).fetchall()
+    sources = yaml.safe_load(
+        (REPO / "dbt_project" / "models" / "staging" / "sync_state" / "_sync_state__sources.yml").read_text()
+    )
+    described = {
+        (table["name"], column["name"])
+        for table in sources["sources"][0]["tables"]
+        for column in table.get("columns", [])
+        if column.get("description")
+    }
+    assert sorted(set(columns) - described) == []
+
+
+def test_docs_lineage_md_is_one_picture_per_push_target_without_tests(tmp_path: Path) -> None:
+    from crmsync.dataflow import LINEAGE_FILE, lineage
+
+    text = lineage(manifest(tmp_path / "x.duckdb"))
+    assert LINEAGE_FILE.read_text() == text, "run `crmsync dataflow --write-docs`"
+    assert text.count("```mermaid") == 2
+    assert '(["push_customcrm"])' in text and '(["push_keap"])' in text
+    diagrams = [block.split("```")[0] for block in text.split("```mermaid")[1:]]
+    assert not any(word in d for d in diagrams for word in ("not_null", "unique_", "accepted_values", "test"))
+    customcrm, keap = diagrams
+    assert 'raw_keap__contacts["raw_keap.contacts"]' in customcrm and "sync_customcrm__contacts" in customcrm
+    assert "sync_keap__contacts" in keap and "sync_keap__contacts" not in customcrm

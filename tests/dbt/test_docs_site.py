@@ -77,6 +77,7 @@ def test_each_mapping_has_its_page_with_its_property_table(site: str, mapping: s
     keap, crm = {"customers": ("Companies", "Customer"), "contacts": ("Contacts", "Contact"),
                  "orders": ("Opportunity", "Order"), "products": ("Product", "Product")}[mapping]  # fmt: skip
     assert f"Keap {keap} property" in dom and f"Customcrm {crm} property" in dom
+    assert "direction" in dom and "both ways" in dom  # each row says which way it goes
     assert "ExternalRefs.keap" in dom
 
 

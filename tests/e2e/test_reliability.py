@@ -220,7 +220,12 @@ def test_syncs_started_together_or_killed_at_a_chosen_write_converge_and_plan_le
         rf"{re.escape(str(world.settings.db_path))}; try again when it ends",
         err.strip(),
     ), err
-    assert json.loads(out) == {"status": "failed", "error": err.strip().removeprefix("crmsync: ")}
+    answer = json.loads(out)
+    assert (answer["status"], answer["exit_code"], answer["error"]) == (
+        "failed",
+        1,
+        err.strip().removeprefix("crmsync: "),
+    )
     assert world.sql("select status from sync_state.runs") == [("ok",)]  # the second never began
 
     keap_titles = _edit_both_sides(world)  # three Customcrm updates due
@@ -240,7 +245,7 @@ def test_syncs_started_together_or_killed_at_a_chosen_write_converge_and_plan_le
     _kill_at_held_write(world, tmp_path, "keap", 2, "before")
     runs = world.sql("select status, summary->>'error' from sync_state.runs order by started_at")
     assert runs[1:] == [  # the killed runs: the second closed the first's row at its start
-        ("failed", "the run ended without closing its row (killed, or the file was locked)"),
+        ("interrupted", "the run ended without closing its row (killed, or the file was locked)"),
         ("running", None),
     ]
 
@@ -253,9 +258,10 @@ def test_syncs_started_together_or_killed_at_a_chosen_write_converge_and_plan_le
     marts = _marts(world)
     quiet = world.sql("select fingerprint, run_id from sync_state.quiet_inputs")
     assert quiet, "the run that finished left nothing to write"
-    planned = subprocess.run([sys.executable, "-m", "crmsync.cli", "plan", "--json", "--vars", '{"create_in_keap": true}'],
+    planned = subprocess.run([sys.executable, "-m", "crmsync.cli", "plan", "--json", "--detailed-exitcode", "--vars",
+                              '{"create_in_keap": true}'],
                              cwd=tmp_path, env=world.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert planned.returncode == 1, planned.stderr  # something is pending: the creates in Keap
+    assert planned.returncode == 2, planned.stderr  # something is pending: the creates in Keap
     pending = json.loads(planned.stdout)["pending"]
     assert any(p["target"] == "keap" and p["op"] == "create" and p["ready"] for p in pending), pending
     assert _marts(world) == marts

@@ -28,9 +28,9 @@ def _fill(con: duckdb.DuckDBPyConnection, age_days: int, tag: str) -> None:
                 [PAYLOAD])  # fmt: skip
     con.execute(f"insert into {intents} values ('products', 'open{tag}', 'sku', ?, 'run-{tag}', {at}, null)",
                 [PAYLOAD])  # fmt: skip
-    con.execute(f"""insert into {SCHEMA}.rejections values ('contacts', 'customcrm', 'k{tag}', 'create',
+    con.execute(f"""insert into {SCHEMA}.rejections (mapping, target, record_key, op, reason, field_errors, http_status, first_seen, last_seen, attempts, resolved_at) values ('contacts', 'customcrm', 'k{tag}', 'create',
                     'Email ada@example.com is already used', '[{{"field": "Email"}}]', 409, {at}, {at}, 1, {at})""")
-    con.execute(f"""insert into {SCHEMA}.rejections values ('contacts', 'customcrm', 'open{tag}', 'create',
+    con.execute(f"""insert into {SCHEMA}.rejections (mapping, target, record_key, op, reason, field_errors, http_status, first_seen, last_seen, attempts, resolved_at) values ('contacts', 'customcrm', 'open{tag}', 'create',
                     'Email ada@example.com is already used', '[]', 409, {at}, {at}, 3, null)""")
     con.execute(f"""insert into {SCHEMA}.conflicts values ('run-{tag}', 'contacts', 'k{tag}', 'c{tag}', 'Email',
                     'old@example.com', 'ada@example.com', 'ada.l@example.com', 'keap', 'newest', {at})""")
@@ -142,7 +142,7 @@ def test_a_state_from_before_retention_is_migrated(tmp_path: Path) -> None:
         con.execute(
             f"insert into {SCHEMA}.keap_create_intents values ('products', 'p', 'sku', '{{}}', 'r', now() - interval 90 day, 'k')"
         )
-        con.execute(f"""insert into {SCHEMA}.rejections values ('contacts', 'keap', 'k', 'update', 'bad', null, 400,
+        con.execute(f"""insert into {SCHEMA}.rejections (mapping, target, record_key, op, reason, field_errors, http_status, first_seen, last_seen, attempts, resolved_at) values ('contacts', 'keap', 'k', 'update', 'bad', null, 400,
                         now() - interval 90 day, now() - interval 90 day, 1, now() - interval 90 day)""")
     ensure_state(db)
     ensure_state(db)  # idempotent

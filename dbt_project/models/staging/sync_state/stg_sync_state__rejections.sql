@@ -15,7 +15,11 @@ final as (
         http_status,
         first_seen,
         last_seen,
-        attempts
+        attempts,
+        retry_after,
+        ignored_at is not null as is_ignored,
+        ignored_by,
+        ignore_reason
     from rejections
     where resolved_at is null
 )
