@@ -16,6 +16,7 @@ import click
 
 from connectors.errors import FatalError, redact
 from crmsync.filemodes import private_umask, secure_state
+from crmsync.hooks.cli import hooks
 from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
 from crmsync.settings import ConfigurationError, Settings
 
@@ -259,6 +260,8 @@ def sync(
     Exit 0 when everything went through, 3 when some rows were rejected (listed), 4 when a
     resource could not be read or written (named; the other mappings went through), 1 on failure.
     """
+    from crmsync.hooks.cli import scheduled_check
+    from crmsync.hooks.runs import SpoolRun
     from crmsync.progress import extract_progress, push_progress
     from crmsync.report import emit_json, sync_summary
     from crmsync.run import endpoints, run_sync
@@ -268,16 +271,24 @@ def sync(
     with endpoints(settings) as found:
         if not (quiet or as_json):
             click.echo(f"syncing {found.description} (state: {settings.db_path})", err=True)
+        checked = scheduled_check(settings, found)  # None unless hooks are registered
+        if checked and not (checked.ok and (quiet or as_json)):
+            click.secho(f"crmsync: {checked.line}", fg=None if checked.ok else "yellow", err=True)
+        spooled = None if settings.sandbox_mode else SpoolRun.beside(settings.state_dir)
+        ingest = IngestOptions(full_pass=full, full_pass_every=full_every)
         with extract_progress(quiet or as_json) as progress, push_progress(quiet or as_json) as pushing:
             outcome = run_sync(
                 settings,
                 found,
                 _vars(conflict_policy, raw_vars),
-                IngestOptions(full_pass=full, full_pass_every=full_every),
+                spooled.ingest(ingest) if spooled else ingest,
                 progress,
                 pushing,
                 rebuild=rebuild,
             )
+        if spooled:  # the deletions hooks announced were confirmed: consumed from the spool
+            spooled.finish(outcome)
+            spooled.close()
     result = outcome.as_dict()
     if as_json:
         emit_json(result)
@@ -501,6 +512,8 @@ def docs(obj: Context, serve: bool, port: int) -> None:
             ["docs", "serve", "--port", str(port), "--host", "127.0.0.1", "--no-browser"], settings.db_path
         )
 
+
+main.add_command(hooks)  # crmsync hooks serve|url|register|list|verify|check|remove
 
 if __name__ == "__main__":  # pragma: no cover
     main()
