@@ -260,8 +260,7 @@ def sync(
     Exit 0 when everything went through, 3 when some rows were rejected (listed), 4 when a
     resource could not be read or written (named; the other mappings went through), 1 on failure.
     """
-    from crmsync.hooks.cli import scheduled_check
-    from crmsync.hooks.runs import SpoolRun
+    from crmsync.hooks.runs import scheduled_sync
     from crmsync.progress import extract_progress, push_progress
     from crmsync.report import emit_json, sync_summary
     from crmsync.run import endpoints, run_sync
@@ -271,24 +270,22 @@ def sync(
     with endpoints(settings) as found:
         if not (quiet or as_json):
             click.echo(f"syncing {found.description} (state: {settings.db_path})", err=True)
-        checked = scheduled_check(settings, found)  # None unless hooks are registered
-        if checked and not (checked.ok and (quiet or as_json)):
-            click.secho(f"crmsync: {checked.line}", fg=None if checked.ok else "yellow", err=True)
-        spooled = None if settings.sandbox_mode else SpoolRun.beside(settings.state_dir)
-        ingest = IngestOptions(full_pass=full, full_pass_every=full_every)
         with extract_progress(quiet or as_json) as progress, push_progress(quiet or as_json) as pushing:
-            outcome = run_sync(
+            outcome = scheduled_sync(  # with the hooks' check and spool where they are registered
                 settings,
                 found,
-                _vars(conflict_policy, raw_vars),
-                spooled.ingest(ingest) if spooled else ingest,
-                progress,
-                pushing,
-                rebuild=rebuild,
+                lambda ingest: run_sync(
+                    settings,
+                    found,
+                    _vars(conflict_policy, raw_vars),
+                    ingest,
+                    progress,
+                    pushing,
+                    rebuild=rebuild,
+                ),
+                IngestOptions(full_pass=full, full_pass_every=full_every),
+                on_check=lambda checked: _hooks_line(checked, quiet or as_json),
             )
-        if spooled:  # the deletions hooks announced were confirmed: consumed from the spool
-            spooled.finish(outcome)
-            spooled.close()
     result = outcome.as_dict()
     if as_json:
         emit_json(result)
@@ -306,6 +303,12 @@ def sync(
     if outcome.error:
         click.secho(f"crmsync: {redact(outcome.error)}", fg="red", err=True)
     sys.exit(outcome.exit_code)
+
+
+def _hooks_line(checked: Any, quiet: bool) -> None:
+    """Where the hooks stand, before the sync: always when something is wrong."""
+    if not (checked.ok and quiet):
+        click.secho(f"crmsync: {checked.line}", fg=None if checked.ok else "yellow", err=True)
 
 
 NEXT_STEPS = """

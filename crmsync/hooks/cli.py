@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -83,10 +82,8 @@ def one_line(command: Callable[..., Any]) -> Callable[..., Any]:
 def _subscriptions(settings: Settings, base: str | None = None, registered: bool = True) -> Iterator[Any]:
     """Our subscriptions in Keap, at `base` (else the registered base URL; with
     `registered` False, none is needed: list and remove find ours by the secret path)."""
-    from connectors.keap_hooks import hooks_client
     from crmsync.hooks.files import hook_url, load_config, public_base
-    from crmsync.hooks.subscriptions import Subscriptions
-    from crmsync.run import endpoints
+    from crmsync.hooks.subscriptions import Subscriptions, hooks_api
 
     secret = _secret(settings)
     assert secret is not None
@@ -99,12 +96,11 @@ def _subscriptions(settings: Settings, base: str | None = None, registered: bool
         base = config.url if config else "https://unregistered.invalid"
     else:
         base = public_base(base, secret, settings.allow_insecure_http)
-    with endpoints(settings) as found:
-        api = hooks_client(found.keap, settings.keap_api_url)
-        try:
-            yield Subscriptions(api, secret, hook_url(base, secret))
-        finally:
-            api.close()
+    api = hooks_api(settings)
+    try:
+        yield Subscriptions(api, secret, hook_url(base, secret))
+    finally:
+        api.close()
 
 
 @click.group()
@@ -183,6 +179,7 @@ def serve(
 
 def _check_in_background(settings: Settings, log: Callable[[str], None]) -> None:
     """The check, once the receiver listens (Keap's verification requests come to it)."""
+    from crmsync.hooks.runs import scheduled_check
 
     def check() -> None:
         checked = scheduled_check(settings)
@@ -190,51 +187,6 @@ def _check_in_background(settings: Settings, log: Callable[[str], None]) -> None
             log(checked.line)
 
     threading.Thread(target=check, daemon=True).start()
-
-
-@dataclass(frozen=True)
-class Checked:
-    line: str
-    ok: bool
-
-
-def scheduled_check(settings: Settings, found: Any = None) -> Checked | None:
-    """With every sync where hooks are registered: re-verify what Keap made Inactive, and
-    say in one line where the subscriptions stand; None where hooks are not registered.
-    It never fails the sync: a failure is the line."""
-    from crmsync.hooks.files import hidden, load_config, path_secret
-    from crmsync.run import endpoints
-
-    if settings.sandbox_mode:
-        return None
-    try:
-        config = load_config(settings.state_dir)
-        secret = path_secret(settings.state_dir, create=False)
-    except (OSError, ValueError) as exc:
-        return Checked(f"hooks: {exc}", ok=False)
-    if config is None or secret is None:
-        return None
-    try:
-        if found is None:
-            with endpoints(settings) as opened:
-                return _check_with(opened, settings, secret, config.url)
-        return _check_with(found, settings, secret, config.url)
-    except (ApiError, OSError, ValueError) as exc:
-        line = f"hooks: the check failed ({exc}); the sync goes on, polling brings Keap's changes"
-        return Checked(hidden(redact(line), secret), ok=False)
-
-
-def _check_with(found: Any, settings: Settings, secret: str, base: str) -> Checked:
-    from connectors.keap_hooks import hooks_client
-    from crmsync.hooks.files import hook_url
-    from crmsync.hooks.subscriptions import Subscriptions
-
-    api = hooks_client(found.keap, settings.keap_api_url)
-    try:
-        report = Subscriptions(api, secret, hook_url(base, secret)).check()
-    finally:
-        api.close()
-    return Checked(report.line(), report.ok)
 
 
 @hooks.command()

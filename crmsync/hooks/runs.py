@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from connectors.errors import redact
-from crmsync.hooks.files import SPOOL_FILE
+from connectors.errors import ApiError, redact
+from connectors.keap_hooks import hooks_client
+from crmsync.hooks.files import SPOOL_FILE, hidden, hook_url, load_config, path_secret
 from crmsync.hooks.spool import Batch, Spool
-from crmsync.run import SyncOutcome
+from crmsync.hooks.subscriptions import Subscriptions, hooks_api
+from crmsync.run import Endpoints, SyncOutcome
+from crmsync.settings import Settings
 from pipelines.ingest import IngestOptions
 from pipelines.keap.settings import CONFIRM_PER_RUN
 
@@ -96,3 +99,58 @@ def describe(batch: Batch, outcome: SyncOutcome, seconds: float) -> str:
     line = ", ".join(parts)
     problems = outcome.problems + ([outcome.error] if outcome.error else [])
     return line + (f"; {redact(problems[0])}" if problems else "")
+
+
+@dataclass(frozen=True)
+class Checked:
+    line: str
+    ok: bool
+
+
+def scheduled_check(settings: Settings, found: Endpoints | None = None) -> Checked | None:
+    """With every sync where hooks are registered: re-verify what Keap made Inactive, and
+    say in one line where the subscriptions stand; None where hooks are not registered.
+    It never fails the sync: a failure is the line."""
+    if settings.sandbox_mode:
+        return None
+    try:
+        config = load_config(settings.state_dir)
+        secret = path_secret(settings.state_dir, create=False)
+    except (OSError, ValueError) as exc:
+        return Checked(f"hooks: {exc}", ok=False)
+    if config is None or secret is None:
+        return None
+    try:
+        api = hooks_client(found.keap, settings.keap_api_url) if found else hooks_api(settings)
+        try:
+            report = Subscriptions(api, secret, hook_url(config.url, secret)).check()
+        finally:
+            api.close()
+        return Checked(report.line(), report.ok)
+    except (ApiError, OSError, ValueError) as exc:
+        line = f"hooks: the check failed ({exc}); the sync goes on, polling brings Keap's changes"
+        return Checked(hidden(redact(line), secret), ok=False)
+
+
+def scheduled_sync(
+    settings: Settings,
+    found: Endpoints,
+    sync: Callable[[IngestOptions], SyncOutcome],
+    ingest: IngestOptions,
+    on_check: Callable[[Checked], None] | None = None,
+) -> SyncOutcome:
+    """`crmsync sync` where hooks may be registered: the check (its line to `on_check`),
+    then `sync` with the spool's deletions, consumed once it read Keap. Without hooks
+    (no files in the state folder, or the sandboxes) it is `sync(ingest)` and nothing else."""
+    checked = scheduled_check(settings, found)
+    if checked is not None and on_check is not None:
+        on_check(checked)
+    spooled = None if settings.sandbox_mode else SpoolRun.beside(settings.state_dir)
+    if spooled is None:
+        return sync(ingest)
+    try:
+        outcome = sync(spooled.ingest(ingest))
+        spooled.finish(outcome)
+    finally:
+        spooled.close()
+    return outcome

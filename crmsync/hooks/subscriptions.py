@@ -11,14 +11,35 @@ re-verifies those (with every scheduled sync, `crmsync hooks check`, and when
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.keap_hooks import KeapHooksClient
+from connectors.keap import keap_client
+from connectors.keap_hooks import KeapHooksClient, hooks_client
+from connectors.tokens import TokenStore
 from crmsync.hooks import EVENT_KEYS
 from crmsync.hooks.files import hidden, hook_path
+from crmsync.settings import Settings
+
+
+def hooks_api(settings: Settings) -> KeapHooksClient:
+    """Keap's REST v1 hooks with the configured credentials (as the sync's Keap client has
+    them: a key, or OAuth with the rotated tokens in the state folder)."""
+    settings.validate()
+    keap = keap_client(
+        base_url=settings.keap_api_url,
+        api_key=settings.keap_api_key,
+        access_token=settings.keap_access_token,
+        refresh_token=settings.keap_refresh_token,
+        client_id=settings.keap_client_id,
+        client_secret=settings.keap_client_secret,
+        token_url=settings.keap_token_url,
+        token_store=TokenStore(settings.state_dir / "keap_oauth.json"),
+    )
+    try:
+        return hooks_client(keap, settings.keap_api_url)
+    finally:
+        keap.close()  # the v1 client has its own connection; it shares the auth and the pacing
 
 
 @dataclass
@@ -29,7 +50,7 @@ class Report:
     statuses: dict[str, str] = field(default_factory=dict)  # event key -> Keap's status
     created: list[str] = field(default_factory=list)
     moved: list[str] = field(default_factory=list)  # registered at another base URL before
-    reverified: list[str] = field(default_factory=list)  # were not Verified; are now
+    reverified: dict[str, str] = field(default_factory=dict)  # event key -> its status before
 
     @property
     def failing(self) -> list[str]:
@@ -51,7 +72,8 @@ class Report:
         if self.moved:
             parts.append(f"{len(self.moved)} moved to {self.url}")
         if self.reverified:
-            parts.append(f"{len(self.reverified)} re-verified after Keap had made them Inactive")
+            before = "/".join(sorted(set(self.reverified.values())))
+            parts.append(f"{len(self.reverified)} re-verified (Keap had them {before})")
         line = ", ".join(parts)
         if self.failing:
             states = sorted({self.statuses[k] for k in self.failing})
@@ -66,19 +88,10 @@ class Report:
 
 
 class Subscriptions:
-    def __init__(
-        self,
-        api: KeapHooksClient,
-        secret: str,
-        url: str,
-        sleep: Callable[[float], None] = time.sleep,
-        verify_wait_s: float = 10.0,
-    ) -> None:
+    def __init__(self, api: KeapHooksClient, secret: str, url: str) -> None:
         self.api = api
         self.secret = secret
         self.url = url  # the whole hook URL, secret included: only ever sent to Keap
-        self.sleep = sleep
-        self.verify_wait_s = verify_wait_s
 
     def shown(self, text: str) -> str:
         return hidden(text, self.secret)
@@ -121,27 +134,20 @@ class Subscriptions:
         return report
 
     def _settle(self, hooks: list[dict[str, Any]]) -> Report:
-        """Keap verifies right after a subscription is created or changed: wait a little for
-        that, then ask for a verification of those still not Verified."""
-        waiting = [h for h in hooks if h["status"] != "Verified"]
-        deadline = time.monotonic() + self.verify_wait_s
-        while waiting and time.monotonic() < deadline:
-            self.sleep(0.2)
-            hooks = [self.api.get(h["key"]) if h["status"] != "Verified" else h for h in hooks]
-            waiting = [h for h in hooks if h["status"] != "Verified"]
-        hooks = [self.api.verify(h["key"]) if h["status"] != "Verified" else h for h in hooks]
-        return self._report(hooks)
+        """Keap verifies a subscription right after it is created or changed; one still not
+        Verified is verified again at once (the answer says how that went)."""
+        return self._report([self.api.verify(h["key"]) if h["status"] != "Verified" else h for h in hooks])
 
     def check(self) -> Report:
         """Re-verify our subscriptions that are not Verified (Keap made them Inactive, or
         they never were verified); report what is missing."""
         ours = self.ours()
-        reverified = []
+        reverified = {}
         for index, hook in enumerate(ours):
             if hook["eventKey"] in EVENT_KEYS and hook["status"] != "Verified":
                 ours[index] = self.api.verify(hook["key"])
                 if ours[index]["status"] == "Verified":
-                    reverified.append(hook["eventKey"])
+                    reverified[str(hook["eventKey"])] = str(hook["status"])
         report = self._report(ours)
         report.reverified = reverified
         return report

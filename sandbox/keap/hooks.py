@@ -176,7 +176,10 @@ class KeapHooks:
         }
         self.batches: list[Batch] = []
         self.attempts: list[dict[str, Any]] = []
-        self.counts = {"events": 0, "delivered_objects": 0, "failed_attempts": 0}
+        # events: changes seen; queued/delivered/dropped: object keys per subscription (queued ==
+        # delivered + dropped + pending once nothing is in flight)
+        self.counts = {"events": 0, "queued_objects": 0, "delivered_objects": 0, "dropped_objects": 0,
+                       "failed_attempts": 0}  # fmt: skip
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
         self.stopping = False
@@ -257,6 +260,7 @@ class KeapHooks:
                 for item in keys:
                     self._join(hook, object_type, item, now)
                     queued += 1
+            self.counts["queued_objects"] += queued
             if queued:
                 self._wake()
         return queued
@@ -334,6 +338,8 @@ class KeapHooks:
             self.counts["failed_attempts"] += 1
             if status == 410 or batch.failures >= ATTEMPTS:
                 self._set_status(hook, "Inactive")  # and what was waiting for it is dropped
+                dropped = [b for b in self.batches if b.hook_key == hook.key] + [batch]
+                self.counts["dropped_objects"] += sum(len(b.object_keys) for b in dropped)
                 self.batches = [b for b in self.batches if b.hook_key != hook.key]
                 return
             batch.due = time.monotonic() + self.settings.retry_after(batch.failures, self.rng)
@@ -384,6 +390,8 @@ class KeapHooks:
     def _verify_soon(self, hook: Hook) -> None:
         """Keap POSTs the verification request right after a subscription is created or changed."""
         with self.cond:
+            dropped = [b for b in self.batches if b.hook_key == hook.key]
+            self.counts["dropped_objects"] += sum(len(b.object_keys) for b in dropped)
             self.batches = [b for b in self.batches if b.hook_key != hook.key]
             self.batches.append(Batch(hook.key, hook.event_key, "", time.monotonic(), verification=True))
             self._wake()
@@ -432,6 +440,8 @@ class KeapHooks:
         if request.method == "DELETE":
             with self.cond, self.store.lock:
                 self.hooks.pop(hook.key, None)
+                dropped = [b for b in self.batches if b.hook_key == hook.key]
+                self.counts["dropped_objects"] += sum(len(b.object_keys) for b in dropped)
                 self.batches = [b for b in self.batches if b.hook_key != hook.key]
                 self.store.db.execute("delete from hooks where key = ?", (int(hook.key),))
             return Response(status_code=204)

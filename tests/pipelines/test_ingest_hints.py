@@ -1,5 +1,6 @@
 """Deletions announced by Keap's REST hooks: hints the ingest confirms with a direct read
-(404) before recording them in raw_keap.deletions, in any run, without the full pass."""
+(404) before recording them in raw_keap.deletions, in any run, without the full pass; the
+runs hooks trigger leave the full pass's schedule to the scheduled runs."""
 
 from __future__ import annotations
 
@@ -34,14 +35,15 @@ def small(sandboxes: Sandboxes, tmp_path: Path) -> Iterator[Ingest]:
 
 
 def test_a_hinted_deletion_is_recorded_only_once_keap_confirms_it(small: Ingest) -> None:
-    small.run()
+    small.run(full_pass_every=2)  # counted toward the full pass: 1
     key = {"X-Keap-API-Key": small.boxes.keap.credentials.api_key}
     assert httpx.delete(f"{small.boxes.keap_url}/contacts/1002", headers=key).status_code == 204
     assert httpx.delete(f"{small.boxes.keap_url}/companies/2003", headers=key).status_code == 204
     small.served()
 
     hints = {"contacts": ["1002", "1003", "999999"], "companies": ["2003"], "products": ["4001"]}
-    reports = small.run(deletion_hints=hints)
+    hinted = {"deletion_hints": hints, "full_pass_every": 2, "counts_toward_full_pass": False}  # as triggered
+    reports = small.run(**hinted)
     keap = reports["keap"]
     assert not keap.full_pass and not keap.errors
     assert keap.resources["contacts"].deleted == 1 and keap.resources["companies"].deleted == 1
@@ -56,11 +58,13 @@ def test_a_hinted_deletion_is_recorded_only_once_keap_confirms_it(small: Ingest)
     assert served["by_endpoint"]["GET /companies/{id}"] == 1
     assert served["by_endpoint"]["GET /products/{id}"] == 1
 
-    again = small.run(deletion_hints=hints)  # marked already: neither read nor counted again
+    again = small.run(**hinted)  # marked already: neither read nor counted again
     assert again["keap"].resources["contacts"].deleted == 0
     served, _ = small.served()
     assert served["by_endpoint"]["GET /contacts/{id}"] == 1  # 1003, live: read again, as asked
     assert "GET /companies/{id}" not in served["by_endpoint"]
+    assert not again["keap"].full_pass  # the two triggered runs did not count toward it ...
+    assert small.run(full_pass_every=2)["keap"].full_pass  # ... the next scheduled one does: 2
 
 
 def test_a_hint_that_cannot_be_confirmed_is_an_error_of_that_resource_not_a_deletion(small: Ingest) -> None:
@@ -72,10 +76,3 @@ def test_a_hint_that_cannot_be_confirmed_is_an_error_of_that_resource_not_a_dele
     admin(httpx.Client(), small.boxes.keap_root, "/_sandbox/config", {"faults": {}})
     tables = small.sql("select table_name from information_schema.tables where table_schema = 'raw_keap'")
     assert ("contacts",) in tables and ("deletions",) not in tables  # nothing recorded
-
-
-def test_runs_triggered_by_hooks_do_not_move_the_full_pass_schedule(small: Ingest) -> None:
-    small.run(full_pass_every=2)  # counted: 1
-    passes = [small.run(full_pass_every=2, counts_toward_full_pass=False)["keap"].full_pass for _ in range(3)]
-    assert passes == [False, False, False]
-    assert small.run(full_pass_every=2)["keap"].full_pass  # counted: 2
