@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crmsync.filemodes import secure_state
 from crmsync.hooks.files import SPOOL_FILE, hidden, hook_path, path_secret, public_base
 from crmsync.hooks.receiver import MAX_BODY, Receiver, ReceiverApp
 from crmsync.hooks.spool import Spool
@@ -165,3 +166,16 @@ def test_a_run_takes_the_deletions_it_may_confirm_and_leaves_the_rest(tmp_path: 
     pending = spool.pending()
     assert pending is not None and pending.events == 1 and pending.first_at == 4.0
     spool.close()
+
+
+def test_hook_files_left_loose_are_tightened_like_the_rest_of_the_state(tmp_path: Path) -> None:
+    db = tmp_path / "crmsync.duckdb"
+    state = tmp_path / "crmsync.state"
+    path_secret(state)
+    Spool(state / SPOOL_FILE).close()
+    for name in ("hooks.secret", SPOOL_FILE):
+        (state / name).chmod(0o644)
+    warned: list[str] = []
+    assert secure_state(db, warn=warned.append) == [state / "hooks.secret", state / SPOOL_FILE]
+    assert all(stat.S_IMODE((state / n).stat().st_mode) == 0o600 for n in ("hooks.secret", SPOOL_FILE))
+    assert len(warned) == 2
