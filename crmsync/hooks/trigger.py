@@ -116,7 +116,12 @@ class Trigger:
     def serve(self, stop: threading.Event) -> None:
         """Until `stop` is set: watch the spool, run when due."""
         while not stop.is_set():
-            wait = self.step()
+            try:
+                wait = self.step()
+            except Exception as exc:  # the spool unreadable for a moment (locked, disk): look again
+                if self.log:
+                    self.log(f"the spool could not be read: {type(exc).__name__}: {exc}")
+                wait = self.options.poll_s
             if wait == 0:
                 continue
             if wait is None:
