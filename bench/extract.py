@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import Timer, emit, main_for, peak_rss_mib, sandboxes
 from connectors.customcrm import customcrm_client
-from connectors.keap import NARROWABLE, KeapClient, KeapPacer, keap_client
+from connectors.keap import KeapClient, KeapPacer, keap_client
 from pipelines.ingest import extract
 from pipelines.keap.settings import RESOURCES
 
@@ -65,12 +65,12 @@ def walks(keap: KeapClient, boxes: object, size: int) -> None:
     """The initial read of each Keap resource both ways: following page tokens (what the
     sync did before, and what trusts positions) and by id (what it does now)."""
     for spec in RESOURCES:
-        fields = list(spec.fields or []) or None
-        params = {"fields": ",".join(fields)} if fields and spec.path in NARROWABLE else {}
+        fields = list(spec.list_fields) or None
+        params = {"fields": ",".join(fields)} if fields and spec.narrowable else {}
         figures: dict[str, object] = {"size_per_kind": size, "resource": spec.name}
         pages: dict[str, Iterator[Any]] = {
-            "page_tokens": keap.token_walk(spec.path, params),  # generators: nothing is read yet
-            "by_id": keap.walk(spec.path, None, fields),
+            "page_tokens": keap.token_walk(spec.name, params),  # generators: nothing is read yet
+            "by_id": keap.walk(spec.name, None, fields),
         }
         for label, read in pages.items():
             before = keap.stats.requests

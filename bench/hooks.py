@@ -95,7 +95,11 @@ def delivered_at(boxes: RunningSandboxes, after: float) -> float | None:
     return min(times) if times else None
 
 
-def run(edits: int, delay: tuple[float, float], debounce: float | None) -> None:
+def run(
+    edits: int, delay: tuple[float, float], debounce: float | None, budget_s: float | None = None
+) -> None:
+    """`edits` edits, one after the other; with `budget_s`, no edit starts after that many
+    seconds of editing (the figures say how many were made)."""
     with tempfile.TemporaryDirectory(prefix="crmsync-bench-hooks-") as tmp:
         work = Path(tmp)
         # Customcrm's limits off: the bench's own polling of the edited contact must not slow the sync
@@ -120,7 +124,7 @@ def run(edits: int, delay: tuple[float, float], debounce: float | None) -> None:
                 boxes.reset_stats()
                 crmsync(env, "sync", "--quiet")
                 idle_hooked = _served(boxes)
-                figures = _edits(boxes, serve, links, edits)
+                figures = _edits(boxes, serve, links, edits, budget_s)
             finally:
                 serve.stop()
     latencies = [f["latency_s"] for f in figures]
@@ -128,7 +132,7 @@ def run(edits: int, delay: tuple[float, float], debounce: float | None) -> None:
     per_run = statistics.median(f["keap_requests"] + f["customcrm_requests"] for f in figures)
     emit("hooks_latency", {
         "delivery_delay_s": list(delay), "debounce_s": debounce if debounce is not None else 30.0,
-        "edits": len(figures), "median_s": round(statistics.median(latencies), 1),
+        "edits": len(figures), "edits_asked": edits, "median_s": round(statistics.median(latencies), 1),
         "worst_s": round(max(latencies), 1), "best_s": round(min(latencies), 1),
         "p90_s": round(sorted(latencies)[int(0.9 * (len(latencies) - 1))], 1),
         "median_delivery_s": _median(figures, "delivery_s"), "median_wait_s": _median(figures, "wait_s"),
@@ -163,14 +167,17 @@ def _served(boxes: RunningSandboxes) -> dict[str, int]:
 
 
 def _edits(
-    boxes: RunningSandboxes, serve: Serve, links: list[dict[str, str]], edits: int
+    boxes: RunningSandboxes, serve: Serve, links: list[dict[str, str]], edits: int, budget_s: float | None
 ) -> list[dict[str, Any]]:
+    began = time.time()
     keap = httpx.Client(base_url=boxes.keap_url, headers={"X-Keap-API-Key": boxes.keap_key}, timeout=60)
     crm = httpx.Client(base_url=boxes.customcrm_url, headers={"Authorization": f"Bearer {boxes.customcrm_token}"},
                        timeout=60)  # fmt: skip
     figures = []
     try:
         for n in range(edits):
+            if budget_s is not None and time.time() - began > budget_s:
+                break
             link = links[n % len(links)]
             title = f"hooks bench {n}"
             boxes.reset_stats()
@@ -220,10 +227,11 @@ def main() -> None:
         "--delay", default="1", help="the sandbox's delivery delay: seconds, or lowest-highest"
     )
     parser.add_argument("--debounce", type=float, default=None, help="crmsync hooks serve --debounce")
+    parser.add_argument("--budget", type=float, default=None, help="start no edit after this many seconds")
     args = parser.parse_args()
     low, _, high = args.delay.partition("-")
     print(f"# machine: {machine()}")
-    run(args.edits, (float(low), float(high or low)), args.debounce)
+    run(args.edits, (float(low), float(high or low)), args.debounce, args.budget)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,15 @@
     python -m bench.run --size 100000
 
 The paced runs take as long as Keap's 240 requests a minute make them: the 1,000-write
-run about 4 minutes, the sync scenarios at 10,000 about 10.
+run about 4 minutes, the 300-write re-read window about 2, the sync scenarios at 10,000
+about 10.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bench import dbt_build, extract, hooks, keap_floor, peer, sync
+from bench import dbt_build, extract, hooks, keap_floor, keap_reread, peer, sync
 from bench.common import machine
 
 
@@ -29,6 +30,7 @@ def main() -> None:
     peer.run(args.size, rounds=1)
     if args.paced:
         keap_floor.run(1_000, 1_000)
+        keap_reread.run(300, 300)
         sync.run(args.size, limits="published")
         hooks.run(100, (1.0, 1.0), None)  # an edit at a time: each waits for its delivery, 30 s, its sync
         hooks.run(10, (30.0, 60.0), None)

@@ -3,6 +3,7 @@ Idempotency-Key, merge patches, soft deletes and the batch endpoint."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -10,12 +11,12 @@ from typing import Any
 
 import httpx
 
-from connectors.errors import ProtocolError
+from connectors.errors import ProtocolError, TooLarge
 from connectors.http import ApiClient, Clock, ListPage, Pacer, RetryPolicy, Sleep, server_time
 
-RESOURCES = ("customers", "contacts", "orders", "products")
 BATCH_LIMIT = 100
 PAGE_LIMIT = 500
+MAX_BODY = 1024 * 1024  # the contract: a request body over 1 MiB is refused with 413
 
 
 class CustomcrmPacer(Pacer):
@@ -51,6 +52,7 @@ class CustomcrmPacer(Pacer):
 
 class CustomcrmClient(ApiClient):
     system = "customcrm"
+    max_body = MAX_BODY
 
     def pages(
         self,
@@ -122,7 +124,7 @@ class CustomcrmClient(ApiClient):
             query = {**query, "cursor": cursor}
 
     def get(self, resource: str, record_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/{resource}/{record_id}", record_id=record_id).json()  # type: ignore[no-any-return]
+        return self.parse(self.request("GET", f"/{resource}/{record_id}", record_id=record_id))  # type: ignore[no-any-return]
 
     def create(
         self,
@@ -132,14 +134,16 @@ class CustomcrmClient(ApiClient):
         record_id: str | None = None,
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self.request(  # type: ignore[no-any-return]
-            "POST",
-            f"/{resource}",
-            json=data,
-            headers=headers,
-            idempotent=idempotency_key is not None,
-            record_id=record_id,
-        ).json()
+        return self.parse(  # type: ignore[no-any-return]
+            self.request(
+                "POST",
+                f"/{resource}",
+                json=data,
+                headers=headers,
+                idempotent=idempotency_key is not None,
+                record_id=record_id,
+            )
+        )
 
     def update(
         self, resource: str, record_id: str, patch: dict[str, Any], if_match: str | None = None
@@ -147,28 +151,60 @@ class CustomcrmClient(ApiClient):
         headers = {"Content-Type": "application/merge-patch+json"}
         if if_match:
             headers["If-Match"] = if_match
-        return self.request(
-            "PATCH",
-            f"/{resource}/{record_id}",
-            json=patch,
-            headers=headers,  # type: ignore[no-any-return]
-            record_id=record_id,
-        ).json()
+        return self.parse(  # type: ignore[no-any-return]
+            self.request(
+                "PATCH", f"/{resource}/{record_id}", json=patch, headers=headers, record_id=record_id
+            )
+        )
 
     def delete(self, resource: str, record_id: str, if_match: str | None = None) -> None:
         headers = {"If-Match": if_match} if if_match else None
         self.request("DELETE", f"/{resource}/{record_id}", headers=headers, record_id=record_id)
 
+    def plan_batches(self, operations: list[dict[str, Any]]) -> list[list[int]]:
+        """The operations' indexes in batches of up to 100 whose body stays within the server's
+        limit (`max_body`, measured on the bytes sent). An operation over the limit alone
+        is a batch of its own, which `batch` refuses without sending."""
+        envelope = len(encode({"operations": []}))
+        batches: list[list[int]] = []
+        current: list[int] = []
+        size = envelope
+        for index, operation in enumerate(operations):
+            length = len(encode(operation))
+            if current and (len(current) == BATCH_LIMIT or size + 1 + length > self.max_body):
+                batches.append(current)
+                current, size = [], envelope
+            size += length + (1 if current else 0)
+            current.append(index)
+        if current:
+            batches.append(current)
+        return batches
+
     def batch(self, resource: str, operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Up to 100 operations; each result stands on its own. Safe to retry only
-        when every create carries an idempotency key."""
+        when every create carries an idempotency key.
+
+        A body over the limit is not sent: it is halved, and so is a batch the server
+        answers 413 (its limit may be lower than ours); a single operation that is too large
+        alone gets a 413 result of its own, with the sizes, and the others go on."""
         if not 0 < len(operations) <= BATCH_LIMIT:
             raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} operations, not {len(operations)}")
+        body = encode({"operations": operations})
+        if len(body) > self.max_body:
+            return self._halve(resource, operations, len(body), self.max_body)
         idempotent = all(op["op"] != "create" or op.get("idempotency_key") for op in operations)
-        response = self.request(
-            "POST", f"/{resource}/batch", json={"operations": operations}, idempotent=idempotent
-        )
-        results = response.json().get("results")
+        try:
+            response = self.request(
+                "POST",
+                f"/{resource}/batch",
+                content=body,
+                headers={"Content-Type": "application/json"},
+                idempotent=idempotent,
+            )
+        except TooLarge:
+            return self._halve(resource, operations, len(body), None)
+        answer = self.parse(response)
+        results = answer.get("results") if isinstance(answer, dict) else None
         if not isinstance(results, list) or len(results) != len(operations):
             raise ProtocolError(
                 f"Customcrm {resource}/batch answered {len(results or [])} results for "
@@ -176,6 +212,21 @@ class CustomcrmClient(ApiClient):
                 system="customcrm",
             )
         return results
+
+    def _halve(
+        self, resource: str, operations: list[dict[str, Any]], size: int, limit: int | None
+    ) -> list[dict[str, Any]]:
+        if len(operations) == 1:
+            within = f"the limit of {limit:,} bytes" if limit else "what the server takes (it answered 413)"
+            detail = f"the operation is {size:,} bytes, over {within}: shorten its longest fields"
+            return [{"status": 413, "error": {"title": "Content Too Large", "status": 413, "detail": detail}}]
+        middle = len(operations) // 2
+        return self.batch(resource, operations[:middle]) + self.batch(resource, operations[middle:])
+
+
+def encode(body: Any) -> bytes:
+    """A request body exactly as sent (compact UTF-8 JSON), so that its size can be measured."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def customcrm_client(

@@ -8,7 +8,8 @@
     ├── RecordRejected      skip this row, record why, retry on the next run
     │   ├── NotFound        404
     │   ├── Conflict        409 (a uniqueness rule)
-    │   └── PreconditionFailed  412 (the record changed since it was read)
+    │   ├── PreconditionFailed  412 (the record changed since it was read)
+    │   └── TooLarge        413 (the request body is over the server's limit)
     ├── ProtocolError       an answer that does not parse as the API promised:
     │                       stop reading that resource, keep what was read
     └── FatalError          stop the run with one clear line
@@ -112,6 +113,10 @@ class PreconditionFailed(RecordRejected):
     pass
 
 
+class TooLarge(RecordRejected):
+    pass
+
+
 class FatalError(ApiError):
     """The run cannot go on (credentials, configuration, a broken API)."""
 
@@ -205,6 +210,8 @@ def error_for_response(system: str, response: httpx.Response, record_id: str | N
         return Conflict("conflict", **context)
     if status == 412:
         return PreconditionFailed("changed since it was read", **context)
+    if status == 413:
+        return TooLarge("the request body is too large", **context)
     if 400 <= status < 500:
         return RecordRejected("refused", **context)
     return ProtocolError(f"unexpected status {status}", **context)

@@ -10,7 +10,6 @@ and otherwise backs off exponentially with full jitter.
 from __future__ import annotations
 
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ import httpx
 
 from connectors.errors import (
     ApiError,
+    ProtocolError,
     QuotaExhausted,
     RateLimited,
     RetryableError,
@@ -68,6 +68,71 @@ class RequestStats:
             "slept_s": round(self.slept_s, 3),
             "by_endpoint": dict(self.by_endpoint),
         }
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    """A server's clock against ours, from a run's answers: the server's time is ours plus
+    `offset_s`, give or take `uncertainty_s`."""
+
+    offset_s: float
+    uncertainty_s: float
+    samples: int
+    lowest_s: float  # the smallest and largest single estimates (Date less the request's midpoint)
+    highest_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "offset_s": round(self.offset_s, 3),
+            "uncertainty_s": round(self.uncertainty_s, 3),
+            "samples": self.samples,
+            "lowest_s": round(self.lowest_s, 3),
+            "highest_s": round(self.highest_s, 3),
+        }
+
+
+class ServerClock:
+    """Where a server's clock stands against ours, from the `Date` header of every answer.
+
+    `Date` has whole seconds: the server's time when it answered lies in [Date, Date + 1),
+    and it answered between our sending (`sent`) and our receiving (`received`), so its
+    offset from our clock lies in [Date - received, Date + 1 - sent]. Every answer narrows
+    that interval; its middle is the estimate and its half-width the uncertainty. (Should
+    the intervals not meet, a clock jumped: the spread of the single estimates is used.)"""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.low, self.high = float("-inf"), float("inf")
+            self.lowest, self.highest = float("inf"), float("-inf")
+            self.samples = 0
+
+    def observe(self, date: str | None, sent: float, received: float) -> None:
+        """One answer: its Date header, and our wall-clock times of sending and receiving."""
+        if not date:
+            return
+        try:
+            stamp = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return
+        single = stamp + 0.5 - (sent + received) / 2
+        with self.lock:
+            self.low, self.high = max(self.low, stamp - received), min(self.high, stamp + 1 - sent)
+            self.lowest, self.highest = min(self.lowest, single), max(self.highest, single)
+            self.samples += 1
+
+    def reading(self) -> ClockReading | None:
+        with self.lock:
+            if not self.samples:
+                return None
+            if self.low <= self.high:
+                middle, half = (self.low + self.high) / 2, (self.high - self.low) / 2
+            else:
+                middle, half = (self.lowest + self.highest) / 2, (self.highest - self.lowest) / 2 + 0.5
+            return ClockReading(middle, half, self.samples, self.lowest, self.highest)
 
 
 class Pacer:
@@ -148,6 +213,8 @@ class ApiClient:
         self.rng = random.Random(seed)
         self.stats = RequestStats()
         self._stats_lock = threading.Lock()
+        self._local = threading.local()  # per thread: when its last request went out
+        self.clock = ServerClock()  # the server's clock against ours, from every answer's Date
         self.deadline: float | None = None  # time.monotonic() past which no request is sent
 
     def _check_deadline(self, method: str, path: str, record_id: str | None) -> None:
@@ -177,6 +244,7 @@ class ApiClient:
         *,
         params: Any = None,
         json: Any = None,
+        content: bytes | None = None,
         headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
         record_id: str | None = None,
@@ -193,8 +261,12 @@ class ApiClient:
                 raise spent
             waited = self.pacer.before()
             self._count(endpoint, waited)
+            self._local.sent_at = time.monotonic()
+            sent = time.time()
             try:
-                response = self.http.request(method, path, params=params, json=json, headers=headers)
+                response = self.http.request(
+                    method, path, params=params, json=json, content=content, headers=headers
+                )
             except httpx.TransportError as exc:
                 error: ApiError = TransportFailure(
                     f"no complete answer ({type(exc).__name__})",
@@ -205,6 +277,7 @@ class ApiClient:
                     record_id=record_id,
                 )
             else:
+                self.clock.observe(response.headers.get("date"), sent, time.time())
                 self.pacer.after(response)
                 if response.is_success:
                     return response
@@ -226,6 +299,25 @@ class ApiClient:
                 self.stats.retries += 1
                 self.stats.slept_s += pause
             self.sleep(pause)
+
+    def sent_at(self) -> float | None:
+        """time.monotonic() when this thread's last request went out (after pacing)."""
+        return getattr(self._local, "sent_at", None)
+
+    def parse(self, response: httpx.Response) -> Any:
+        """The answer's JSON, or a ProtocolError that says what came instead (a proxy's HTML
+        page, a truncated body)."""
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise ProtocolError(
+                f"answered {response.status_code} with something that is not JSON ({kind}): "
+                f"{response.text[:80]!r}",
+                system=self.system,
+                method=response.request.method,
+                url=safe_url(response.request.url),
+            ) from None
 
     def _count(self, endpoint: str, waited: float) -> None:
         with self._stats_lock:
@@ -249,23 +341,6 @@ def server_time(response: httpx.Response) -> datetime | None:
         return parsedate_to_datetime(response.headers["date"]).astimezone(UTC)
     except (KeyError, TypeError, ValueError, IndexError):
         return None
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An API timestamp as UTC: Keap's `...Z` and `...000+0000` forms, and RFC 3339;
-    None when absent or unparseable."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    elif re.search(r"[+-]\d{4}$", text):
-        text = text[:-2] + ":" + text[-2:]
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _template(path: str) -> str:

@@ -35,33 +35,18 @@ from connectors.http import (
     Pacer,
     RetryPolicy,
     Sleep,
-    parse_time,
     server_time,
 )
 from connectors.tokens import TokenSet, TokenStore
+from registry import STAGES, keap_resource
+from registry.mappings import STAGES_LIST_KEY
+from support.times import parse_time
 
-# How each resource can be read incrementally (docs/keap-api.md): a time filter
-# (oldest first where Keap can sort so), or newest first, stopping past the cursor.
-# `filter`: the time filter (records updated at or after); `order_by`: newest first, where
-# there is no time filter; `id_filter`: the id comparison a walk by id resumes with;
-# `id_order`: the order by id where Keap offers it (else Keap's default order, checked).
-INCREMENTAL: dict[str, dict[str, str | None]] = {
-    "companies": {"filter": "since_time", "order_by": None, "stamp": "update_time",
-                  "id_filter": "company_id", "id_order": "id asc"},
-    "contacts": {"filter": "start_update_time", "order_by": None, "stamp": "update_time",
-                 "id_filter": "contact_id", "id_order": "id asc"},
-    "opportunities": {"filter": None, "order_by": "update_time desc", "stamp": "last_updated_time",
-                      "id_filter": "opportunity_id", "id_order": None},
-    "products": {"filter": None, "order_by": "last_updated_time desc", "stamp": "update_time",
-                 "id_filter": "product_id", "id_order": None},
-}  # fmt: skip
-
-# Whether a list's `fields` parameter picks the properties returned. Contacts and companies:
-# yes. Opportunities: `fields` only adds optional properties (custom_fields, created_by, ...)
-# to the default ones, so `fields=id,...` is refused (400). Products: no `fields` at all.
-NARROWABLE = frozenset({"contacts", "companies"})
-# ... and a single record's: contacts only (a company's `fields` only adds hidden properties).
-ONE_NARROWABLE = frozenset({"contacts"})
+# How each resource is read, narrowed, walked and searched is the registry's (registry/):
+# a time filter where Keap has one, else newest first, stopping past the cursor; walks by
+# id, ordered by id where Keap offers it (else Keap's default order, checked); `fields`
+# where it picks the properties returned (contacts, companies: opportunities' `fields` only
+# adds optional properties, products take none).
 
 
 def filter_timestamp(value: datetime) -> str:
@@ -92,13 +77,9 @@ def _int_id(item: Any) -> int | None:
         return None
 
 
-LIST_KEYS = {
-    "contacts": "contacts",
-    "companies": "companies",
-    "opportunities": "opportunities",
-    "products": "products",
-    "opportunities/stages": "stages",
-}
+def list_key(resource: str) -> str:
+    """The property a list's records come in: the resource's name (the stages: `stages`)."""
+    return STAGES_LIST_KEY if resource == STAGES.name else resource
 
 
 class KeapPacer(Pacer):
@@ -325,7 +306,7 @@ class KeapClient(ApiClient):
     ) -> ListPage:
         """One page of a list: its items, the next-page token (opaque; a whole URL is reduced
         to its token) and the server's clock (`Date`) when it answered."""
-        key = LIST_KEYS[resource]
+        key = list_key(resource)
         response = self.request("GET", f"/{resource}", params={**params, "page_size": page_size})
         where = f"Keap {resource} page {number}"
         try:
@@ -402,15 +383,15 @@ class KeapClient(ApiClient):
         is checked). Opportunities and products have no time filter: one newest-first page
         answers an incremental read when it reaches past `since`; otherwise the walk goes
         by id through them all. `after_id` resumes an interrupted walk by id."""
-        spec = INCREMENTAL[resource]
+        spec = keap_resource(resource)
         params: dict[str, Any] = {}
         if fields:
-            if resource not in NARROWABLE:
+            if not spec.narrowable:
                 raise ValueError(f"Keap's {resource} list cannot be narrowed with `fields`")
             params["fields"] = ",".join(fields)
-        if spec["filter"] is None and since is not None and after_id is None:
-            newest = self.list_page(resource, {**params, "order_by": spec["order_by"]}, page_size)
-            fresh = _fresh(newest.items, spec["stamp"], since)
+        if spec.time_filter is None and since is not None and after_id is None:
+            newest = self.list_page(resource, {**params, "order_by": spec.newest_first}, page_size)
+            fresh = _fresh(newest.items, spec.cursor_field, since)
             if newest.next_token is None or len(fresh) < len(newest.items):
                 yield WalkPage(fresh, newest.server_time, last_id=None, complete=True)
                 return
@@ -424,17 +405,17 @@ class KeapClient(ApiClient):
         page_size: int,
         after_id: int | None,
     ) -> Iterator[WalkPage]:
-        spec = INCREMENTAL[resource]
+        spec = keap_resource(resource)
         clauses = []
-        if since is not None and spec["filter"]:
-            clauses.append(f"{spec['filter']}=={filter_timestamp(since)}")
-        if spec["id_order"]:
-            params = {**params, "order_by": spec["id_order"]}
+        if since is not None and spec.time_filter:
+            clauses.append(f"{spec.time_filter}=={filter_timestamp(since)}")
+        if spec.id_order:
+            params = {**params, "order_by": spec.id_order}
         last = after_id
         number = 0
         while True:
             number += 1
-            where = [*clauses, f"{spec['id_filter']}>{last}"] if last is not None else clauses
+            where = [*clauses, f"{spec.id_filter}>{last}"] if last is not None else clauses
             query = {**params, "filter": ";".join(where)} if where else params
             page = self.list_page(resource, query, page_size, number)
             ids = [_int_id(item) for item in page.items]
@@ -460,8 +441,8 @@ class KeapClient(ApiClient):
             if known:
                 last = known[-1]
             items = page.items
-            if since is not None and not spec["filter"]:  # no time filter: everything came
-                items = _fresh(items, spec["stamp"], since)
+            if since is not None and not spec.time_filter:  # no time filter: everything came
+                items = _fresh(items, spec.cursor_field, since)
             more = page.next_token is not None
             yield WalkPage(items, page.server_time, last_id=last, complete=not more)
             if not more:
@@ -477,7 +458,7 @@ class KeapClient(ApiClient):
 
     def get(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         params = {"fields": ",".join(fields)} if fields else None
-        return self.request("GET", f"/{resource}/{record_id}", params=params, record_id=record_id).json()  # type: ignore[no-any-return]
+        return self.parse(self.request("GET", f"/{resource}/{record_id}", params=params, record_id=record_id))  # type: ignore[no-any-return]
 
     def create(
         self,
@@ -487,18 +468,20 @@ class KeapClient(ApiClient):
         record_id: str | None = None,
     ) -> dict[str, Any]:
         """POST is not idempotent in Keap: a failure without an answer is not retried here."""
-        return self.request("POST", f"/{resource}", json=body, params=params, record_id=record_id).json()  # type: ignore[no-any-return]
+        return self.parse(self.request("POST", f"/{resource}", json=body, params=params, record_id=record_id))  # type: ignore[no-any-return]
 
     def update(
         self, resource: str, record_id: str, body: dict[str, Any], update_mask: list[str]
     ) -> dict[str, Any]:
-        return self.request(  # type: ignore[no-any-return]
-            "PATCH",
-            f"/{resource}/{record_id}",
-            params={"update_mask": ",".join(update_mask)},
-            json=body,
-            record_id=record_id,
-        ).json()
+        return self.parse(  # type: ignore[no-any-return]
+            self.request(
+                "PATCH",
+                f"/{resource}/{record_id}",
+                params={"update_mask": ",".join(update_mask)},
+                json=body,
+                record_id=record_id,
+            )
+        )
 
     def delete(self, resource: str, record_id: str) -> None:
         self.request("DELETE", f"/{resource}/{record_id}", record_id=record_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import click
 from connectors.errors import FatalError, redact
 from crmsync.filemodes import private_umask, secure_state
 from crmsync.hooks.cli import hooks
+from crmsync.lock import StateBusy, exclusive
 from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
 from crmsync.settings import ConfigurationError, Settings
 
@@ -46,10 +48,18 @@ class CrmsyncGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigurationError, FatalError, QueryError, OSError, ValueError) as exc:
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
             if "--debug" in sys.argv:
                 raise
-            click.secho(f"crmsync: {redact(str(exc))}", fg="red", err=True)
+            from crmsync.failures import failure_line
+
+            known = isinstance(ctx.obj, Context) and ctx.obj._settings is not None
+            db = ctx.obj.settings.db_path if known else Path("the DuckDB file")
+            plain = isinstance(exc, ConfigurationError | FatalError | StateBusy | QueryError)
+            line = str(exc) if plain else failure_line(exc, db)
+            click.secho(f"crmsync: {redact(line)}", fg="red", err=True)
             sys.exit(1)
 
 
@@ -164,7 +174,7 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
     from pipelines.ingest import IngestOptions
 
     settings = obj.settings
-    with endpoints(settings) as found:
+    with exclusive(settings.db_path, "extract"), endpoints(settings) as found:
         if not quiet:
             click.echo(f"extracting from {found.description} into {settings.db_path}", err=True)
         with extract_progress(quiet) as progress:
@@ -260,32 +270,47 @@ def sync(
     Exit 0 when everything went through, 3 when some rows were rejected (listed), 4 when a
     resource could not be read or written (named; the other mappings went through), 1 on failure.
     """
+    from crmsync.failures import failure_line
     from crmsync.hooks.runs import scheduled_sync
     from crmsync.progress import extract_progress, push_progress
     from crmsync.report import emit_json, sync_summary
     from crmsync.run import endpoints, run_sync
     from pipelines.ingest import IngestOptions
 
-    settings = obj.settings
-    with endpoints(settings) as found:
-        if not (quiet or as_json):
-            click.echo(f"syncing {found.description} (state: {settings.db_path})", err=True)
-        with extract_progress(quiet or as_json) as progress, push_progress(quiet or as_json) as pushing:
-            outcome = scheduled_sync(  # with the hooks' check and spool where they are registered
-                settings,
-                found,
-                lambda ingest: run_sync(
+    try:
+        settings = obj.settings
+        with exclusive(settings.db_path, "sync"), endpoints(settings) as found:
+            if not (quiet or as_json):
+                click.echo(f"syncing {found.description} (state: {settings.db_path})", err=True)
+            with extract_progress(quiet or as_json) as progress, push_progress(quiet or as_json) as pushing:
+                outcome = scheduled_sync(  # with the hooks' check and spool where they are registered
                     settings,
                     found,
-                    _vars(conflict_policy, raw_vars),
-                    ingest,
-                    progress,
-                    pushing,
-                    rebuild=rebuild,
-                ),
-                IngestOptions(full_pass=full, full_pass_every=full_every),
-                on_check=lambda checked: _hooks_line(checked, quiet or as_json),
-            )
+                    lambda ingest: run_sync(
+                        settings,
+                        found,
+                        _vars(conflict_policy, raw_vars),
+                        ingest,
+                        progress,
+                        pushing,
+                        rebuild=rebuild,
+                    ),
+                    IngestOptions(full_pass=full, full_pass_every=full_every),
+                    on_check=lambda checked: _hooks_line(checked, quiet or as_json),
+                )
+    except Exception as exc:  # before the run could start: the lock, the settings, the sandboxes
+        if obj.debug:
+            raise
+        line = failure_line(exc, obj.settings.db_path if obj._settings else Path("the state file"))
+        if isinstance(exc, StateBusy | ConfigurationError):
+            line = str(exc)
+        line = redact(line)
+        if as_json:
+            emit_json({"status": "failed", "error": line})
+        click.secho(f"crmsync: {line}", fg="red", err=True)
+        sys.exit(EXIT_FAILED)
+    if outcome.exception is not None and obj.debug:
+        traceback.print_exception(outcome.exception, file=sys.stderr)
     result = outcome.as_dict()
     if as_json:
         emit_json(result)
@@ -334,24 +359,27 @@ def plan(
 ) -> None:
     """Show what a sync would write, without writing. Exit 1 if anything is pending, 0 if not."""
     from crmsync.report import emit_json, table
-    from crmsync.run import endpoints, pending_writes, run_sync
+    from crmsync.run import endpoints, run_plan
     from pipelines.ingest import IngestOptions
 
     settings = obj.settings
-    with endpoints(settings) as found:
-        outcome = run_sync(
+    with exclusive(settings.db_path, "plan"), endpoints(settings) as found:
+        # in a copy of the DuckDB file: nothing a sync reads is touched, whatever the vars
+        outcome, pending = run_plan(
             settings,
             found,
             _vars(conflict_policy, raw_vars),
             IngestOptions(full_pass=full, full_pass_every=full_every),
-            dry_run=True,
         )
     if outcome.error:
-        click.secho(f"crmsync: {outcome.error}", fg="red", err=True)
+        if outcome.exception is not None and obj.debug:
+            traceback.print_exception(outcome.exception, file=sys.stderr)
+        if as_json:
+            emit_json({"status": "failed", "error": redact(outcome.error)})
+        click.secho(f"crmsync: {redact(outcome.error)}", fg="red", err=True)
         sys.exit(1)
     for problem in outcome.problems:  # a resource that could not be read: its rows may be stale
         click.secho(f"crmsync: {redact(problem)}", fg="red", err=True)
-    pending = pending_writes(settings.db_path)
     if as_json:
         emit_json({"pending": pending})
     elif not quiet:
@@ -505,9 +533,10 @@ def docs(obj: Context, serve: bool, port: int) -> None:
     from reverse_etl.state import ensure_state
 
     settings = obj.settings
-    ensure_state(settings.db_path)
-    write_docs(settings.db_path)
-    generated = run_dbt(["docs", "generate"], settings.db_path)
+    with exclusive(settings.db_path, "docs"):
+        ensure_state(settings.db_path)
+        write_docs(settings.db_path)
+        generated = run_dbt(["docs", "generate"], settings.db_path)
     if not generated.success:
         raise click.ClickException("dbt docs generate failed: " + "; ".join(generated.failures))
     if serve:

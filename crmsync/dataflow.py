@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import registry
 from crmsync.dbt import PROJECT_DIR, run_dbt, target_dir
 
 DOCS_FILE = PROJECT_DIR / "models" / "_overview__docs.md"
@@ -63,12 +64,7 @@ class Mapping:
     rows: list[tuple[str, str, str]]  # (Keap property, Customcrm property, Customcrm data type)
 
 
-MAPPINGS = (
-    (1, "customers", "Companies", "Customer"),
-    (2, "contacts", "Contacts", "Contact"),
-    (3, "orders", "Opportunity", "Order"),
-    (4, "products", "Product", "Product"),
-)
+MAPPINGS = tuple((m.number, m.name, m.keap_label, m.customcrm_label) for m in registry.MAPPINGS)
 
 
 def manifest(db_path: Path | None = None) -> dict[str, Any]:

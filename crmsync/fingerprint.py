@@ -37,7 +37,7 @@ STATE_PROBES = {
     "links": "count(*), max(linked_at), max(last_synced_at)",
     "base_values": "count(*), max(synced_at)",
     "rejections": "count(*), count(resolved_at), max(last_seen)",
-    "keap_create_intents": "count(*), count(keap_id), max(intended_at)",
+    "keap_create_intents": "count(*), count(keap_id), max(intended_at), max(resolved_at)",
     "conflicts": "count(*), max(decided_at)",
 }
 

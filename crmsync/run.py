@@ -8,33 +8,39 @@ systems.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from connectors.customcrm import CustomcrmClient, customcrm_client
-from connectors.errors import ApiError, redact
+from connectors.errors import redact
 from connectors.keap import KeapClient, keap_client
 from connectors.tokens import TokenStore
-from crmsync.dbt import DbtError
 from crmsync.dbt import build as dbt_build
+from crmsync.failures import failure_line
 from crmsync.filemodes import secure_state
 from crmsync.fingerprint import input_fingerprint
 from crmsync.settings import Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
-from reverse_etl.push import KEAP_RESOURCE, MAPPINGS, Pusher, PushResult, merge_results
+from registry import MAPPINGS
 from reverse_etl.push import ProgressCallback as PushProgress
+from reverse_etl.push import Pusher, PushResult, merge_results
 from reverse_etl.state import (
     connect,
     ensure_state,
     finish_run,
     last_quiet,
     new_run_id,
+    record_clocks,
     record_quiet,
     retention,
     start_run,
@@ -45,11 +51,12 @@ PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
 
 # which mappings read which resource: a mapping whose records could not all be read is not
 # pushed that run (a write decided on stale data could overwrite an edit it never saw)
-RESOURCE_MAPPINGS = (
-    {("keap", KEAP_RESOURCE[mapping]): mapping for mapping in MAPPINGS}
-    | {("keap", "stages"): "orders"}
-    | {("customcrm", mapping): mapping for mapping in MAPPINGS}
-)
+RESOURCE_MAPPINGS = {("keap", m.keap.name): m.name for m in MAPPINGS} | {
+    ("customcrm", m.customcrm.name): m.name for m in MAPPINGS
+}
+for _reader in MAPPINGS:  # the stages are read for the mapping that compares stages
+    if any(f.compare_as == "stage" for f in _reader.fields):
+        RESOURCE_MAPPINGS[("keap", "stages")] = _reader.name
 
 
 SANDBOX_DIR = Path("data/sandbox")
@@ -133,6 +140,7 @@ class SyncOutcome:
     error: str | None = None
     quiet_since: str | None = None  # nothing changed since this run: dbt and the push were skipped
     seconds: dict[str, float] = field(default_factory=dict)  # per phase: extract, dbt, push, read_back
+    exception: BaseException | None = field(default=None, repr=False)  # what failed (--debug)
 
     def as_dict(self) -> dict[str, Any]:
         """What `crmsync sync --json` prints."""
@@ -149,6 +157,10 @@ class SyncOutcome:
         """One line each: what could not be read or pushed this run, and what to do."""
         lines = list(self.extract_errors)
         lines += [f"{mapping}: {why}" for mapping, why in self.push.errors.items()]
+        for mapping, why in self.push.failures.items():
+            count = self.push.mappings[mapping].failed
+            lines.append(f"{mapping}: {count} write{'s' if count != 1 else ''} failed ({why}); "
+                         "the next run sends them again")  # fmt: skip
         return lines
 
     @property
@@ -191,12 +203,10 @@ def run_sync(
     db_path = settings.db_path
     deadline = time.monotonic() + settings.run_deadline_s  # no request is sent past it
     found.keap.deadline = found.customcrm.deadline = deadline
-    secure_state(db_path)  # the state folder 0700, the DuckDB file 0600
-    ensure_state(db_path)
     run_id = new_run_id()
-    if not dry_run:
-        start_run(db_path, run_id)
+    started = False
     result = PushResult()
+    pushing: Pusher | None = None
     reports: list[ExtractReport] = []
     rounds = 0
     seconds: dict[str, float] = {}
@@ -210,8 +220,18 @@ def run_sync(
             seconds[name] = round(seconds.get(name, 0.0) + time.perf_counter() - started, 3)
 
     try:
+        secure_state(db_path)  # the state folder 0700, the DuckDB file 0600
+        ensure_state(db_path)
+        if not dry_run:
+            start_run(db_path, run_id)  # also closes the rows of runs that ended without closing
+            started = True
+        found.keap.clock.reset()
+        found.customcrm.clock.reset()
         with phase("extract"):
             reports = run_extract(settings, found, ingest or IngestOptions(), progress)
+        # each server's clock against ours, from the extract's answers: the merge compares
+        # update times on one clock
+        record_clocks(db_path, run_id, clock_readings(found))
         # stale data must not decide writes: a mapping whose records could not all be read
         # is not pushed this run; the others are
         blocked = blocked_mappings(reports)
@@ -221,9 +241,9 @@ def run_sync(
                 unchanged = quiet is not None and quiet[0] == input_fingerprint(db_path, variables)
             if quiet and unchanged:
                 outcome = SyncOutcome(run_id, 0, reports, result, "ok", quiet_since=quiet[1], seconds=seconds)
-                finish_run(db_path, run_id, "ok", {"push": result.as_dict(), "quiet_since": quiet[1],
-                                                   "seconds": seconds})  # fmt: skip
-                retention(db_path, settings.retention_days, apply=True)
+                _close(db_path, run_id, "ok", {"push": result.as_dict(), "quiet_since": quiet[1],
+                                               "seconds": seconds})  # fmt: skip
+                _retention(db_path, settings)
                 return outcome
         with phase("dbt"):
             dbt_build(db_path, variables)
@@ -233,8 +253,10 @@ def run_sync(
         while rounds < MAX_ROUNDS:
             rounds += 1
             pusher = Pusher(db_path, run_id, found.keap, found.customcrm, push_progress, blocked=blocked)
+            pushing = pusher
             with phase("push"):
                 round_result = pusher.run()
+            pushing = None
             result = merge_results(result, round_result) if rounds > 1 else round_result
             wrote = wrote or round_result.wrote
             if round_result.waiting == 0 or round_result.creates == 0:
@@ -249,19 +271,88 @@ def run_sync(
             with phase("read_back"):
                 reports += run_extract(settings, found, IngestOptions(), None)
                 dbt_build(db_path, variables, tests=False)
+        record_clocks(db_path, run_id, clock_readings(found))  # with the push's answers too
         outcome = SyncOutcome(run_id, rounds, reports, result, _status(result, reports), seconds=seconds)
         # quiet: a rerun on these inputs would write nothing. A run that wrote is quiet too
         # when the read-back shows nothing left to write (the next run then skips dbt)
         quiet_now = _nothing_left(outcome) and not (wrote and _pending(db_path))
         record_quiet(db_path, input_fingerprint(db_path, variables) if quiet_now else None, run_id)
-    except (ApiError, DbtError) as exc:
-        outcome = SyncOutcome(run_id, rounds, reports, result, "failed", str(exc), seconds=seconds)
-        if not dry_run:
-            record_quiet(db_path, None, run_id)
-    finish_run(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error,
+    except KeyboardInterrupt:
+        if started:
+            _close(db_path, run_id, "failed", {"push": result.as_dict(), "error": "interrupted"})
+        raise
+    except Exception as exc:  # one line for the user, the run closed as failed; --debug: the traceback
+        if pushing is not None:  # what the stopped round wrote before the failure
+            result = merge_results(result, pushing.result) if rounds > 1 else pushing.result
+        outcome = SyncOutcome(run_id, rounds, reports, result, "failed", failure_line(exc, db_path),
+                              seconds=seconds, exception=exc)  # fmt: skip
+        if started:
+            _forget_quiet(db_path, run_id)
+    if started:
+        _close(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error,
                                                  "seconds": seconds})  # fmt: skip
-    retention(db_path, settings.retention_days, apply=True)  # personal data past CRMSYNC_RETENTION_DAYS
+        _retention(db_path, settings)  # personal data past CRMSYNC_RETENTION_DAYS
     return outcome
+
+
+def _retention(db_path: Path, settings: Settings) -> None:
+    with suppress(duckdb.Error):  # the file locked by another program: the next run blanks it
+        retention(db_path, settings.retention_days, apply=True)
+
+
+def clock_readings(found: Endpoints) -> dict[str, dict[str, float]]:
+    """Each server's clock against ours, as this run's answers have shown it."""
+    readings = {"keap": found.keap.clock.reading(), "customcrm": found.customcrm.clock.reading()}
+    return {system: reading.as_dict() for system, reading in readings.items() if reading is not None}
+
+
+def _forget_quiet(db_path: Path, run_id: str) -> None:
+    # when the file is locked by another program the mark stays; it is safe: it matches only
+    # inputs (raw rows, state) that nothing has changed since, and this run's changes change them
+    with suppress(duckdb.Error):
+        record_quiet(db_path, None, run_id)
+
+
+def _close(db_path: Path, run_id: str, status: str, summary: dict[str, Any]) -> None:
+    """Close the run's row; when the file cannot be opened now (another program holds it),
+    the next run closes it as failed (reverse_etl.state.start_run)."""
+    with suppress(duckdb.Error):
+        finish_run(db_path, run_id, status, summary)
+
+
+@contextmanager
+def scratch_copy(settings: Settings) -> Iterator[Settings]:
+    """The settings of a throw-away copy of the DuckDB file, in the state folder.
+
+    `crmsync plan` extracts and builds there, with its own vars: nothing a sync reads (the
+    raw rows and dlt's cursors, the sync_* marts, the quiet-run fingerprint, dbt's
+    artifacts) is touched in the real file. dlt restores its cursors from the copy."""
+    folder = settings.state_dir / "plan"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, mode=0o700)
+    copy = folder / settings.db_path.name
+    try:
+        for suffix in ("", ".wal"):
+            source = settings.db_path.with_name(settings.db_path.name + suffix)
+            if source.exists():
+                shutil.copyfile(source, copy.with_name(copy.name + suffix))
+                copy.with_name(copy.name + suffix).chmod(0o600)
+        yield dataclasses.replace(settings, db_path=copy)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_plan(
+    settings: Settings,
+    found: Endpoints,
+    variables: dict[str, object] | None = None,
+    ingest: IngestOptions | None = None,
+) -> tuple[SyncOutcome, list[dict[str, object]]]:
+    """What a sync would write now, worked out in a copy of the DuckDB file (scratch_copy)."""
+    with scratch_copy(settings) as scratch:
+        outcome = run_sync(scratch, found, variables, ingest, dry_run=True)
+        pending = pending_writes(scratch.db_path) if outcome.error is None else []
+    return outcome, pending
 
 
 def _status(result: PushResult, reports: list[ExtractReport]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import dlt
 
-from connectors.http import parse_time
+from support.times import parse_time
 
 RAW_COLUMNS: dict[str, Any] = {
     "id": {"data_type": "text", "nullable": False, "primary_key": True},

@@ -8,10 +8,11 @@ alone creates and writes it; dbt reads it as sources and never writes it, so
 | base_values | (mapping, keap_id, field) | the value last written or confirmed by the sync: the three-way merge's base |
 | operations | write the push attempted | run, mapping, target, op, ids, fields, status, the API's answer |
 | rejections | row a target refused | the reason, retried each run until it goes through |
-| keap_create_intents | Keap create about to be sent | crash safety: found again before creating twice |
+| keap_create_intents | Keap create about to be sent | crash safety: found again (by its marker) before creating twice; or held for review, with the reason |
 | conflicts | field changed on both sides, per run | both values, the base, the winner and why |
 | runs | run of `crmsync sync` | when, how it ended, its summary |
 | quiet_inputs | (at most one) | the inputs of the last run that found nothing to do: the next run skips dbt when they did not change |
+| clock_offsets | (run, system) | each server's clock against ours, measured from its answers' Date headers: the merge compares update times on one clock |
 
 Retention (`RETENTION`): what the push wrote and the values it saw are personal data,
 kept for `CRMSYNC_RETENTION_DAYS` (30 by default) and then blanked (`retention`,
@@ -23,13 +24,14 @@ state and are not aged out.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+
+from support.duck import connect
 
 SCHEMA = "sync_state"
 
@@ -93,13 +95,23 @@ create table if not exists {SCHEMA}.rejections (
 create table if not exists {SCHEMA}.keap_create_intents (
     mapping       varchar     not null,
     customcrm_id  varchar     not null,
-    natural_key   varchar,
+    natural_key   varchar,                  -- what the record is found again by, e.g. sku=SKU-1
     payload       json,                     -- null once fulfilled and past the retention
     run_id        varchar     not null,
     intended_at   timestamptz not null,
     keap_id       varchar,                  -- known once Keap answered, or once found again
     primary key (mapping, customcrm_id)
 );
+-- open: sent (or about to be), answer not recorded; fulfilled: linked (keap_id); held: for
+-- review, a record may exist in Keap (reason); unsearchable: not sent, nothing could find it
+-- again (reason; looked at again every run); abandoned: not in Keap, so the create goes again
+alter table {SCHEMA}.keap_create_intents add column if not exists marker json;
+alter table {SCHEMA}.keap_create_intents add column if not exists status varchar;
+alter table {SCHEMA}.keap_create_intents add column if not exists reason varchar;
+alter table {SCHEMA}.keap_create_intents add column if not exists resolved_at timestamptz;
+update {SCHEMA}.keap_create_intents
+    set status = case when keap_id is null then 'open' else 'fulfilled' end
+    where status is null;
 
 create table if not exists {SCHEMA}.conflicts (
     run_id           varchar     not null,
@@ -122,6 +134,18 @@ create table if not exists {SCHEMA}.runs (
     finished_at   timestamptz,
     status        varchar     not null,     -- running, ok, rejected, failed
     summary       json
+);
+
+create table if not exists {SCHEMA}.clock_offsets (
+    run_id         varchar     not null,
+    system         varchar     not null,    -- keap, customcrm
+    offset_s       double      not null,    -- the server's clock less ours (positive: it is ahead)
+    uncertainty_s  double      not null,    -- the offset is known to lie within offset_s +- this
+    samples        integer     not null,    -- answers whose Date header was read
+    lowest_s       double,                  -- the smallest and largest single estimates
+    highest_s      double,
+    measured_at    timestamptz not null,
+    primary key (run_id, system)
 );
 
 create table if not exists {SCHEMA}.quiet_inputs (
@@ -166,8 +190,11 @@ class RetentionRule:
 RETENTION = (
     RetentionRule(f"{SCHEMA}.operations", "payload, answer", "payload = null, answer = null",
                   "attempted_at", "(payload is not null or answer is not null)"),
-    RetentionRule(f"{SCHEMA}.keap_create_intents", "payload (fulfilled creates)", "payload = null",
-                  "intended_at", "keap_id is not null and payload is not null"),
+    RetentionRule(f"{SCHEMA}.keap_create_intents", "payload, marker, reason (settled creates)",
+                  "payload = null, natural_key = null, marker = null, reason = null", "intended_at",
+                  "coalesce(status, case when keap_id is null then 'open' else 'fulfilled' end) "
+                  "in ('fulfilled', 'abandoned') and (payload is not null or natural_key is not null "
+                  "or marker is not null or reason is not null)"),
     RetentionRule(f"{SCHEMA}.rejections", "reason, field_errors (resolved)", "reason = null, field_errors = null",
                   "resolved_at", "resolved_at is not null and (reason is not null or field_errors is not null)"),
     RetentionRule(f"{SCHEMA}.conflicts", "base_value, keap_value, customcrm_value",
@@ -222,16 +249,6 @@ def retention(db_path: Path | str, days: int, apply: bool = False) -> list[Expir
     return found
 
 
-@contextmanager
-def connect(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection: DuckDB takes one writing process at a time."""
-    con = duckdb.connect(str(db_path))
-    try:
-        yield con
-    finally:
-        con.close()
-
-
 def new_run_id() -> str:
     import uuid
     from datetime import UTC, datetime
@@ -240,7 +257,17 @@ def new_run_id() -> str:
 
 
 def start_run(db_path: Path | str, run_id: str) -> None:
+    """Open the run's row. Rows still `running` belong to runs that ended without closing
+    them (killed, or the file was locked by another program as they ended): one crmsync at
+    a time holds the state file (crmsync.lock), so none of them is still going."""
+    import json
+
     with connect(db_path) as con:
+        con.execute(
+            f"""update {SCHEMA}.runs set status = 'failed', finished_at = now(), summary = ?
+                where status = 'running'""",
+            [json.dumps({"error": "the run ended without closing its row (killed, or the file was locked)"})],
+        )
         con.execute(
             f"insert into {SCHEMA}.runs (run_id, started_at, status) values (?, now(), 'running')", [run_id]
         )
@@ -286,7 +313,9 @@ class Recorder:
 
     def record(self, outcomes: list[Outcome], bases: list[tuple[str, str, str, str | None]]) -> None:
         """outcomes: the writes; bases: (mapping, keap_id, field, value) to upsert. Set-based:
-        one statement per table, whatever the batch's size."""
+        one statement per table, whatever the batch's size. A new link also fulfils the Keap
+        create intent of its Customcrm record, in the same transaction: an intent is never
+        closed without its link, nor a link left with its intent open."""
         import json
 
         if not outcomes and not bases:
@@ -317,8 +346,21 @@ class Recorder:
                         select col0, col1, col2, col3, now(), col4, now() from""",
                     links, ["varchar"] * 5, suffix="on conflict (mapping, keap_id) do nothing",
                 )  # fmt: skip
-                resolved = [
-                    (o.mapping, o.target, o.keap_id or o.customcrm_id) for o in outcomes if o.status == "ok"
+                _insert(
+                    con,
+                    f"""update {SCHEMA}.keap_create_intents set keap_id = linked.k, status = 'fulfilled',
+                            reason = null, resolved_at = now()
+                        from (select col0 as m, col1 as c, col2 as k from""",
+                    [(m, c, k) for m, k, c, _, _ in links], ["varchar"] * 3,
+                    suffix=""") as linked
+                        where mapping = linked.m and customcrm_id = linked.c and status in ('open', 'held')""",
+                )  # fmt: skip
+                resolved = [  # a Keap create was refused under its Customcrm id: it had no Keap id yet
+                    (o.mapping, o.target, key)
+                    for o in outcomes
+                    if o.status == "ok"
+                    for key in {o.keap_id or o.customcrm_id, o.customcrm_id if o.op == "create" else None}
+                    if key
                 ]
                 _insert(
                     con,
@@ -377,29 +419,62 @@ class Recorder:
 
     # --- Keap create intents: written before the request, so a crash never creates twice ---
     def intend_keap_create(
-        self, mapping: str, customcrm_id: str, natural_key: str | None, payload: object
+        self,
+        mapping: str,
+        customcrm_id: str,
+        payload: object,
+        marker: dict[str, object] | None,
+        status: str = "open",
+        reason: str | None = None,
     ) -> None:
+        """An intent to create (open), or a create held for review (held, with the reason).
+        `marker`: what finds the record again in Keap (reverse_etl.keap_search)."""
         import json
 
+        label = marker.get("label") if marker else None
         with connect(self.db_path) as con:
             con.execute(
-                f"""insert into {SCHEMA}.keap_create_intents values (?, ?, ?, ?, ?, now(), null)
-                    on conflict (mapping, customcrm_id) do update set payload = excluded.payload,
-                        run_id = excluded.run_id, intended_at = now()""",
-                [mapping, customcrm_id, natural_key, json.dumps(payload), self.run_id],
+                f"""insert into {SCHEMA}.keap_create_intents
+                        (mapping, customcrm_id, natural_key, payload, run_id, intended_at, keap_id, marker,
+                         status, reason, resolved_at)
+                    values (?, ?, ?, ?, ?, now(), null, ?, ?, ?, null)
+                    on conflict (mapping, customcrm_id) do update set natural_key = excluded.natural_key,
+                        payload = excluded.payload, run_id = excluded.run_id, intended_at = now(),
+                        keap_id = null, marker = excluded.marker, status = excluded.status,
+                        reason = excluded.reason, resolved_at = null""",
+                [mapping, customcrm_id, label, json.dumps(payload), self.run_id,
+                 json.dumps(marker) if marker else None, status, reason],
+            )  # fmt: skip
+
+    def open_intents(self, mapping: str) -> list[dict[str, object]]:
+        """Creates sent, or about to be, whose answer was never recorded."""
+        with connect(self.db_path) as con:
+            cursor = con.execute(
+                f"""select customcrm_id, marker, intended_at from {SCHEMA}.keap_create_intents
+                    where mapping = ? and status = 'open' order by customcrm_id""",
+                [mapping],
             )
+            names = [d[0] for d in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    def open_intents(self) -> list[tuple[str, str, str | None]]:
+    def held_intents(self, mapping: str) -> dict[str, str]:
+        """customcrm_id -> why its create is held for review (a record may exist in Keap: never
+        sent again until a link closes the intent)."""
         with connect(self.db_path) as con:
-            return con.execute(  # type: ignore[return-value]
-                f"select mapping, customcrm_id, natural_key from {SCHEMA}.keap_create_intents where keap_id is null"
+            rows = con.execute(
+                f"""select customcrm_id, reason from {SCHEMA}.keap_create_intents
+                    where mapping = ? and status = 'held'""",
+                [mapping],
             ).fetchall()
+        return {str(c): str(r) for c, r in rows}
 
-    def fulfil_intent(self, mapping: str, customcrm_id: str, keap_id: str) -> None:
+    def settle_intent(self, mapping: str, customcrm_id: str, status: str, reason: str) -> None:
+        """An open intent found to be held for review, or abandoned (not in Keap: created again)."""
         with connect(self.db_path) as con:
             con.execute(
-                f"update {SCHEMA}.keap_create_intents set keap_id = ? where mapping = ? and customcrm_id = ?",
-                [keap_id, mapping, customcrm_id],
+                f"""update {SCHEMA}.keap_create_intents set status = ?, reason = ?, resolved_at = now()
+                    where mapping = ? and customcrm_id = ?""",
+                [status, reason, mapping, customcrm_id],
             )
 
 
@@ -417,6 +492,27 @@ def _insert(con: duckdb.DuckDBPyConnection, head: str, rows: Sequence[Sequence[o
     columns = ", ".join(f"unnest(?::{kind}[]) as col{n}" for n, kind in enumerate(types))
     params = [*(leading or []), *(list(column) for column in zip(*rows, strict=True))]
     con.execute(f"{head} (select {columns}) as v {suffix}", params)
+
+
+def record_clocks(db_path: Path | str, run_id: str, readings: dict[str, dict[str, float]]) -> None:
+    """This run's measurement of each server's clock (system -> ClockReading.as_dict()),
+    replaced as the run reads more answers."""
+    rows = [
+        (run_id, system, r["offset_s"], r["uncertainty_s"], r["samples"], r["lowest_s"], r["highest_s"])
+        for system, r in readings.items()
+    ]
+    if not rows:
+        return
+    with connect(db_path) as con:
+        _insert(
+            con,
+            f"insert into {SCHEMA}.clock_offsets select *, now() from",
+            rows,
+            ["varchar", "varchar", "double", "double", "integer", "double", "double"],
+            suffix="""on conflict (run_id, system) do update set offset_s = excluded.offset_s,
+                uncertainty_s = excluded.uncertainty_s, samples = excluded.samples,
+                lowest_s = excluded.lowest_s, highest_s = excluded.highest_s, measured_at = excluded.measured_at""",
+        )
 
 
 def last_quiet(db_path: Path) -> tuple[str, str] | None:

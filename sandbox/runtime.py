@@ -7,7 +7,7 @@ authenticate, rate-limit, inject faults, count, and stamp limit headers.
 
 Admin endpoints live under `/_sandbox/` (outside the API prefix, not counted,
 not rate-limited): `GET/POST /_sandbox/config`, `GET /_sandbox/stats`,
-`POST /_sandbox/stats/reset`. Tests and benchmarks use them to set faults and
+`POST /_sandbox/stats/reset`, `POST /_sandbox/release` (a write held by `hold_write`). Tests and benchmarks use them to set faults and
 limits per run and to count the requests a sync made.
 """
 
@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
+from email.utils import formatdate
 from typing import Any
 
 import uvicorn
@@ -86,6 +87,11 @@ class Faults:
     commit_then_fail: float = 0.0  # writes only: apply, then answer 500 or drop the connection
     latency_ms: float = 0.0  # added to every answer
     seed: int = 0
+    # the Nth write from now is held until POST /_sandbox/release: "before" it is applied (it
+    # never is), or "after" it is applied (its answer never comes: the connection drops);
+    # GET /_sandbox/stats says `held` meanwhile, so a test can kill the client right there
+    hold_write: int = 0
+    hold_when: str = "before"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Faults:
@@ -93,6 +99,8 @@ class Faults:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown fault settings: {sorted(unknown)}")
+        if data.get("hold_when", "before") not in ("before", "after"):
+            raise ValueError("hold_when: 'before' or 'after'")
         return cls(**data)
 
 
@@ -157,6 +165,7 @@ class SandboxMiddleware:
         open_paths: tuple[str, ...] = (),
         configure_app: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         extra_admin: Callable[[str, str, dict[str, Any]], Any] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
         self.api_prefix = api_prefix
@@ -168,7 +177,11 @@ class SandboxMiddleware:
         self.open_paths = open_paths
         self.configure_app = configure_app or (lambda settings: {})
         self.extra_admin = extra_admin
+        self.clock = clock  # the sandbox's own clock: every answer's Date header is written by it
         self.faults = Faults()
+        self.writes_seen = 0  # writes since the faults were set (hold_write counts them)
+        self.held = ""  # "before" or "after" while a write is held
+        self.release: asyncio.Event | None = None
         self.rng = random.Random(0)
         self.log = RequestLog()
         self.limiter = limiter_for(None)
@@ -182,6 +195,7 @@ class SandboxMiddleware:
         if "faults" in settings:
             self.faults = Faults.from_dict(settings["faults"] or {})
             self.rng = random.Random(self.faults.seed)
+            self.writes_seen = 0
         if "limits" in settings:
             self.limiter = self.limiter_for(settings["limits"])
         return self.settings()
@@ -207,7 +221,11 @@ class SandboxMiddleware:
             elif path == "/_sandbox/config":
                 result = self.settings()
             elif path == "/_sandbox/stats" and method == "GET":
-                result = self.log.as_dict()
+                result = {**self.log.as_dict(), "held": self.held}
+            elif path == "/_sandbox/release" and method == "POST":
+                if self.release is not None:
+                    self.release.set()
+                result = {"released": self.held}
             elif path == "/_sandbox/stats/reset" and method == "POST":
                 self.log = RequestLog()
                 result = {"reset": True}
@@ -276,6 +294,11 @@ class SandboxMiddleware:
             body, ctype = self.server_error()
             await self._reply(send, 500, body, ctype, limit.headers)
             return
+        if method in WRITE_METHODS and faults.hold_write:
+            self.writes_seen += 1
+            if self.writes_seen == faults.hold_write:
+                await self._hold(scope, receive, send, faults.hold_when)
+                return
         if method in WRITE_METHODS and self.rng.random() < faults.commit_then_fail:
             await self._commit_then_fail(scope, receive, send, limit.headers)
             return
@@ -289,11 +312,29 @@ class SandboxMiddleware:
                 self.log.statuses[message["status"]] += 1
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [
-                    (k.encode(), v.encode()) for k, v in headers.items()
+                    (k.encode(), v.encode()) for k, v in {**headers, "date": self._date()}.items()
                 ]
             await send(message)
 
         await self.app(scope, receive, stamped)
+
+    async def _hold(self, scope: Scope, receive: Receive, send: Send, when: str) -> None:
+        """Hold a write until released: not applied ("before"), or applied with its answer
+        never sent ("after"); then the connection drops."""
+        self.release = asyncio.Event()
+        if when == "after":
+
+            async def swallow(message: Message) -> None:
+                return None
+
+            await self.app(scope, receive, swallow)
+        self.held = when
+        self.log.injected[f"held_{when}"] += 1
+        try:
+            await self.release.wait()
+        finally:
+            self.held, self.release = "", None
+        await self._drop(send, f"a write held {when} it was applied")
 
     async def _commit_then_fail(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
@@ -310,23 +351,34 @@ class SandboxMiddleware:
             await self._reply(send, 500, body, ctype, headers)
             return
         self.log.injected["commit_then_drop"] += 1
-        # Announce a body, send part of it, and abort: the client sees the
-        # connection drop mid-answer (httpx: RemoteProtocolError).
+        await self._drop(send, "connection dropped after commit")
+
+    async def _drop(self, send: Send, why: str) -> None:
+        """Announce a body, send part of it, and abort: the client sees the connection drop
+        mid-answer (httpx: RemoteProtocolError)."""
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"4096"),
+                    (b"date", self._date().encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": b'{"', "more_body": True})
-        raise DroppedConnection("sandbox fault: connection dropped after commit")
+        raise DroppedConnection(f"sandbox fault: {why}")
 
     async def _reply(
         self, send: Send, status: int, body: dict[str, Any], ctype: str, headers: dict[str, str]
     ) -> None:
         self.log.statuses[status] += 1
-        await _send_json(send, status, body, ctype, headers)
+        await _send_json(send, status, body, ctype, {**headers, "date": self._date()})
+
+    def _date(self) -> str:
+        """An HTTP Date (whole seconds) by the sandbox's clock."""
+        return formatdate(self.clock(), usegmt=True)
 
 
 async def _send_json(
@@ -370,9 +422,10 @@ class ServerThread:
             raise ValueError("the sandboxes bind to the loopback interface only")
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(
-            app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="off"
-        )
+        config = uvicorn.Config(  # the apps write Date themselves, by their own clocks
+            app, host=host, port=self.port, log_level="warning", access_log=False, lifespan="off",
+            date_header=False,
+        )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

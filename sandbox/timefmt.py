@@ -11,17 +11,27 @@ _FILTER_TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:?\d\
 
 
 class MonotonicClock:
-    """Wall-clock microseconds that never repeat or go back (one per sandbox)."""
+    """Wall-clock microseconds that never repeat or go back (one per sandbox).
+
+    `offset_us` sets the sandbox's clock apart from the machine's (a server whose clock is
+    60 s behind: -60,000,000); records are stamped and the Date header written by it. Set
+    it before the records it should stamp: a clock set back keeps stamping just after its
+    last stamp until it catches up (it never goes back)."""
 
     def __init__(self) -> None:
         self._last = 0
         self._lock = threading.Lock()
+        self.offset_us = 0
 
     def now_us(self) -> int:
         with self._lock:
-            now = time.time_ns() // 1000
+            now = time.time_ns() // 1000 + self.offset_us
             self._last = max(now, self._last + 1)
             return self._last
+
+    def wall(self) -> float:
+        """This clock's time now, in epoch seconds (what the Date header says)."""
+        return (time.time_ns() // 1000 + self.offset_us) / 1_000_000
 
 
 def us_to_dt(us: int) -> datetime:

@@ -21,21 +21,16 @@ subscription made Inactive), and the scheduled sync and its full pass run as bef
 
 from __future__ import annotations
 
-# The event keys the four mappings need (every one is among Keap's `GET /hooks/event_keys`)
-EVENT_KEYS = (
-    "contact.add", "contact.edit", "contact.delete",
-    "company.add", "company.edit", "company.delete",
-    "opportunity.add", "opportunity.edit", "opportunity.delete", "opportunity.stage_move",
-    "product.add", "product.edit", "product.delete",
-)  # fmt: skip
+from registry import MAPPINGS
+
+# The event keys the four mappings need (every one is among Keap's `GET /hooks/event_keys`):
+# each mapped Keap resource's `<singular>.<verb>`, as the registry describes it
+EVENT_KEYS: tuple[str, ...] = tuple(
+    f"{m.keap.singular}.{verb}" for m in MAPPINGS for verb in m.keap.hook_verbs
+)
 
 # an event key's object type -> the Keap resource (table in raw_keap) it is about
-RESOURCES = {
-    "contact": "contacts",
-    "company": "companies",
-    "opportunity": "opportunities",
-    "product": "products",
-}
+RESOURCES: dict[str, str] = {m.keap.singular: m.keap.name for m in MAPPINGS}
 
 
 def resource_of(event_key: str) -> str | None:

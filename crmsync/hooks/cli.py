@@ -135,6 +135,7 @@ def serve(
     from crmsync.hooks.files import load_config
     from crmsync.hooks.service import HookService
     from crmsync.hooks.trigger import TriggerOptions
+    from crmsync.lock import exclusive
     from crmsync.run import SyncOutcome, endpoints, run_sync
     from pipelines.ingest import IngestOptions
 
@@ -146,7 +147,8 @@ def serve(
         click.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
 
     def sync(ingest: IngestOptions) -> SyncOutcome:
-        with endpoints(settings) as found:
+        # the state file's lock, as `crmsync sync` takes it: a scheduled run and a triggered one never overlap
+        with exclusive(settings.db_path, "hooks serve"), endpoints(settings) as found:
             return run_sync(settings, found, variables, ingest)
 
     service = HookService(

@@ -22,6 +22,7 @@ from connectors.keap_hooks import hooks_client
 from crmsync.hooks.files import SPOOL_FILE, hidden, hook_url, load_config, path_secret
 from crmsync.hooks.spool import Batch, Spool
 from crmsync.hooks.subscriptions import Subscriptions, hooks_api
+from crmsync.lock import StateBusy
 from crmsync.run import Endpoints, SyncOutcome
 from crmsync.settings import Settings
 from pipelines.ingest import IngestOptions
@@ -77,7 +78,12 @@ def run_triggered(
     if spooled.empty:  # a scheduled sync took them meanwhile
         return True
     started = time.monotonic()
-    outcome = sync(spooled.ingest(base or IngestOptions()))
+    try:
+        outcome = sync(spooled.ingest(base or IngestOptions()))
+    except StateBusy as exc:  # a scheduled sync (or a plan) holds the state: the events wait
+        if log:
+            log(f"sync after {spooled.batch.summary()}: not started: {exc}")
+        return False
     handled = spooled.finish(outcome)
     if log:
         log(describe(spooled.batch, outcome, time.monotonic() - started))

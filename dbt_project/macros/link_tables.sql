@@ -24,6 +24,21 @@
         select * from {{ ref('int_' ~ mapping ~ '__matched') }}
     ),
 
+    -- Customcrm records of an ambiguous match group: neither linked nor created in Keap
+    held_for_review as (
+        select
+            candidate as customcrm_id,
+            any_value(natural_key) as held_key,
+            any_value(natural_key_value) as held_key_value,
+            list(keap_id order by keap_id) as keap_candidates
+        from (
+            select unnest(customcrm_candidates) as candidate, natural_key, natural_key_value, keap_id
+            from matched
+            where link_rule = 'ambiguous' and customcrm_candidates is not null
+        )
+        group by candidate
+    ),
+
     to_customcrm as (
         select * from {{ ref('sync_customcrm__' ~ mapping) }}
     ),
@@ -96,7 +111,10 @@
             to_keap.fields as pending_keap_fields,
             coalesce(to_customcrm.waiting_reason, to_keap.waiting_reason) as waiting_reason,
             coalesce(conflicts.open_conflicts, 0) as conflicts_this_run,
-            rejections.rejection_reason
+            rejections.rejection_reason,
+            held_for_review.held_key,
+            held_for_review.held_key_value,
+            held_for_review.keap_candidates
         from all_rows
         left join customcrm_side
             on customcrm_side.record_id = all_rows.customcrm_id
@@ -108,6 +126,9 @@
             on conflicts.keap_id = all_rows.keap_id
         left join rejections
             on rejections.record_key = coalesce(all_rows.keap_id, all_rows.customcrm_id)
+        left join held_for_review
+            on all_rows.keap_id is null
+            and held_for_review.customcrm_id = all_rows.customcrm_id
     ),
 
     final as (
@@ -126,6 +147,7 @@
                 when rejection_reason is not null then 'rejected'
                 when waiting_reason is not null then 'waiting'
                 when recorded_link_rule is not null then 'linked'
+                when keap_id is null and held_key is not null then 'ambiguous'
                 when keap_id is null then 'customcrm_only'
                 when keap_deleted then 'deleted_in_keap'
                 when match_rule in ('external_ref', 'natural_key') then 'to_be_linked'
@@ -148,6 +170,9 @@
                 when recorded_link_rule = 'created_in_keap' then 'created in Keap by the sync'
                 when recorded_link_rule = 'external_ref' then 'linked by ExternalRefs.keap'
                 when recorded_link_rule = 'natural_key' then 'linked by a natural key'
+                when keap_id is null and held_key is not null then held_key || ' ' || held_key_value
+                    || ' is shared by several unlinked records (Keap candidates: '
+                    || array_to_string(keap_candidates, ', ') || '): review; it is not created in Keap'
                 when keap_id is null then 'only in Customcrm: creating Keap records is '
                     || {{ "'on'" if var('create_in_keap') else "'off'" }}
                 when keap_deleted then 'deleted in Keap before it was ever linked'

@@ -57,12 +57,14 @@
     - equal on both sides: nothing to write;
     - changed on one side only: that side's value goes to the other;
     - changed on both to different values: a conflict; the policy decides
-      (newest: the later update time wins, an exact tie goes to Keap; or always keap /
-      always customcrm);
+      (newest: the later update time wins, compared on one clock - each system's times less
+      its server's measured clock offset - and a difference within the measurement's
+      uncertainty is a tie, which goes to Keap; or always keap / always customcrm);
     - a new link has no base: a value beats an empty one; both have values: as a conflict.
     Fields flowing one way only (direction to_customcrm) always take Keap's value.
     `compared`: rows of unpivot_fields; adds base_value, has_base, keap_changed,
-    customcrm_changed, winner, reason, is_conflict, merged_value. -#}
+    customcrm_changed, customcrm_is_newer, is_clock_tie, winner, reason, is_conflict,
+    merged_value. -#}
 {% macro three_way_merge(mapping, compared) %}
     {%- set policy = var('conflict_policy')[mapping] -%}
     {%- if policy not in ('newest', 'keap', 'customcrm') -%}
@@ -80,13 +82,35 @@
             and base_values.field = {{ compared }}.field
     ),
 
+    -- the two systems' clocks, as last measured: update times are compared on one clock
+    -- (each less its server's offset), and a difference within the measurement's
+    -- uncertainty is a tie
+    clocks as (
+        select
+            coalesce(max(offset_s) filter (where system = 'keap'), 0) as keap_offset_s,
+            coalesce(max(offset_s) filter (where system = 'customcrm'), 0) as customcrm_offset_s,
+            coalesce(sum(uncertainty_s), 0) as uncertainty_s
+        from {{ ref('stg_sync_state__clock_offsets') }}
+    ),
+
+    timed as (
+        select
+            with_base.*,
+            epoch(with_base.customcrm_updated_at) - clocks.customcrm_offset_s
+                - (epoch(with_base.keap_updated_at) - clocks.keap_offset_s) as customcrm_lead_s,
+            clocks.uncertainty_s as clock_uncertainty_s
+        from with_base
+        cross join clocks
+    ),
+
     changes as (
         select
-            *,
+            * exclude (customcrm_lead_s, clock_uncertainty_s),
             has_base and keap_value is distinct from base_value as keap_changed,
             has_base and customcrm_value is distinct from base_value as customcrm_changed,
-            coalesce(customcrm_updated_at > keap_updated_at, false) as customcrm_is_newer
-        from with_base
+            coalesce(customcrm_lead_s > clock_uncertainty_s, false) as customcrm_is_newer,
+            coalesce(abs(customcrm_lead_s) <= clock_uncertainty_s, false) as is_clock_tie
+        from timed
     ),
 
     decided as (
@@ -121,7 +145,7 @@
                 else 'conflict_policy_{{ policy }}'
                 {%- else %}
                 when customcrm_is_newer then 'conflict_customcrm_newer'
-                when customcrm_updated_at = keap_updated_at then 'conflict_tie_goes_to_keap'
+                when is_clock_tie then 'conflict_tie_goes_to_keap'
                 else 'conflict_keap_newer'
                 {%- endif %}
             end as reason

@@ -186,7 +186,9 @@
 
 {#- Sesam's reverse flow, off by default (var create_in_keap): live Customcrm customers,
     contacts and products that no Keap record links or matches become pairs without a Keap
-    side, so the merge gives every Customcrm value and the push creates them in Keap. -#}
+    side, so the merge gives every Customcrm value and the push creates them in Keap. A
+    Customcrm record whose natural key is ambiguous (a candidate in review_ambiguous_matches)
+    is not created: linking or creating it would be a guess, as for the Keap records. -#}
 {% macro customcrm_only_pairs(mapping, customcrm_model, customcrm_id_column) %}
     {%- if var('create_in_keap') and mapping != 'orders' %}
     union all
@@ -198,6 +200,11 @@
         )
         and customcrm.{{ customcrm_id_column }} not in (
             select customcrm_id from {{ ref('stg_sync_state__links') }} where mapping = '{{ mapping }}'
+        )
+        -- a candidate of an ambiguous match group waits for review, as the group's Keap records do
+        and customcrm.{{ customcrm_id_column }} not in (
+            select unnest(customcrm_candidates) from {{ ref('int_' ~ mapping ~ '__matched') }}
+            where link_rule = 'ambiguous' and customcrm_candidates is not null
         )
     {%- endif %}
 {% endmacro %}

@@ -19,7 +19,6 @@ import dlt
 
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError, FatalError, ProtocolError
-from connectors.http import parse_time
 from pipelines.common import (
     Cursor,
     ExtractReport,
@@ -31,6 +30,7 @@ from pipelines.common import (
 )
 from pipelines.customcrm.helpers import is_tombstone, read_changes
 from pipelines.customcrm.settings import CURSOR_FIELD, ID_FIELD, RESOURCES
+from support.times import parse_time
 
 TOMBSTONE_COLUMNS: dict[str, Any] = {
     "resource": {"data_type": "text", "nullable": False, "primary_key": True},

@@ -1,8 +1,11 @@
-"""What the Customcrm source reads, as data."""
+"""What the Customcrm source reads, as data: the resources of the mapping registry."""
 
 from __future__ import annotations
 
-RESOURCES = ("customers", "contacts", "orders", "products")
+from connectors.customcrm import PAGE_LIMIT
+from registry import MAPPINGS
+
+RESOURCES = tuple(m.customcrm.name for m in MAPPINGS)
 ID_FIELD = "Id"
 CURSOR_FIELD = "UpdatedAt"
-PAGE_LIMIT = 500  # the contract's maximum
+__all__ = ["CURSOR_FIELD", "ID_FIELD", "PAGE_LIMIT", "RESOURCES"]

@@ -115,7 +115,7 @@ def _stages(client: KeapClient, report: ExtractReport, stop: Stop) -> Any:
             return
         extracted_at = datetime.now(UTC)
         try:
-            for items in client.pages(STAGES):
+            for items in client.pages(STAGES.name):
                 counts.pages += 1
                 counts.records += len(items)
                 yield [raw_row(item, "id", "updated_time", extracted_at) for item in items if item.get("id")]

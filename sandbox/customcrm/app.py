@@ -135,6 +135,7 @@ class CustomcrmSandbox:
     def __init__(self, data_dir: str | Path, credentials: CustomcrmCredentials | None = None) -> None:
         self.store = CustomcrmStore(Path(data_dir) / "customcrm.sqlite3")
         self.credentials = credentials or CustomcrmCredentials()
+        self.max_body = MAX_BODY  # a deployment may take less: `max_body_bytes`
         routes = [Route(f"{API_PREFIX}/openapi.yaml", self.openapi, methods=["GET"])]
         for resource in RESOURCES:
             routes += [
@@ -156,20 +157,33 @@ class CustomcrmSandbox:
             throttled=lambda: (problem_body(429, "Rate limit exceeded"), "application/problem+json"),
             configure_app=self.configure,
             extra_admin=self.admin,
+            clock=self.store.clock.wall,
         )
         self.asgi = self.gateway
 
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        """`stamp_lag_ms`: writes stamped that long before they are visible (a server that
-        stamps UpdatedAt when a transaction begins, not when it commits)."""
+        """The sandbox's own settings: `stamp_lag_ms`, writes stamped that long before they are
+        visible (a server that stamps UpdatedAt when a transaction begins, not when it
+        commits); `max_body_bytes` (1 MiB by the contract); `clock_offset_s` (its clock
+        against the machine's: records' stamps and Date)."""
         for key, value in settings.items():
             if key == "stamp_lag_ms":
                 if not isinstance(value, int | float) or value < 0:
                     raise ValueError("stamp_lag_ms: a number of milliseconds, 0 or more")
                 self.store.stamp_lag_us = int(value * 1000)
+            elif key == "max_body_bytes":
+                if not isinstance(value, int) or value < 1:
+                    raise ValueError("max_body_bytes: a positive number of bytes")
+                self.max_body = value
+            elif key == "clock_offset_s":
+                self.store.clock.offset_us = round(float(value) * 1_000_000)
             else:
                 raise ValueError(f"unknown customcrm sandbox setting: {key}")
-        return {"stamp_lag_ms": self.store.stamp_lag_us / 1000}
+        return {
+            "stamp_lag_ms": self.store.stamp_lag_us / 1000,
+            "max_body_bytes": self.max_body,
+            "clock_offset_s": self.store.clock.offset_us / 1_000_000,
+        }
 
     # --- the contract document ----------------------------------------------------
     @cached_property
@@ -372,8 +386,8 @@ class CustomcrmSandbox:
     # --- endpoints -------------------------------------------------------------------------
     async def _json(self, request: Request) -> Any:
         raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise Problem(413, f"The body is {len(raw)} bytes; the limit is 1 MiB")
+        if len(raw) > self.max_body:
+            raise Problem(413, f"The body is {len(raw)} bytes; the limit is {self.max_body} bytes")
         try:
             return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

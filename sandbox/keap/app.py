@@ -135,6 +135,7 @@ class KeapSandbox:
             open_paths=("/token",),
             configure_app=self.configure,
             extra_admin=self.admin,
+            clock=self.store.clock.wall,
         )
         self.asgi = self.hooks.v1(self.gateway)
 
@@ -149,12 +150,15 @@ class KeapSandbox:
                 self.access_ttl_s = int(value)
             elif key == "hooks":
                 self.hooks.configure(value)
+            elif key == "clock_offset_s":  # this Keap's clock against the machine's
+                self.store.clock.offset_us = round(float(value) * 1_000_000)
             elif not self.restless.configure(key, value):
                 raise ValueError(f"unknown keap sandbox setting: {key}")
         return {
             "page_token_style": self.page_token_style,
             "access_ttl_s": self.access_ttl_s,
             "hooks": self.hooks.describe(),
+            "clock_offset_s": self.store.clock.offset_us / 1_000_000,
             **self.restless.describe(),
         }
 

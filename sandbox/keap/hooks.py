@@ -237,7 +237,9 @@ class KeapHooks:
         """Queue `event_key` for these ids on every Verified subscription of it; the count queued."""
         object_type = event_key.split(".", 1)[0]
         resource = next((r for r, t in OBJECT_TYPES.items() if t == object_type), None)
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = datetime.fromtimestamp(self.store.clock.wall(), UTC).isoformat(
+            timespec="milliseconds"
+        )  # Keap's clock.replace("+00:00", "Z")
         keys = [
             {
                 "id": int(i) if i.isdigit() else i,

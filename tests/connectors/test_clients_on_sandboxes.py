@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.customcrm import customcrm_client
+from connectors.customcrm import customcrm_client, encode
 from connectors.errors import AuthError
 from connectors.keap import KeapPacer, keap_client
 from connectors.tokens import TokenStore
@@ -152,3 +152,23 @@ def test_customcrm_idempotent_creates_survive_commit_then_fail_without_duplicate
     names = [c["Name"] for page in client.pages("customers", include_deleted=False) for c in page]
     assert len(names) == len(set(names)) == 50
     assert client.stats.retries > 0
+
+
+def test_customcrm_batches_are_planned_by_bytes_and_an_operation_over_the_limit_is_not_sent(
+    sandboxes: Sandboxes,
+) -> None:
+    client = customcrm_client(base_url=sandboxes.customcrm_url, token=sandboxes.customcrm.credentials.token)
+    client.max_body = 20_000
+    operations = [{"op": "create", "data": {"Name": f"P{n}", "Description": "é" * 2_000}} for n in range(12)]
+    operations[5]["data"]["Description"] = "é" * 9_999 + "😀"  # 20,002 bytes of description alone
+    planned = client.plan_batches(operations)
+    assert [i for batch in planned for i in batch] == list(range(12))  # all, in order
+    assert [5] in planned and all(len(encode({"operations": [operations[i] for i in b]})) <= 20_000
+                                  for b in planned if b != [5])  # fmt: skip
+    before = client.stats.requests
+    (alone,) = client.batch("customers", [operations[5]])
+    assert client.stats.requests == before  # known to be too large: not sent
+    assert alone["status"] == 413 and alone["error"]["detail"].startswith("the operation is 20,")
+    assert "over the limit of 20,000 bytes" in alone["error"]["detail"]
+    results = [r for batch in planned for r in client.batch("customers", [operations[i] for i in batch])]
+    assert [r["status"] for r in results] == [201] * 5 + [413] + [201] * 6

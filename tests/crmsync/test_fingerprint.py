@@ -53,7 +53,8 @@ def test_a_reload_of_the_same_rows_keeps_the_fingerprint(db: Path) -> None:
         "insert into sync_state.links values ('contacts', '1', 'c1', 'natural_key', now(), 'r', now())",
         "insert into sync_state.rejections values ('contacts', 'keap', '1', 'update', 'bad', null, 400,"
         " now(), now(), 1, null)",
-        "insert into sync_state.keap_create_intents values ('products', 'p1', 'n', '{}', 'r', now(), null)",
+        "insert into sync_state.keap_create_intents (mapping, customcrm_id, natural_key, payload, run_id, intended_at)"
+        " values ('products', 'p1', 'n', '{}', 'r', now())",
         "insert into sync_state.conflicts values ('r', 'contacts', '1', 'c1', 'Title', 'a', 'b', 'c', 'keap',"
         " 'newest', now())",
     ],

@@ -30,7 +30,11 @@ class World:
     keap: httpx.Client
     crm: httpx.Client
 
-    def endpoints(self, keap_transport: httpx.BaseTransport | None = None) -> Endpoints:
+    def endpoints(
+        self,
+        keap_transport: httpx.BaseTransport | None = None,
+        customcrm_transport: httpx.BaseTransport | None = None,
+    ) -> Endpoints:
         return Endpoints(
             keap=keap_client(
                 base_url=self.boxes.keap_url,
@@ -42,13 +46,19 @@ class World:
             customcrm=customcrm_client(
                 base_url=self.boxes.customcrm_url,
                 token=self.boxes.customcrm.credentials.token,
+                transport=customcrm_transport,
                 sleep=no_sleep,
             ),
         )
 
-    def sync(self, keap_transport: httpx.BaseTransport | None = None, **kw: Any) -> SyncOutcome:
-        """A whole run; `keap_transport` stands between the client and the Keap sandbox."""
-        found = self.endpoints(keap_transport)
+    def sync(
+        self,
+        keap_transport: httpx.BaseTransport | None = None,
+        customcrm_transport: httpx.BaseTransport | None = None,
+        **kw: Any,
+    ) -> SyncOutcome:
+        """A whole run; a transport stands between a client and its sandbox."""
+        found = self.endpoints(keap_transport, customcrm_transport)
         try:
             return run_sync(self.settings, found, **kw)
         finally:
@@ -65,6 +75,21 @@ class World:
     def faults(self, **faults: Any) -> None:
         admin(self.keap, self.boxes.keap_root, "/_sandbox/config", {"faults": faults})
         admin(self.crm, self.boxes.customcrm_root, "/_sandbox/config", {"faults": faults})
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a `crmsync` process configured for these sandboxes and this file."""
+        import os
+
+        return {
+            **os.environ,
+            "KEAP_API_URL": self.boxes.keap_url,
+            "KEAP_API_KEY": self.boxes.keap.credentials.api_key,
+            "CUSTOMCRM_API_URL": self.boxes.customcrm_url,
+            "CUSTOMCRM_API_TOKEN": self.boxes.customcrm.credentials.token,
+            "CRMSYNC_DB": str(self.settings.db_path),
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
 
     def sql(self, query: str) -> list[tuple]:
         with duckdb.connect(str(self.settings.db_path)) as con:

@@ -25,6 +25,7 @@ from crmsync.hooks.runs import Checked, scheduled_sync
 from crmsync.hooks.service import HookService
 from crmsync.hooks.subscriptions import Subscriptions
 from crmsync.hooks.trigger import TriggerOptions
+from crmsync.lock import exclusive
 from crmsync.run import SyncOutcome, run_sync
 from crmsync.settings import Settings
 from pipelines.ingest import IngestOptions
@@ -59,8 +60,10 @@ class Hooked:
     def scheduled_sync(self) -> tuple[list[Checked], SyncOutcome]:
         """What `crmsync sync` runs where hooks are registered: the check, then the sync with
         the spool's deletions."""
-        found, checked = self.world.endpoints(), []
         settings = self.world.settings
+        lock = exclusive(settings.db_path, "sync")  # as `crmsync sync` holds it
+        lock.__enter__()
+        found, checked = self.world.endpoints(), []
         try:
             outcome = scheduled_sync(
                 settings, found, lambda ingest: run_sync(settings, found, ingest=ingest), IngestOptions(),
@@ -68,6 +71,7 @@ class Hooked:
             )  # fmt: skip
         finally:
             found.close()
+            lock.__exit__(None, None, None)
         return checked, outcome
 
     def title(self, crm_id: str) -> str | None:
@@ -118,7 +122,8 @@ def hooked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hooked]:
     found: list[SyncOutcome] = []
 
     def triggered(ingest: IngestOptions) -> SyncOutcome:
-        outcome = world.sync(ingest=ingest)
+        with exclusive(settings.db_path, "hooks serve"):  # as crmsync hooks serve runs it
+            outcome = world.sync(ingest=ingest)
         found.append(outcome)
         return outcome
 
@@ -245,6 +250,25 @@ def test_a_receiver_that_was_down_catches_up_through_retries_then_through_the_sc
     wait_until(
         lambda: len(hooked.outcomes) > runs_before and hooked.delivered_and_settled(), "a triggered run"
     )
+
+
+def test_a_triggered_sync_waits_while_another_crmsync_holds_the_state(hooked: Hooked) -> None:
+    """Under the same lock as `crmsync sync`: never two runs on one state file."""
+    world = hooked.world
+    wait_until(hooked.delivered_and_settled, "a quiet start")
+    ((keap_id, _),) = _linked_contacts(world, 1, 15)
+    runs, lines = len(hooked.outcomes), len(hooked.lines)
+    with exclusive(world.settings.db_path, "sync"):
+        emit = {"event_key": "contact.edit", "ids": [keap_id]}
+        admin(world.keap, world.boxes.keap_root, "/_sandbox/hooks/emit", emit)
+        wait_until(
+            lambda: any("not started: another crmsync" in line for line in hooked.lines[lines:]),
+            "the triggered run finding the state held",
+        )
+        assert len(hooked.outcomes) == runs
+        assert hooked.service.spool.pending() is not None  # the events wait in the spool
+    wait_until(lambda: len(hooked.outcomes) > runs and hooked.delivered_and_settled(), "the run after it")
+    assert hooked.outcomes[runs].status == "ok"
 
 
 def test_a_flood_of_ten_thousand_events_causes_at_most_three_syncs(hooked: Hooked) -> None:

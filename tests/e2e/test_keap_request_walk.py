@@ -25,16 +25,17 @@ import httpx
 import pytest
 
 import crmsync.run
-from connectors.keap import INCREMENTAL
+import registry
 from crmsync.run import SyncOutcome
 from pipelines.ingest import IngestOptions
-from pipelines.keap.settings import RESOURCES as KEAP_RESOURCES
-from reverse_etl.push import KEAP_RESOURCE, Pusher
+from reverse_etl.keap_watch import KeapWatch
+from reverse_etl.push import Pusher
 from sandbox.keap.app import API_PREFIX
 from tests.conftest import REPO, admin
 from tests.e2e.conftest import World
 from tests.keap_openapi import document, match_operation, request_problems
 
+KEAP_RESOURCE = {m.name: m.keap.name for m in registry.MAPPINGS}
 MAPPINGS = tuple(KEAP_RESOURCE)  # customers, contacts, orders, products
 ONE = {"companies": "company_id", "contacts": "contact_id", "opportunities": "opportunity_id",
        "products": "product_id"}  # fmt: skip
@@ -282,9 +283,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         return wrapper
 
     monkeypatch.setattr(crmsync.run, "run_extract", tagged("ingest", crmsync.run.run_extract))
-    monkeypatch.setattr(
-        Pusher, "_changed_in_keap_since_extract", tagged("re-read", Pusher._changed_in_keap_since_extract)
-    )
+    monkeypatch.setattr(KeapWatch, "reread", tagged("re-read", KeapWatch.reread))  # before each chunk
     monkeypatch.setattr(Pusher, "_resolve_keap_intents", tagged("search", Pusher._resolve_keap_intents))
     return found
 
@@ -337,23 +336,24 @@ def test_every_request_of_the_keap_client_is_one_keaps_document_allows(
     # each way of reading: the incremental ingest (with its filter where Keap has one), the
     # ids-only full pass, the push's re-read before writing, the search for lost creates
     lists = [r for r in sent if r.method == "GET" and r.operation() in {f"GET /{x}" for x in ONE}]
-    for resource, how in INCREMENTAL.items():
+    for how in (m.keap for m in registry.MAPPINGS):
+        resource = how.name
         reads = [r for r in lists if r.phase == "ingest" and urlsplit(r.url).path.endswith(f"/{resource}")]
-        if how["filter"]:
-            assert any(f"{how['filter']}==" in v for r in reads for v in r.query.get("filter", [])), (
+        if how.time_filter:
+            assert any(f"{how.time_filter}==" in v for r in reads for v in r.query.get("filter", [])), (
                 f"{resource}: no incremental read"
             )
-        if how["order_by"]:
-            assert any(how["order_by"] in r.query.get("order_by", []) for r in reads), resource
+        if how.newest_first:
+            assert any(how.newest_first in r.query.get("order_by", []) for r in reads), resource
         assert any(r.phase == "re-read" and urlsplit(r.url).path.endswith(f"/{resource}") for r in lists), (
             f"{resource}: the push never re-read it before writing"
         )
-    for spec in KEAP_RESOURCES:
-        if spec.ids_only_fields:
+    for spec in (m.keap for m in registry.MAPPINGS):
+        if spec.narrowable:
             assert any(
-                r.query.get("fields") == ["id"] and urlsplit(r.url).path.endswith(f"/{spec.path}")
+                r.query.get("fields") == ["id"] and urlsplit(r.url).path.endswith(f"/{spec.name}")
                 for r in lists
-            ), f"{spec.path}: no ids-only list (the full pass)"
+            ), f"{spec.name}: no ids-only list (the full pass)"
     confirmed = {r.operation() for r in sent if r.phase == "ingest" and r.method == "GET"} - {
         f"GET /{x}" for x in ONE
     }

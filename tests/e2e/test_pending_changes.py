@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import duckdb
@@ -54,6 +55,7 @@ def test_scripted_scenarios_give_exactly_the_implied_writes(world: World) -> Non
     # a conflict -> the newer wins, and it is listed
     k_con, c_con = _link(world, "contacts", 1)
     world.keap.patch(f"/contacts/{k_con}", params={"update_mask": "job_title"}, json={"job_title": "older"})
+    time.sleep(2)  # newer by more than two servers' clocks can be told apart (else a tie: Keap wins)
     world.crm.patch(f"/contacts/{c_con}", json={"Title": "newer"})
     # a renamed email keeps its link
     k_mail, c_mail = _link(world, "contacts", 2)

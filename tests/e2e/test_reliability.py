@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tests.conftest import admin
 from tests.e2e.conftest import World
 
 MAPPINGS = {
@@ -80,7 +83,7 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
     keap_titles = _edit_both_sides(world)
     crm_contact = world.crm_all("contacts")[0]
     world.crm.patch(f"/contacts/{crm_contact['Id']}", json={"Title": "Customcrm title"})
-    world.faults(error_500=0.05, commit_then_fail=0.2, seed=9)
+    more = world.keap_all("contacts")[3:6]
     env = {
         **os.environ,
         "KEAP_API_URL": world.boxes.keap_url,
@@ -92,7 +95,14 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
     }
     rng = random.Random(2)
     killed = 0
-    for _ in range(3):
+    for attempt, record in enumerate(more):
+        # an edit before each attempt: no run is a quiet one that ends before its kill
+        title = f"Keap title {record['id']} ({attempt})"
+        world.keap.patch(
+            f"/contacts/{record['id']}", params={"update_mask": "job_title"}, json={"job_title": title}
+        )
+        keap_titles[record["id"]] = title
+        world.faults(error_500=0.05, commit_then_fail=0.2, seed=9 + attempt)
         process = subprocess.Popen(
             [sys.executable, "-m", "crmsync.cli", "sync", "--quiet"],
             cwd=tmp_path,
@@ -105,8 +115,8 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
             process.send_signal(signal.SIGKILL)
             killed += 1
         process.wait(timeout=60)
+        world.faults()
     assert killed >= 2
-    world.faults()
     for _ in range(3):
         finished = subprocess.run(
             [sys.executable, "-m", "crmsync.cli", "sync", "--quiet"],
@@ -162,3 +172,94 @@ def test_a_keap_create_that_lost_its_answer_is_found_again_not_created_twice(wor
     assert all(links[c["Id"]] == "created_in_keap" for c in crm_only)
     world.served()
     assert not world.sync(variables=variables).push.wrote
+
+
+def _kill_at_held_write(world: World, cwd: Path, system: str, nth: int, when: str) -> None:
+    """Run `crmsync sync` until the sandbox of `system` holds its `nth` write (`when`: before
+    or after applying it), then SIGKILL the process right there and let the sandbox go on."""
+    client, root = (
+        (world.keap, world.boxes.keap_root) if system == "keap" else (world.crm, world.boxes.customcrm_root)
+    )
+    admin(client, root, "/_sandbox/config", {"faults": {"hold_write": nth, "hold_when": when}})
+    process = subprocess.Popen([sys.executable, "-m", "crmsync.cli", "sync", "--quiet"], cwd=cwd, env=world.env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        while admin(client, root, "/_sandbox/stats")["held"] != when:
+            assert process.poll() is None, f"the sync ended before {system}'s write {nth}"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        admin(client, root, "/_sandbox/release", {})
+        admin(client, root, "/_sandbox/config", {"faults": {}})
+
+
+def _marts(world: World) -> dict[str, list[tuple]]:
+    tables = [t for (t,) in world.sql(
+        "select table_name from information_schema.tables where table_schema = 'main' order by all")]  # fmt: skip
+    return {t: sorted(world.sql(f"select * from main.{t}"), key=repr) for t in tables}
+
+
+def test_syncs_started_together_or_killed_at_a_chosen_write_converge_and_plan_leaves_nothing_behind(
+    world: World, tmp_path: Path
+) -> None:
+    """One crmsync per state file: two syncs started together do not interleave, the second
+    says who holds the file. A sync SIGKILLed at a write (after it was applied, its answer
+    unread; before it was applied) converges on the next run. `plan`, whatever its vars,
+    leaves nothing a sync reads. (In processes of their own: dbt in this process would keep
+    the DuckDB file open.)"""
+    both = [subprocess.Popen([sys.executable, "-m", "crmsync.cli", "sync", "--json"], cwd=tmp_path, env=world.env(),
+                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]  # fmt: skip
+    finished_together = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in both]  # type: ignore[union-attr]
+    assert sorted(code for code, _, _ in finished_together) == [0, 1], finished_together
+    _, out, err = next(f for f in finished_together if f[0] == 1)
+    assert re.fullmatch(
+        r"crmsync: another crmsync \(pid \d+, `sync`, started \d\d:\d\d:\d\dZ\) is using "
+        rf"{re.escape(str(world.settings.db_path))}; try again when it ends",
+        err.strip(),
+    ), err
+    assert json.loads(out) == {"status": "failed", "error": err.strip().removeprefix("crmsync: ")}
+    assert world.sql("select status from sync_state.runs") == [("ok",)]  # the second never began
+
+    keap_titles = _edit_both_sides(world)  # three Customcrm updates due
+    to_keap = world.sql(
+        "select customcrm_id from sync_state.links where mapping = 'contacts' order by keap_id desc limit 3"
+    )
+    crm_titles = {}
+    for (customcrm_id,) in to_keap:  # three Keap PATCHes due
+        world.crm.patch(f"/contacts/{customcrm_id}", json={"Title": f"Customcrm title {customcrm_id}"})
+        crm_titles[customcrm_id] = f"Customcrm title {customcrm_id}"
+    new = world.keap.post("/contacts", json={"given_name": "Killed", "email_addresses": [
+        {"email": "killed@x.example", "field": "EMAIL1"}]}).json()  # a Customcrm create due  # fmt: skip
+
+    # applied, its answer never read: the contacts batch (the create and the three updates)
+    _kill_at_held_write(world, tmp_path, "customcrm", 1, "after")
+    # never applied: the second Keap PATCH (the first went through, unrecorded)
+    _kill_at_held_write(world, tmp_path, "keap", 2, "before")
+    runs = world.sql("select status, summary->>'error' from sync_state.runs order by started_at")
+    assert runs[1:] == [  # the killed runs: the second closed the first's row at its start
+        ("failed", "the run ended without closing its row (killed, or the file was locked)"),
+        ("running", None),
+    ]
+
+    finished = world.sync()
+    assert finished.status == "ok", (finished.error, finished.push.as_dict())
+    assert world.sql("select count(*) from sync_state.runs where status = 'running'") == [(0,)]  # closed
+    assert [c["ExternalRefs"].get("keap") for c in world.crm_all("contacts")].count(new["id"]) == 1
+
+    # plan with other vars (the reverse flow on would create Keap records): in a copy only
+    marts = _marts(world)
+    quiet = world.sql("select fingerprint, run_id from sync_state.quiet_inputs")
+    assert quiet, "the run that finished left nothing to write"
+    planned = subprocess.run([sys.executable, "-m", "crmsync.cli", "plan", "--json", "--vars", '{"create_in_keap": true}'],
+                             cwd=tmp_path, env=world.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert planned.returncode == 1, planned.stderr  # something is pending: the creates in Keap
+    pending = json.loads(planned.stdout)["pending"]
+    assert any(p["target"] == "keap" and p["op"] == "create" and p["ready"] for p in pending), pending
+    assert _marts(world) == marts
+    assert world.sql("select fingerprint, run_id from sync_state.quiet_inputs") == quiet
+    assert not (world.settings.db_path.parent / "crmsync.state" / "plan").exists()
+    assert world.sync().quiet_since == quiet[0][1]  # the quiet mark held: nothing changed since that run
+    _assert_converged(world, keap_titles, crm_titles)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.e2e.conftest import World
@@ -125,6 +127,7 @@ def test_the_same_field_edited_on_both_sides_ends_with_the_newer_value_and_a_rec
     world.keap.patch(
         f"/companies/{keap_id}", params={"update_mask": "notes"}, json={"notes": "older, in Keap"}
     )
+    time.sleep(2)  # newer by more than two servers' clocks can be told apart (else a tie: Keap wins)
     world.crm.patch(f"/customers/{crm_id}", json={"Description": "newer, in Customcrm"})
     outcome = world.sync()
     assert outcome.status == "ok"

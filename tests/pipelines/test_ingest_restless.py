@@ -16,10 +16,10 @@ import pytest
 
 from connectors.customcrm import customcrm_client
 from connectors.errors import ProtocolError
-from connectors.http import parse_time
 from connectors.keap import KeapPacer, keap_client
 from pipelines.common import raw_row, raw_rows
 from sandbox.bundle import Sandboxes
+from support.times import parse_time
 from tests.conftest import admin
 from tests.pipelines.test_ingest import KEAP_TABLES, Ingest
 

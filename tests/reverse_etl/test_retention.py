@@ -23,9 +23,10 @@ def _fill(con: duckdb.DuckDBPyConnection, age_days: int, tag: str) -> None:
     con.execute(f"""insert into {SCHEMA}.operations values ('run-{tag}', 1, 'contacts', 'customcrm', 'create', 'k{tag}',
                     'c{tag}', ['Email'], ?, 'rejected', 409, 'Email ada@example.com is already used', {at})""",
                 [PAYLOAD])  # fmt: skip
-    con.execute(f"insert into {SCHEMA}.keap_create_intents values ('products', 'p{tag}', 'sku', ?, 'run-{tag}', {at}, 'k9')",
+    intents = f"{SCHEMA}.keap_create_intents (mapping, customcrm_id, natural_key, payload, run_id, intended_at, keap_id)"
+    con.execute(f"insert into {intents} values ('products', 'p{tag}', 'sku', ?, 'run-{tag}', {at}, 'k9')",
                 [PAYLOAD])  # fmt: skip
-    con.execute(f"insert into {SCHEMA}.keap_create_intents values ('products', 'open{tag}', 'sku', ?, 'run-{tag}', {at}, null)",
+    con.execute(f"insert into {intents} values ('products', 'open{tag}', 'sku', ?, 'run-{tag}', {at}, null)",
                 [PAYLOAD])  # fmt: skip
     con.execute(f"""insert into {SCHEMA}.rejections values ('contacts', 'customcrm', 'k{tag}', 'create',
                     'Email ada@example.com is already used', '[{{"field": "Email"}}]', 409, {at}, {at}, 1, {at})""")

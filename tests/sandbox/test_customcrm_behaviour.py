@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -218,6 +220,17 @@ def test_auth_rate_limits_and_body_size(sandboxes: Sandboxes, crm: httpx.Client)
     admin(crm, sandboxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
     huge = crm.post("/customers", json={"Name": "x", "Description": "y" * (1024 * 1024 + 1)})
     assert huge.status_code == 413
+    # a batch is a body like any other: over 1 MiB (here by 1 byte) it is refused whole
+    operation = {"op": "create", "data": {"Name": "x", "Description": "d" * 9_990}}
+    envelope = json.dumps({"operations": [operation] * 100}, separators=(",", ":"))
+    padding = 1024 * 1024 + 1 - len(envelope.encode())
+    body = envelope.replace('"Name":"x"', '"Name":"x' + "y" * padding + '"', 1)
+    assert len(body.encode()) == 1024 * 1024 + 1
+    over = crm.post("/customers/batch", content=body, headers={"Content-Type": "application/json"})
+    assert over.status_code == 413 and over.json()["detail"].startswith("The body is 1048577 bytes")
+    admin(crm, sandboxes.customcrm_root, "/_sandbox/config", {"max_body_bytes": 9_000})
+    assert crm.post("/customers", json={"Name": "x", "Description": "y" * 9_000}).status_code == 413
+    assert crm.post("/customers", json={"Name": "x", "Description": "y" * 8_000}).status_code == 201
 
 
 def test_the_sandbox_serves_its_contract(crm: httpx.Client) -> None:

@@ -115,3 +115,36 @@ def test_stats_count_requests_by_endpoint(sandboxes: Sandboxes, which: str) -> N
     assert stats["reads"] == 1 and stats["writes"] == 1 and stats["total"] == 2
     admin(client, root, "/_sandbox/stats/reset", {})
     assert admin(client, root, "/_sandbox/stats")["total"] == 0
+
+
+@pytest.mark.parametrize("which", SANDBOXES)
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_held_write_waits_applied_or_not_until_released(
+    sandboxes: Sandboxes, which: str, when: str
+) -> None:
+    import threading
+
+    client, root = _client(sandboxes, which)
+    admin(client, root, "/_sandbox/config", {"faults": {"hold_write": 2, "hold_when": when}})
+    assert _create(client, which, 1).status_code == 201  # the first write goes through
+    answers: list[object] = []
+
+    def second() -> None:
+        try:
+            answers.append(_create(client, which, 2).status_code)
+        except httpx.TransportError as exc:
+            answers.append(type(exc).__name__)
+
+    writer = threading.Thread(target=second)
+    writer.start()
+    watcher = httpx.Client()
+    while admin(watcher, root, "/_sandbox/stats")["held"] != when:
+        assert writer.is_alive()
+        time.sleep(0.02)
+    assert not answers  # held: no answer yet
+    assert admin(watcher, root, "/_sandbox/release", {}) == {"released": when}
+    writer.join(timeout=10)
+    assert answers and isinstance(answers[0], str)  # the connection dropped
+    assert admin(watcher, root, "/_sandbox/stats")["held"] == ""
+    admin(client, root, "/_sandbox/config", {"faults": {}})
+    assert _count(client, which) == (2 if when == "after" else 1)
