@@ -17,6 +17,7 @@ import click
 
 from connectors.errors import FatalError, redact
 from crmsync.filemodes import private_umask, secure_state
+from crmsync.hooks import HooksProblem
 from crmsync.hooks.cli import hooks
 from crmsync.lock import StateBusy, exclusive
 from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
@@ -57,7 +58,7 @@ class CrmsyncGroup(click.Group):
 
             known = isinstance(ctx.obj, Context) and ctx.obj._settings is not None
             db = ctx.obj.settings.db_path if known else Path("the DuckDB file")
-            plain = isinstance(exc, ConfigurationError | FatalError | StateBusy | QueryError)
+            plain = isinstance(exc, ConfigurationError | FatalError | StateBusy | QueryError | HooksProblem)
             line = str(exc) if plain else failure_line(exc, db)
             click.secho(f"crmsync: {redact(line)}", fg="red", err=True)
             sys.exit(1)

@@ -35,3 +35,7 @@ RESOURCES: dict[str, str] = {m.keap.singular: m.keap.name for m in MAPPINGS}
 
 def resource_of(event_key: str) -> str | None:
     return RESOURCES.get(event_key.split(".", 1)[0])
+
+
+class HooksProblem(Exception):
+    """What stands in the hooks' way, said in one line as it is (crmsync prints it, exit 1)."""

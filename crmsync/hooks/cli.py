@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from connectors.errors import ApiError, FatalError, redact
+from crmsync.hooks import HooksProblem
 from crmsync.settings import ConfigurationError, Settings
 
 DEBOUNCE = click.option(
@@ -73,7 +74,11 @@ def one_line(command: Callable[..., Any]) -> Callable[..., Any]:
             message = hidden(redact(text), secret)
             if isinstance(exc, FatalError):
                 raise FatalError(message, system=exc.system) from exc
-            raise ValueError(f"Keap's hooks: {message}") from exc
+            raise HooksProblem(f"Keap's hooks: {message}") from exc
+        except ValueError as exc:  # a --url refused, a registration Keap did not verify
+            if "--debug" in sys.argv:
+                raise
+            raise HooksProblem(str(exc)) from exc
 
     return wrapped
 
@@ -194,6 +199,7 @@ def _check_in_background(settings: Settings, log: Callable[[str], None]) -> None
 @hooks.command()
 @click.option("--url", "base", help="The public base URL the receiver is reachable at.")
 @click.pass_obj
+@one_line
 def url(obj: Any, base: str | None) -> None:
     """Print the URL Keap must POST to: <public base>/hooks/<secret> (the secret is in it)."""
     from crmsync.hooks.files import DEFAULT_PORT, hook_url, load_config, public_base
@@ -223,7 +229,7 @@ def register(obj: Any, base: str) -> None:
         )
     _statuses(report)
     if not report.ok:
-        raise ValueError(report.line())
+        raise HooksProblem(report.line())
     click.echo(report.line())
 
 
@@ -271,7 +277,7 @@ def verify(obj: Any) -> None:
     with _subscriptions(settings) as subs:
         report = subs.verify()
     if not report.ok:
-        raise ValueError(report.line())
+        raise HooksProblem(report.line())
     click.echo(report.line())
 
 
@@ -285,7 +291,7 @@ def check(obj: Any) -> None:
     with _subscriptions(settings) as subs:
         report = subs.check()
     if not report.ok:
-        raise ValueError(report.line())
+        raise HooksProblem(report.line())
     click.echo(report.line())
 
 
