@@ -220,6 +220,42 @@ def _edits(
     return figures
 
 
+def receiver(deliveries: int = 200, keys: int = 1_000) -> None:
+    """How long the receiver takes to answer: `deliveries` POSTs of Keap's largest batch
+    (`keys` object keys), each spooled and fsync'ed before its 200, one after the other
+    (no trigger runs: the figure is the receiver's alone)."""
+    from crmsync.hooks.files import hook_url, path_secret
+    from crmsync.hooks.receiver import Receiver, ReceiverApp
+    from crmsync.hooks.spool import Spool
+
+    with tempfile.TemporaryDirectory(prefix="crmsync-bench-receiver-") as tmp:
+        secret = path_secret(Path(tmp))
+        assert secret is not None
+        spool = Spool(Path(tmp) / "hooks.sqlite3")
+        served = Receiver(ReceiverApp(secret, spool)).start()
+        url = hook_url(f"http://127.0.0.1:{served.port}", secret)
+        body = {"event_key": "contact.edit", "object_type": "contact", "object_keys": [
+            {"id": 1000 + i, "apiUrl": f"https://api.infusionsoft.com/crm/rest/v1/contacts/{1000 + i}",
+             "timestamp": "2026-11-29T22:00:00.000Z"} for i in range(keys)]}  # fmt: skip
+        size = len(json.dumps(body))
+        took = []
+        try:
+            with httpx.Client(timeout=30) as client:
+                for _ in range(deliveries):
+                    started = time.perf_counter()
+                    client.post(url, json=body).raise_for_status()
+                    took.append(time.perf_counter() - started)
+        finally:
+            served.stop()
+            spool.close()
+    took.sort()
+    emit("hooks_receiver", {
+        "deliveries": deliveries, "object_keys_each": keys, "body_bytes": size,
+        "median_ms": round(1000 * statistics.median(took), 1),
+        "p99_ms": round(1000 * took[int(0.99 * (len(took) - 1))], 1), "worst_ms": round(1000 * took[-1], 1),
+    })  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--edits", type=int, default=100)
@@ -227,10 +263,14 @@ def main() -> None:
         "--delay", default="1", help="the sandbox's delivery delay: seconds, or lowest-highest"
     )
     parser.add_argument("--debounce", type=float, default=None, help="crmsync hooks serve --debounce")
+    parser.add_argument("--receiver", action="store_true", help="only the receiver's answer time")
     parser.add_argument("--budget", type=float, default=None, help="start no edit after this many seconds")
     args = parser.parse_args()
     low, _, high = args.delay.partition("-")
     print(f"# machine: {machine()}")
+    if args.receiver:
+        receiver()
+        return
     run(args.edits, (float(low), float(high or low)), args.debounce, args.budget)
 
 
