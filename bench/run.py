@@ -1,7 +1,8 @@
 """`make bench`: the quick set at 10,000 records per kind, each figure printed as it comes.
 
     python -m bench.run            # extract, dbt build, the sync scenarios unpaced, drt side by side
-    python -m bench.run --paced    # + the runs at Keap's limits (their floor is minutes by design)
+    python -m bench.run --paced    # + the runs at Keap's limits (their floor is minutes by design),
+                                   #   and the hooks' latency (about 1 h 45 min: bench/hooks.py)
     python -m bench.run --size 100000
 
 The paced runs take as long as Keap's 240 requests a minute make them: the 1,000-write
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import dbt_build, extract, keap_floor, keap_reread, peer, sync
+from bench import dbt_build, extract, hooks, keap_floor, keap_reread, peer, sync
 from bench.common import machine
 
 
@@ -31,6 +32,8 @@ def main() -> None:
         keap_floor.run(1_000, 1_000)
         keap_reread.run(300, 300)
         sync.run(args.size, limits="published")
+        hooks.run(100, (1.0, 1.0), None)  # an edit at a time: each waits for its delivery, 30 s, its sync
+        hooks.run(10, (30.0, 60.0), None)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import click
 
 from connectors.errors import FatalError, redact
 from crmsync.filemodes import private_umask, secure_state
+from crmsync.hooks import HooksProblem
+from crmsync.hooks.cli import hooks
 from crmsync.lock import StateBusy, exclusive
 from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
 from crmsync.report import say
@@ -80,7 +82,14 @@ class CrmsyncGroup(click.Group):
             from crmsync.docs_site import DocsError
 
             plain = isinstance(
-                exc, ConfigurationError | FatalError | StateBusy | QueryError | UnknownRejection | DocsError
+                exc,
+                ConfigurationError
+                | FatalError
+                | StateBusy
+                | QueryError
+                | UnknownRejection
+                | DocsError
+                | HooksProblem,
             )
             _error(str(exc) if plain else failure_line(exc, db))
             sys.exit(1)
@@ -323,6 +332,7 @@ def sync(
     starts with the time and the run id; --quiet prints only errors, refused rows and the
     run's one-line outcome."""
     from crmsync.failures import failure_line
+    from crmsync.hooks.runs import scheduled_sync
     from crmsync.progress import RunDisplay
     from crmsync.report import emit_json, run_line, stamped, sync_summary
     from crmsync.run import endpoints, run_sync
@@ -338,16 +348,22 @@ def sync(
                 if not (quiet or as_json):
                     say(f"syncing {found.description} (state: {settings.db_path})", err=True)
                 with RunDisplay(quiet or as_json) as display:
-                    outcome = run_sync(
+                    outcome = scheduled_sync(  # with the hooks' check and spool where they are registered
                         settings,
                         found,
-                        variables,
+                        lambda ingest: run_sync(
+                            settings,
+                            found,
+                            variables,
+                            ingest,
+                            display.extract,
+                            display.push,
+                            rebuild=rebuild,
+                            run_id=run_id,
+                            on_phase=display.phase,
+                        ),
                         IngestOptions(full_pass=full, full_pass_every=full_every),
-                        display.extract,
-                        display.push,
-                        rebuild=rebuild,
-                        run_id=run_id,
-                        on_phase=display.phase,
+                        on_check=lambda checked: _hooks_line(checked, quiet or as_json),
                     )
         except Exception as exc:  # before the run could start: the lock, the settings, the sandboxes
             if obj.debug:
@@ -376,6 +392,12 @@ def sync(
             if found.sandbox is not None and not quiet:
                 say(NEXT_STEPS.format(db=settings.db_path, me=_me()))
     sys.exit(outcome.exit_code)
+
+
+def _hooks_line(checked: Any, quiet: bool) -> None:
+    """Where the hooks stand, before the sync: always when something is wrong."""
+    if not (checked.ok and quiet):
+        click.secho(f"crmsync: {checked.line}", fg=None if checked.ok else "yellow", err=True)
 
 
 NEXT_STEPS = """
@@ -753,6 +775,8 @@ def docs(obj: Context, serve: bool, port: int) -> None:
     if serve:
         serve_site(site, port, lambda url: say(f"dbt docs at {url} (Ctrl-C stops)"))
 
+
+main.add_command(hooks)  # crmsync hooks serve|url|register|list|verify|check|remove
 
 if __name__ == "__main__":  # pragma: no cover
     main()

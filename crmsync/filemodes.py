@@ -1,7 +1,7 @@
 """Who may read the state: its owner only.
 
 The DuckDB file and the state folder beside it (`<db>.state/`: dlt's working folder,
-dbt's artifacts, the rotated OAuth tokens) hold the customers' personal data and
+dbt's artifacts, the rotated OAuth tokens, the hooks' secret and spool) hold the customers' personal data and
 credentials, so the folder is 0700 and the files in it and the DuckDB file 0600.
 
 Two guards: the CLI sets the process umask to 077 before anything is created (dlt,
@@ -51,6 +51,7 @@ def secure_state(db_path: Path, create: bool = True, warn: Callable[[str], None]
         Path(f"{db_path}.tmp"),  # DuckDB's spill folder
         folder / "keap_oauth.json",
         folder / "keap_oauth.json.lock",
+        *(folder / name for name in ("hooks.secret", "hooks.json", "hooks.sqlite3", "hooks.sqlite3-wal")),
     ]
     tightened = []
     for path in candidates:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,6 +44,12 @@ class IngestOptions:
     # Customcrm: the same, for records stamped when their transaction began and visible
     # only once it committed (what was already loaded at the same UpdatedAt is skipped)
     customcrm_overlap: timedelta = timedelta(seconds=5)
+    # Keap: ids that REST hooks said were deleted, per resource (hints, never data): each is
+    # confirmed by a direct read answering 404 before it is recorded, as the full pass does
+    deletion_hints: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # False: this run does not count toward `full_pass_every` (runs triggered by hooks, so
+    # the full pass keeps the schedule of the scheduled runs)
+    counts_toward_full_pass: bool = True
 
 
 def _pipeline(name: str, db_path: Path, state_dir: Path, dataset: str) -> dlt.Pipeline:
@@ -110,6 +117,8 @@ def extract(
         overlap=options.overlap,
         full_pass=options.full_pass,
         full_pass_every=options.full_pass_every,
+        deletion_hints=options.deletion_hints,
+        count_run=options.counts_toward_full_pass,
         progress=progress,
     )
     before = keap.stats.requests, keap.stats.retries, keap.stats.rate_limited

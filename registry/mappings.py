@@ -90,6 +90,8 @@ class KeapResource:
     search_fields: str | None = None  # what a search for a lost create needs back
     markers: tuple[tuple[SearchClause, ...], ...] = ()  # what finds a created record again, best first
     create_requires: tuple[tuple[str, ...], ...] = ()  # groups, one property of each needed to create
+    # Keap's REST hooks (v1) about this resource: `<singular>.<verb>` for each verb here
+    hook_verbs: tuple[str, ...] = ("add", "edit", "delete")
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,7 @@ ORDERS = Mapping(
     keap=KeapResource(
         name="opportunities",
         singular="opportunity",
+        hook_verbs=("add", "edit", "delete", "stage_move"),
         cursor_field="last_updated_time",
         id_filter="opportunity_id",
         newest_first="update_time desc",
@@ -392,7 +395,7 @@ MAPPINGS: tuple[Mapping, ...] = (CUSTOMERS, CONTACTS, ORDERS, PRODUCTS)
 
 # Keap's opportunity stages: read whole each run, for the orders mapping's Stage and Status.
 STAGES = KeapResource(
-    name="opportunities/stages", singular="stage", cursor_field="updated_time", id_filter=""
+    name="opportunities/stages", singular="stage", cursor_field="updated_time", id_filter="", hook_verbs=()
 )
 STAGES_LIST_KEY = "stages"
 

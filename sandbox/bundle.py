@@ -60,6 +60,7 @@ class Sandboxes:
         for server in self.servers:
             server.stop()
         self.servers = []
+        self.keap.hooks.stop()  # its delivery thread, before the store it reads closes
         self.keap.store.close()
         self.customcrm.store.close()
 

@@ -10,11 +10,13 @@ way; the next run reads the rest.
 
 A full pass (on demand, or every `full_pass_every` runs) lists ids only and
 marks records missing from Keap as deleted in `deletions`; rows are never dropped.
+Deletions Keap announced through REST hooks (`deletion_hints`) are confirmed the same way
+(a direct read answering 404) in any run, and recorded in the same table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -144,11 +146,20 @@ def _marked_deleted(resource: str) -> set[str]:
     return _ids(resource, deleted=True)
 
 
-def _deletions(client: KeapClient, report: ExtractReport, full_pass: bool, every: int, stop: Stop) -> Any:
+def _deletions(
+    client: KeapClient,
+    report: ExtractReport,
+    full_pass: bool,
+    every: int,
+    stop: Stop,
+    hints: Mapping[str, Sequence[str]],
+    count_run: bool,
+) -> Any:
     @dlt.resource(name="deletions")  # hints travel with each item: see deletion_rows
     def deletions() -> Iterator[Any]:
+        yield from _hinted_deletions(client, report, stop, hints)
         state = dlt.current.resource_state()
-        runs = int(state.get("runs_since_full_pass", 0)) + 1
+        runs = int(state.get("runs_since_full_pass", 0)) + (1 if count_run else 0)
         if stop.reason or not (full_pass or runs >= every):
             state["runs_since_full_pass"] = runs
             return
@@ -177,6 +188,33 @@ def _deletions(client: KeapClient, report: ExtractReport, full_pass: bool, every
         state["runs_since_full_pass"] = 0 if complete else runs
 
     return deletions
+
+
+def _hinted_deletions(
+    client: KeapClient, report: ExtractReport, stop: Stop, hints: Mapping[str, Sequence[str]]
+) -> Iterator[Any]:
+    """The records REST hooks said were deleted, among those loaded and not marked yet, that
+    Keap confirms gone (a direct read answers 404). A hook is a hint: it proves nothing."""
+    detected_at = datetime.now(UTC)
+    for spec in RESOURCES:
+        wanted = {str(i) for i in hints.get(spec.name, ())}
+        if not wanted or stop.reason:
+            continue
+        counts = report.resource(spec.name)
+        candidates = sorted(wanted & _ids(spec.name, deleted=False), key=_numeric)
+        try:
+            gone = confirm_deleted(client, spec, candidates)
+        except FatalError:
+            raise
+        except QuotaExhausted as exc:
+            stop.reason = counts.error = f"deletions announced by hooks: {exc}"
+            return
+        except ApiError as exc:
+            counts.error = f"deletions announced by hooks: {exc}"
+            continue
+        counts.deleted += len(gone)
+        if gone:
+            yield deletion_rows(spec.name, gone, detected_at, is_deleted=True)
 
 
 def deletion_rows(resource: str, ids: list[str], at: datetime, *, is_deleted: bool) -> Any:
@@ -215,12 +253,18 @@ def keap_source(
     overlap: timedelta = timedelta(seconds=2),
     full_pass: bool = False,
     full_pass_every: int = 24,
+    deletion_hints: Mapping[str, Sequence[str]] | None = None,
+    count_run: bool = True,
     progress: ProgressCallback | None = None,
 ) -> Sequence[Any]:
     """`full_pass` forces the ids-only pass that finds deletions; otherwise it runs
-    every `full_pass_every` runs (counted in dlt state, committed with each load)."""
+    every `full_pass_every` runs (counted in dlt state, committed with each load; a run
+    with `count_run` False is not counted). `deletion_hints`: ids per resource that REST
+    hooks announced deleted, confirmed with Keap before they are recorded."""
     stop = Stop()
     resources = [_records(client, spec, overlap, report, progress, stop) for spec in RESOURCES]
     resources.append(_stages(client, report, stop))
-    resources.append(_deletions(client, report, full_pass, full_pass_every, stop))
+    resources.append(
+        _deletions(client, report, full_pass, full_pass_every, stop, deletion_hints or {}, count_run)
+    )
     return resources

@@ -2,7 +2,8 @@
 
 Serves `/crm/rest/v2/{contacts,companies,opportunities,products}` (list, get,
 create, PATCH with `update_mask`, delete), `/crm/rest/v2/opportunities/stages`,
-and the OAuth token endpoint `/token`. Every request is checked against Keap's own
+the OAuth token endpoint `/token`, and Keap's REST hooks (`/crm/rest/v1/hooks`, with
+delivery of the changes made through v2: sandbox.keap.hooks). Every request is checked against Keap's own
 document (sandbox/keap/spec, sandbox.keap.strict) and refused with Keap's 400 where
 Keap would refuse it. Keap's quirks: string ids,
 `page_size` <= 1000 and `page_token`, filters and `order_by`, company lists that
@@ -30,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
+from sandbox.keap.hooks import KeapHooks
 from sandbox.keap.limits import KeapLimiter
 from sandbox.keap.resources import MESSAGE_HINTS, SPECS, FilterSql, KeapValidationError, render
 from sandbox.keap.restless import Restless
@@ -105,8 +107,9 @@ class KeapSandbox:
                 ),
             ]
         self.app = Starlette(routes=routes, exception_handlers={KeapError: self._on_error})
+        self.hooks = KeapHooks(self.store, self.authenticate)  # REST v1 hooks (sandbox.keap.hooks)
         self.gateway = SandboxMiddleware(
-            self.app,
+            self.hooks.observe(self.app),
             api_prefix=API_PREFIX,
             authenticate=self.authenticate,
             limiter_for=KeapLimiter,
@@ -134,7 +137,7 @@ class KeapSandbox:
             extra_admin=self.admin,
             clock=self.store.clock.wall,
         )
-        self.asgi = self.gateway
+        self.asgi = self.hooks.v1(self.gateway)
 
     # --- settings and admin -----------------------------------------------------
     def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +148,8 @@ class KeapSandbox:
                 self.page_token_style = value
             elif key == "access_ttl_s":
                 self.access_ttl_s = int(value)
+            elif key == "hooks":
+                self.hooks.configure(value)
             elif key == "clock_offset_s":  # this Keap's clock against the machine's
                 self.store.clock.offset_us = round(float(value) * 1_000_000)
             elif not self.restless.configure(key, value):
@@ -152,6 +157,7 @@ class KeapSandbox:
         return {
             "page_token_style": self.page_token_style,
             "access_ttl_s": self.access_ttl_s,
+            "hooks": self.hooks.describe(),
             "clock_offset_s": self.store.clock.offset_us / 1_000_000,
             **self.restless.describe(),
         }
@@ -163,6 +169,8 @@ class KeapSandbox:
             return {"expired": self.store.expire_access_tokens()}
         if path == "/_sandbox/counts" and method == "GET":
             return {r: self.store.count(r) for r in RESOURCES}
+        if path.startswith("/_sandbox/hooks"):
+            return self.hooks.admin(method, path, body)
         if path == "/_sandbox/restless" and method == "GET":
             return self.restless.done
         if path == "/_sandbox/stamp" and method == "POST":
