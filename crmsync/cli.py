@@ -225,12 +225,13 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
 
     Exit 0 when everything was loaded, 3 when some records could not be (listed in
     raw_*.ingest_rejections), 1 on failure."""
+    from crmsync.demo import open_endpoints
     from crmsync.progress import extract_progress
-    from crmsync.run import endpoints, run_extract
+    from crmsync.run import run_extract
     from pipelines.ingest import IngestOptions
 
     settings = obj.settings
-    with exclusive(settings.db_path, "extract", settings.wait_s), endpoints(settings) as found:
+    with exclusive(settings.db_path, "extract", settings.wait_s), open_endpoints(settings) as found:
         if not quiet:
             say(f"extracting from {found.description} into {settings.db_path}", err=True)
         with extract_progress(quiet) as display:
@@ -331,11 +332,12 @@ def sync(
     (named; the other mappings went through), 1 on failure. Outside a terminal every line
     starts with the time and the run id; --quiet prints only errors, refused rows and the
     run's one-line outcome."""
+    from crmsync.demo import open_endpoints
     from crmsync.failures import failure_line
     from crmsync.hooks.runs import scheduled_sync
     from crmsync.progress import RunDisplay
     from crmsync.report import emit_json, run_line, stamped, sync_summary
-    from crmsync.run import endpoints, run_sync
+    from crmsync.run import run_sync
     from pipelines.ingest import IngestOptions
     from reverse_etl.state import new_run_id
 
@@ -344,7 +346,7 @@ def sync(
     with nullcontext() if as_json else stamped(run_id):
         try:
             settings = obj.settings
-            with exclusive(settings.db_path, "sync", settings.wait_s), endpoints(settings) as found:
+            with exclusive(settings.db_path, "sync", settings.wait_s), open_endpoints(settings) as found:
                 if not (quiet or as_json):
                     say(f"syncing {found.description} (state: {settings.db_path})", err=True)
                 with RunDisplay(quiet or as_json) as display:
@@ -452,14 +454,15 @@ def plan(
     aside, with the reason. Exit 0 when it worked (with --detailed-exitcode: 0 nothing
     pending, 2 writes pending), 4 when a resource could not be read (its rows may be out of
     date), 1 on failure."""
+    from crmsync.demo import open_endpoints
     from crmsync.plan import has_work
     from crmsync.report import emit_json, plan_report
-    from crmsync.run import endpoints, run_plan
+    from crmsync.run import run_plan
     from pipelines.ingest import IngestOptions
 
     settings = obj.settings
     variables = _vars(conflict_policy, raw_vars)
-    with endpoints(settings) as found:
+    with open_endpoints(settings) as found:
         if not (quiet or as_json):
             say(f"planning against {found.description}: reading both, writing nothing", err=True)
         outcome, details = run_plan(

@@ -1,9 +1,7 @@
-"""The run that ties the steps together, and where the endpoints come from.
+"""The run that ties the steps together, and the configured endpoints it talks to.
 
-With neither Keap nor Customcrm configured, the bundled sandboxes are started
-in this process on free loopback ports, filled with demo data on first use
-(kept in `sandbox/` beside the DuckDB file: `data/sandbox/` by default, or
-CRMSYNC_SANDBOX_DIR), and used as the two systems.
+The run knows nothing of the bundled sandboxes: with no endpoint configured, the CLI
+starts them and hands the run their endpoints (crmsync.demo).
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from crmsync.failures import failure_line
 from crmsync.filemodes import secure_state
 from crmsync.fingerprint import input_fingerprint
 from crmsync.lock import shared
-from crmsync.settings import Settings
+from crmsync.settings import ConfigurationError, Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
 from registry import MAPPINGS, mapping_names
@@ -75,33 +73,17 @@ class Endpoints:
 
 
 @contextmanager
-def endpoints(settings: Settings, sandbox_dir: Path | None = None) -> Iterator[Endpoints]:
+def endpoints(settings: Settings) -> Iterator[Endpoints]:
+    """The configured Keap and Customcrm (the demo's are crmsync.demo's)."""
     settings.validate()
-    sandbox_dir = sandbox_dir or settings.sandbox_dir
+    if settings.sandbox_mode:
+        raise ConfigurationError(
+            "no Keap or Customcrm endpoint is configured: set KEAP_API_URL and CUSTOMCRM_API_URL "
+            "(the bundled sandboxes are the CLI's: crmsync sync)"
+        )
     insecure = settings.insecure_http_warning()
     if insecure:
         print(f"crmsync: {insecure}", file=sys.stderr)
-    if settings.sandbox_mode:
-        from sandbox.bundle import Sandboxes  # only the embedded default needs the sandboxes
-
-        boxes = Sandboxes(sandbox_dir)
-        if boxes.is_empty:
-            boxes.seed_demo()
-        boxes.configure(keap={"limits": "published"})
-        boxes.start()
-        found = Endpoints(
-            keap=keap_client(base_url=boxes.keap_url, api_key=boxes.keap.credentials.api_key),
-            customcrm=customcrm_client(base_url=boxes.customcrm_url, token=boxes.customcrm.credentials.token),
-            sandbox=boxes,
-            description=f"the bundled sandboxes with demo data ({sandbox_dir}/)",
-            urls={"keap": boxes.keap_url, "customcrm": boxes.customcrm_url},
-        )
-        try:
-            yield found
-        finally:
-            found.close()
-            boxes.stop()
-        return
     assert settings.customcrm_api_url and settings.customcrm_api_token  # validate() said so
     found = Endpoints(
         keap=keap_client(

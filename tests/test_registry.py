@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,3 +197,18 @@ def test_the_push_reads_only_the_marts_its_exposures_declare(nodes: dict[str, An
         if not any(d.startswith(mart.split("{")[0]) if "{" in mart else d == mart for d in declared)
     ]
     assert undeclared == []
+
+
+def test_the_core_imports_nothing_from_the_sandbox() -> None:
+    """The demo is the CLI's; connectors, pipelines, the push, the registry and the run are the product."""
+    offenders = []
+    for folder in ("connectors", "pipelines", "reverse_etl", "registry", "support"):
+        for path in (REPO / folder).rglob("*.py"):
+            if "sandbox" in "".join(
+                line
+                for line in path.read_text().splitlines(keepends=True)
+                if line.lstrip().startswith(("import ", "from "))
+            ):
+                offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []
+    assert Path(run.__file__).read_text().count("from sandbox") == 0, "crmsync/run.py imports the sandbox"

@@ -137,11 +137,12 @@ def serve(
 ) -> None:
     """Receive Keap's hooks and run the incremental sync when they come (foreground)."""
     from crmsync.cli import _vars
+    from crmsync.demo import open_endpoints
     from crmsync.hooks.files import load_config
     from crmsync.hooks.service import HookService
     from crmsync.hooks.trigger import TriggerOptions
     from crmsync.lock import exclusive
-    from crmsync.run import SyncOutcome, endpoints, run_sync
+    from crmsync.run import SyncOutcome, run_sync
     from pipelines.ingest import IngestOptions
 
     settings = _settings(obj)
@@ -153,7 +154,7 @@ def serve(
 
     def sync(ingest: IngestOptions) -> SyncOutcome:
         # the state file's lock, as `crmsync sync` takes it: a scheduled run and a triggered one never overlap
-        with exclusive(settings.db_path, "hooks serve"), endpoints(settings) as found:
+        with exclusive(settings.db_path, "hooks serve"), open_endpoints(settings) as found:
             return run_sync(settings, found, variables, ingest)
 
     service = HookService(

@@ -125,7 +125,7 @@ def test_the_retention_is_a_whole_number_of_days(value: str) -> None:
 def test_the_syncing_line_and_the_insecure_warning(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from crmsync.run import endpoints
+    from crmsync.demo import open_endpoints as endpoints
 
     env = {**CONFIGURED, "KEAP_API_URL": "https://keapuser:keappass@keap.example/crm/rest/v2",
            "CUSTOMCRM_API_URL": "http://crmuser:crmpass@crm.internal/api/v1", "CRMSYNC_ALLOW_INSECURE_HTTP": "1",
