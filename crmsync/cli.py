@@ -28,6 +28,7 @@ from crmsync.filemodes import private_umask, secure_state
 from crmsync.hooks import HooksProblem
 from crmsync.hooks.cli import hooks
 from crmsync.lock import StateBusy, exclusive
+from crmsync.options import dbt_vars
 from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
 from crmsync.report import say
 from crmsync.settings import ConfigurationError, Settings
@@ -263,18 +264,6 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
     sys.exit(code)
 
 
-def _vars(conflict_policy: str | None, raw: str | None) -> dict[str, Any] | None:
-    import json
-
-    try:
-        variables: dict[str, Any] = json.loads(raw) if raw else {}
-    except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--vars") from None
-    if conflict_policy:
-        variables["conflict_policy"] = {m: conflict_policy for m in mapping_names()}
-    return variables or None
-
-
 def _sync_options(command: Any) -> Any:
     for option in reversed(
         [
@@ -342,7 +331,7 @@ def sync(
     from reverse_etl.state import new_run_id
 
     run_id = new_run_id()
-    variables = _vars(conflict_policy, raw_vars)
+    variables = dbt_vars(conflict_policy, raw_vars)
     with nullcontext() if as_json else stamped(run_id):
         try:
             settings = obj.settings
@@ -461,7 +450,7 @@ def plan(
     from pipelines.ingest import IngestOptions
 
     settings = obj.settings
-    variables = _vars(conflict_policy, raw_vars)
+    variables = dbt_vars(conflict_policy, raw_vars)
     with open_endpoints(settings) as found:
         if not (quiet or as_json):
             say(f"planning against {found.description}: reading both, writing nothing", err=True)

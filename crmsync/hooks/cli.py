@@ -136,18 +136,18 @@ def serve(
     raw_vars: str | None,
 ) -> None:
     """Receive Keap's hooks and run the incremental sync when they come (foreground)."""
-    from crmsync.cli import _vars
     from crmsync.demo import open_endpoints
     from crmsync.hooks.files import load_config
     from crmsync.hooks.service import HookService
     from crmsync.hooks.trigger import TriggerOptions
     from crmsync.lock import exclusive
+    from crmsync.options import dbt_vars
     from crmsync.run import SyncOutcome, run_sync
     from pipelines.ingest import IngestOptions
 
     settings = _settings(obj)
     settings.validate()
-    variables = _vars(conflict_policy, raw_vars)
+    variables = dbt_vars(conflict_policy, raw_vars)
 
     def log(line: str) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True)
