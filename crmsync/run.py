@@ -72,6 +72,20 @@ class Endpoints:
         self.customcrm.close()
 
 
+def configured_keap(settings: Settings) -> KeapClient:
+    """The configured Keap: a key, or OAuth with the rotated tokens in the state folder."""
+    return keap_client(
+        base_url=settings.keap_api_url,
+        api_key=settings.keap_api_key,
+        access_token=settings.keap_access_token,
+        refresh_token=settings.keap_refresh_token,
+        client_id=settings.keap_client_id,
+        client_secret=settings.keap_client_secret,
+        token_url=settings.keap_token_url,
+        token_store=TokenStore(settings.state_dir / "keap_oauth.json"),
+    )
+
+
 @contextmanager
 def endpoints(settings: Settings) -> Iterator[Endpoints]:
     """The configured Keap and Customcrm (the demo's are crmsync.demo's)."""
@@ -86,16 +100,7 @@ def endpoints(settings: Settings) -> Iterator[Endpoints]:
         print(f"crmsync: {insecure}", file=sys.stderr)
     assert settings.customcrm_api_url and settings.customcrm_api_token  # validate() said so
     found = Endpoints(
-        keap=keap_client(
-            base_url=settings.keap_api_url,
-            api_key=settings.keap_api_key,
-            access_token=settings.keap_access_token,
-            refresh_token=settings.keap_refresh_token,
-            client_id=settings.keap_client_id,
-            client_secret=settings.keap_client_secret,
-            token_url=settings.keap_token_url,
-            token_store=TokenStore(settings.state_dir / "keap_oauth.json"),
-        ),
+        keap=configured_keap(settings),
         customcrm=customcrm_client(base_url=settings.customcrm_api_url, token=settings.customcrm_api_token),
         description=redact(f"Keap at {settings.keap_api_url}, Customcrm at {settings.customcrm_api_url}"),
         urls={"keap": redact(settings.keap_api_url), "customcrm": redact(settings.customcrm_api_url)},

@@ -14,9 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.keap import keap_client
 from connectors.keap_hooks import KeapHooksClient, hooks_client
-from connectors.tokens import TokenStore
 from crmsync.hooks import EVENT_KEYS
 from crmsync.hooks.files import hidden, hook_path
 from crmsync.settings import Settings
@@ -26,16 +24,9 @@ def hooks_api(settings: Settings) -> KeapHooksClient:
     """Keap's REST v1 hooks with the configured credentials (as the sync's Keap client has
     them: a key, or OAuth with the rotated tokens in the state folder)."""
     settings.validate()
-    keap = keap_client(
-        base_url=settings.keap_api_url,
-        api_key=settings.keap_api_key,
-        access_token=settings.keap_access_token,
-        refresh_token=settings.keap_refresh_token,
-        client_id=settings.keap_client_id,
-        client_secret=settings.keap_client_secret,
-        token_url=settings.keap_token_url,
-        token_store=TokenStore(settings.state_dir / "keap_oauth.json"),
-    )
+    from crmsync.run import configured_keap
+
+    keap = configured_keap(settings)
     try:
         return hooks_client(keap, settings.keap_api_url)
     finally:

@@ -3,12 +3,7 @@
 with
 
 matched as (
-    {%- for mapping in registry_mappings() %}
-    select * from {{ ref('int_' ~ mapping ~ '__matched') }}
-    {%- if not loop.last %}
-    union all by name
-    {%- endif %}
-    {%- endfor %}
+    select * from {{ ref('int_matched_records') }}
 ),
 
 final as (
