@@ -12,8 +12,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+import reverse_etl.keap_target
 import reverse_etl.keap_watch
-import reverse_etl.push
 from support.times import parse_time
 from tests.conftest import admin
 from tests.e2e.conftest import World
@@ -65,7 +65,7 @@ def test_edits_in_both_systems_during_the_push_are_held_and_merged_next_run_on_o
                          json={"job_title": "typed in Keap meanwhile"})  # fmt: skip
         world.crm.patch(f"/orders/{order_crm}", json={"Title": "typed in Customcrm meanwhile"})
 
-    monkeypatch.setattr(reverse_etl.push, "CHUNK_FIRST", 2)  # chunks of two: three re-reads
+    monkeypatch.setattr(reverse_etl.keap_target, "CHUNK_FIRST", 2)  # chunks of two: three re-reads
     monkeypatch.setattr(reverse_etl.keap_watch, "CHUNK_MAX", 2)
     editing = EditWhenPatched(users_edit_meanwhile)
     during = world.sync(keap_transport=editing)

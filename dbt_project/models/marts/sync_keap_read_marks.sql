@@ -7,7 +7,9 @@ marks as (
     {%- for mapping in registry_mappings() %}
     {%- set resource = registry_mapping(mapping)['keap_resource'] %}
     select '{{ resource }}' as resource, max(_cursor) as read_up_to
-    from ({{ raw_or_empty('raw_keap', resource, raw_record_columns()) }}) as raw_records
+    from (
+        {{ raw_or_empty('raw_keap', resource, raw_record_columns()) }}
+    ) as raw_records
     {%- if not loop.last %}
     union all
     {%- endif %}
