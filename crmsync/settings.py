@@ -126,24 +126,21 @@ class Settings:
             raise ConfigurationError(
                 f"CRMSYNC_RETENTION_DAYS must be a whole number of days (got {retention!r})"
             )
-        deadline = get("CRMSYNC_RUN_DEADLINE_MINUTES") or str(DEFAULT_RUN_DEADLINE_MINUTES)
-        try:
-            deadline_minutes = float(deadline)
-        except ValueError:
-            deadline_minutes = 0
-        if deadline_minutes <= 0:
-            raise ConfigurationError(
-                f"CRMSYNC_RUN_DEADLINE_MINUTES must be a positive number of minutes (got {deadline!r})"
-            )
-        waiting = get("CRMSYNC_WAIT_SECONDS") or str(DEFAULT_WAIT_SECONDS)
-        try:
-            wait_s = float(waiting)
-        except ValueError:
-            wait_s = -1
-        if wait_s < 0:
-            raise ConfigurationError(
-                f"CRMSYNC_WAIT_SECONDS must be a number of seconds, 0 or more (got {waiting!r})"
-            )
+
+        def number(name: str, default: float, positive: bool, what: str) -> float:
+            text = get(name) or str(default)
+            try:
+                value = float(text)
+            except ValueError:
+                value = -1
+            if value < 0 or (positive and value == 0):
+                raise ConfigurationError(f"{name} must be {what} (got {text!r})")
+            return value
+
+        deadline_minutes = number(
+            "CRMSYNC_RUN_DEADLINE_MINUTES", DEFAULT_RUN_DEADLINE_MINUTES, True, "a positive number of minutes"
+        )
+        wait_s = number("CRMSYNC_WAIT_SECONDS", DEFAULT_WAIT_SECONDS, False, "a number of seconds, 0 or more")
         sandbox = get("CRMSYNC_SANDBOX_DIR")
         keap_configured = any(get(n) for n in ("KEAP_API_URL", *KEAP_SECRETS))
         customcrm_configured = any(get(n) for n in ("CUSTOMCRM_API_URL", "CUSTOMCRM_API_TOKEN"))

@@ -188,11 +188,22 @@ def check_record(record: Any, id_field: str, cursor_field: str | None) -> tuple[
 # the resource's hints, and a NOT NULL payload must not reach the side tables.
 
 
-def raw_rows(table: str, rows: list[dict[str, Any]]) -> Any:
+def to_table(
+    table: str, rows: Any, columns: dict[str, Any], primary_key: str | list[str] | None = None
+) -> Any:
+    """Rows (or one row) bound for `table`, with that table's whole hints: merged on the
+    primary key, else appended."""
     hints = dlt.mark.make_hints(
-        table_name=table, write_disposition="merge", primary_key="id", columns=RAW_COLUMNS
+        table_name=table,
+        write_disposition="merge" if primary_key else "append",
+        primary_key=primary_key,
+        columns=columns,
     )
     return dlt.mark.with_hints(rows, hints, create_table_variant=True)
+
+
+def raw_rows(table: str, rows: list[dict[str, Any]]) -> Any:
+    return to_table(table, rows, RAW_COLUMNS, "id")
 
 
 def rejection(
@@ -208,10 +219,7 @@ def rejection(
         "record": repr(record)[:2000],
         "rejected_at": at,
     }
-    hints = dlt.mark.make_hints(
-        table_name="ingest_rejections", write_disposition="append", columns=REJECTION_COLUMNS
-    )
-    return dlt.mark.with_hints(row, hints, create_table_variant=True)
+    return to_table("ingest_rejections", row, REJECTION_COLUMNS)
 
 
 @dataclass

@@ -21,21 +21,21 @@ from connectors.errors import ApiError, FatalError, redact
 from crmsync.hooks import HooksProblem
 from crmsync.settings import ConfigurationError, Settings
 
-DEBOUNCE = click.option(
-    "--debounce",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    envvar="CRMSYNC_HOOKS_DEBOUNCE_S",
-    show_default=True,
-    help="Sync once no event came for this many seconds.",
+
+def _seconds(flag: str, default: float, env: str, text: str) -> Any:
+    return click.option(
+        flag, type=click.FloatRange(min=0), default=default, envvar=env, show_default=True, help=text
+    )
+
+
+DEBOUNCE = _seconds(
+    "--debounce", 30.0, "CRMSYNC_HOOKS_DEBOUNCE_S", "Sync once no event came for this many seconds."
 )
-MAX_WAIT = click.option(
+MAX_WAIT = _seconds(
     "--max-wait",
-    type=click.FloatRange(min=0),
-    default=120.0,
-    envvar="CRMSYNC_HOOKS_MAX_WAIT_S",
-    show_default=True,
-    help="... or this many seconds after the oldest waiting event.",
+    120.0,
+    "CRMSYNC_HOOKS_MAX_WAIT_S",
+    "... or this many seconds after the oldest waiting event.",
 )
 
 
@@ -274,12 +274,7 @@ def list_(obj: Any) -> None:
 @one_line
 def verify(obj: Any) -> None:
     """Ask Keap to verify again every subscription of ours that is not Verified."""
-    settings = _settings(obj)
-    with _subscriptions(settings) as subs:
-        report = subs.verify()
-    if not report.ok:
-        raise HooksProblem(report.line())
-    click.echo(report.line())
+    _report(obj, "verify")
 
 
 @hooks.command()
@@ -288,9 +283,14 @@ def verify(obj: Any) -> None:
 def check(obj: Any) -> None:
     """One line: where the subscriptions stand (those Keap made Inactive are re-verified).
     Exit 1 when some are not Verified or missing."""
-    settings = _settings(obj)
-    with _subscriptions(settings) as subs:
-        report = subs.check()
+    _report(obj, "check")
+
+
+def _report(obj: Any, action: str) -> None:
+    """Run `verify` or `check` on our subscriptions and say where they stand in one line
+    (a HooksProblem, exit 1, when some are not Verified or missing)."""
+    with _subscriptions(_settings(obj)) as subs:
+        report = getattr(subs, action)()
     if not report.ok:
         raise HooksProblem(report.line())
     click.echo(report.line())

@@ -19,7 +19,15 @@ import dlt
 
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError, FatalError
-from pipelines.common import Cursor, ExtractReport, ProgressCallback, raw_rows, read_page, walk_failed
+from pipelines.common import (
+    Cursor,
+    ExtractReport,
+    ProgressCallback,
+    raw_rows,
+    read_page,
+    to_table,
+    walk_failed,
+)
 from pipelines.customcrm.helpers import is_tombstone, read_changes
 from pipelines.customcrm.settings import CURSOR_FIELD, ID_FIELD, RESOURCES
 from support.times import parse_time
@@ -43,13 +51,7 @@ def _tombstone(resource: str, record: dict[str, Any], extracted_at: datetime) ->
         "external_refs": json.dumps(record.get("ExternalRefs") or {}, ensure_ascii=False),
         "_extracted_at": extracted_at,
     }
-    hints = dlt.mark.make_hints(
-        table_name="tombstones",
-        write_disposition="merge",
-        primary_key=["resource", "id"],
-        columns=TOMBSTONE_COLUMNS,
-    )
-    return dlt.mark.with_hints(row, hints, create_table_variant=True)
+    return to_table("tombstones", row, TOMBSTONE_COLUMNS, ["resource", "id"])
 
 
 def _records(

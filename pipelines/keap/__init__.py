@@ -32,6 +32,7 @@ from pipelines.common import (
     raw_row,
     raw_rows,
     read_page,
+    to_table,
     walk_failed,
 )
 from pipelines.keap.helpers import confirm_deleted, list_ids, read_changes
@@ -224,13 +225,7 @@ def deletion_rows(resource: str, ids: list[str], at: datetime, *, is_deleted: bo
         {"resource": resource, "id": record_id, "detected_at": at, "is_deleted": is_deleted}
         for record_id in ids
     ]
-    hints = dlt.mark.make_hints(
-        table_name="deletions",
-        write_disposition="merge",
-        primary_key=["resource", "id"],
-        columns=DELETION_COLUMNS,
-    )
-    return dlt.mark.with_hints(rows, hints, create_table_variant=True)
+    return to_table("deletions", rows, DELETION_COLUMNS, ["resource", "id"])
 
 
 def _numeric(record_id: str) -> tuple[int, str]:
