@@ -6,7 +6,7 @@ contact; an order's contact before the order), which is the order the push goes 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,6 @@ class Mapping:
     fields: tuple[Field, ...]
     natural_key: str  # how unlinked records are matched (docs/specification.md)
     creates_in_keap: bool = False  # the reverse flow (create_in_keap) may create these in Keap
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def parents(self) -> dict[str, str]:

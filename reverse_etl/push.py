@@ -37,14 +37,13 @@ from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError
 from connectors.keap import KeapClient
 from reverse_etl.customcrm_target import CustomcrmTarget, RecordBehind
-from reverse_etl.keap_target import KEAP_CONCURRENCY, KeapTarget
+from reverse_etl.keap_target import KeapTarget
 from reverse_etl.results import MAPPINGS, MappingSummary, ProgressCallback, PushResult, merge_results
 from reverse_etl.state import Outcome, Recorder
 from reverse_etl.targets import STOP_THE_RUN, Decisions, PushContext, Target, query
 from support.duck import connect
 
 __all__ = [
-    "KEAP_CONCURRENCY",
     "MAPPINGS",
     "STOP_THE_RUN",
     "MappingSummary",
