@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,19 @@ def _no_sleep(seconds: float) -> None:
     return None
 
 
-@pytest.fixture
-def ingest(sandboxes: Sandboxes, tmp_path: Path) -> Iterator[Ingest]:
-    sandboxes.seed_demo(size=1200, seed=5)
-    keap = keap_client(
+@contextmanager
+def unpaced_ingest(
+    sandboxes: Sandboxes,
+    tmp_path: Path,
+    size: int,
+    seed: int,
+    customcrm: dict[str, Any] | None = None,
+    keap: dict[str, Any] | None = None,
+) -> Iterator[Ingest]:
+    """An ingest of `size` demo records of each kind, its clients never waiting (Keap's
+    pacing far above the sandbox's); `customcrm`, `keap`: the sandboxes' settings."""
+    sandboxes.seed_demo(size=size, seed=seed)
+    keap_api = keap_client(
         base_url=sandboxes.keap_url,
         api_key=sandboxes.keap.credentials.api_key,
         pacer=KeapPacer(per_second=1000, per_minute=100000),
@@ -67,10 +77,22 @@ def ingest(sandboxes: Sandboxes, tmp_path: Path) -> Iterator[Ingest]:
     crm = customcrm_client(
         base_url=sandboxes.customcrm_url, token=sandboxes.customcrm.credentials.token, sleep=_no_sleep
     )
-    admin(httpx.Client(), sandboxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
-    yield Ingest(sandboxes, tmp_path / "crmsync.duckdb", tmp_path / "crmsync.state", keap, crm)
-    keap.close()
-    crm.close()
+    with httpx.Client() as client:
+        if customcrm:
+            admin(client, sandboxes.customcrm_root, "/_sandbox/config", customcrm)
+        if keap:
+            admin(client, sandboxes.keap_root, "/_sandbox/config", keap)
+    try:
+        yield Ingest(sandboxes, tmp_path / "crmsync.duckdb", tmp_path / "crmsync.state", keap_api, crm)
+    finally:
+        keap_api.close()
+        crm.close()
+
+
+@pytest.fixture
+def ingest(sandboxes: Sandboxes, tmp_path: Path) -> Iterator[Ingest]:
+    with unpaced_ingest(sandboxes, tmp_path, 1200, 5, customcrm={"limits": "off"}) as found:
+        yield found
 
 
 def _crm_live_count(boxes: Sandboxes, resource: str) -> int:

@@ -10,28 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.customcrm import customcrm_client
-from connectors.keap import KeapPacer, keap_client
 from sandbox.bundle import Sandboxes
 from tests.conftest import admin
-from tests.pipelines.test_ingest import Ingest
+from tests.pipelines.test_ingest import Ingest, unpaced_ingest
 
 
 @pytest.fixture
 def small(sandboxes: Sandboxes, tmp_path: Path) -> Iterator[Ingest]:
-    sandboxes.seed_demo(size=5, seed=5)
-    keap = keap_client(
-        base_url=sandboxes.keap_url,
-        api_key=sandboxes.keap.credentials.api_key,
-        pacer=KeapPacer(per_second=1000, per_minute=100000),
-        sleep=lambda s: None,
-    )
-    crm = customcrm_client(
-        base_url=sandboxes.customcrm_url, token=sandboxes.customcrm.credentials.token, sleep=lambda s: None
-    )
-    yield Ingest(sandboxes, tmp_path / "crmsync.duckdb", tmp_path / "crmsync.state", keap, crm)
-    keap.close()
-    crm.close()
+    with unpaced_ingest(sandboxes, tmp_path, 5, 5) as found:
+        yield found
 
 
 def test_a_hinted_deletion_is_recorded_only_once_keap_confirms_it(small: Ingest) -> None:

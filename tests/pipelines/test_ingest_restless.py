@@ -14,14 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.customcrm import customcrm_client
 from connectors.errors import ProtocolError
 from connectors.keap import KeapPacer, keap_client
 from pipelines.common import raw_row, raw_rows
 from sandbox.bundle import Sandboxes
 from support.times import parse_time
 from tests.conftest import admin
-from tests.pipelines.test_ingest import KEAP_TABLES, Ingest
+from tests.pipelines.test_ingest import KEAP_TABLES, Ingest, _no_sleep, unpaced_ingest
 
 STAMP = {
     "companies": "update_time",
@@ -31,29 +30,13 @@ STAMP = {
 }
 
 
-def _no_sleep(seconds: float) -> None:
-    return None
-
-
 @pytest.fixture
 def ingest(sandboxes: Sandboxes, tmp_path: Path) -> Iterator[Ingest]:
     """60 records of each kind, served ten to a page: every walk takes several pages."""
-    sandboxes.seed_demo(size=60, seed=3)
-    keap = keap_client(
-        base_url=sandboxes.keap_url,
-        api_key=sandboxes.keap.credentials.api_key,
-        pacer=KeapPacer(per_second=1000, per_minute=100000),
-        sleep=_no_sleep,
-    )
-    crm = customcrm_client(
-        base_url=sandboxes.customcrm_url, token=sandboxes.customcrm.credentials.token, sleep=_no_sleep
-    )
-    with httpx.Client() as client:
-        admin(client, sandboxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
-        admin(client, sandboxes.keap_root, "/_sandbox/config", {"max_page_size": 10})
-    yield Ingest(sandboxes, tmp_path / "crmsync.duckdb", tmp_path / "crmsync.state", keap, crm)
-    keap.close()
-    crm.close()
+    with unpaced_ingest(
+        sandboxes, tmp_path, 60, 3, customcrm={"limits": "off"}, keap={"max_page_size": 10}
+    ) as found:
+        yield found
 
 
 def _keap(ingest: Ingest, settings: dict[str, Any]) -> dict[str, Any]:
