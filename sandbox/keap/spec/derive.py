@@ -30,7 +30,7 @@ DEFAULT_NOTE = "infusionsoft/keap-sdk sdks/v2/swagger.yml, SDK 2.0.21"
 OUTPUT = Path(__file__).with_name("keap-v2-subset.json")
 
 # Every operation of the subset (paths under PREFIX). The product calls (connectors/keap.py,
-# pipelines/keap/, reverse_etl/push.py): the lists with their filters, orders and paging (the
+# pipelines/keap/, reverse_etl/keap_target.py): the lists with their filters, orders and paging (the
 # ingest, the full pass, the push's re-read and its search for a create that lost its
 # answer), POST (the reverse flow), PATCH with update_mask, DELETE, GET one (KeapClient.get),
 # and the list of stages. The sandbox (sandbox/keap/app.py) serves all of these, plus
