@@ -107,6 +107,8 @@ def main(ctx: click.Context, debug: bool) -> None:
     pending; 3 `sync`: rows rejected (listed); 4 incomplete: a resource could not be read or
     written (named)."""
     private_umask()  # the state holds personal data and tokens: whatever is created is the owner's only
+    if debug:  # dbt's log file gets every SQL statement too
+        os.environ["CRMSYNC_DBT_LOG_LEVEL"] = "debug"
     ctx.obj = Context(debug)
 
 

@@ -101,6 +101,9 @@ def run_dbt(
         command += ["--vars", variables_json]
     if quiet:
         command += ["--quiet"] if args and args[0] != "docs" else []
+    # dbt's own log file (<state>/dbt/logs/dbt.log): each node's start, end and errors; every
+    # SQL statement only with `crmsync --debug` (writing them cost ~10% of a build)
+    command += ["--log-level-file", os.environ.get("CRMSYNC_DBT_LOG_LEVEL", "info")]
     reuse = args and args[0] in ("build", "run", "test")
     from dbt.cli.main import dbtRunner
 
