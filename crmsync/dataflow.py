@@ -190,6 +190,19 @@ def _label(node_id: str, node: dict[str, Any]) -> str:
     return str(node["name"])
 
 
+def _upstream(manifest_data: dict[str, Any], exposure: str) -> set[str]:
+    """Every model, seed and source an exposure is built from (no tests)."""
+    parents = manifest_data["parent_map"]
+    seen: set[str] = set()
+    todo = [f"exposure.crmsync.{exposure}"]
+    while todo:
+        for parent in parents.get(todo.pop(), []):
+            if parent not in seen and not parent.startswith("test."):
+                seen.add(parent)
+                todo.append(parent)
+    return seen
+
+
 def lineage(manifest_data: dict[str, Any]) -> str:
     """docs/lineage.md: per push target, the models, seeds and raw tables it is built from
     (no tests), as a Mermaid flowchart per target, left to right, grouped by layer."""
@@ -205,15 +218,11 @@ def lineage(manifest_data: dict[str, Any]) -> str:
     ]
     for exposure, system in PUSH_TARGETS:
         start = f"exposure.crmsync.{exposure}"
-        seen: set[str] = set()
-        todo = [start]
-        while todo:
-            for parent in parents.get(todo.pop(), []):
-                if parent not in seen and not parent.startswith("test."):
-                    seen.add(parent)
-                    todo.append(parent)
+        seen = _upstream(manifest_data, exposure)
         ids = {n: n.split(".", 2)[-1].replace(".", "__") for n in [*seen, start]}
-        out += ["", f"## The push to {system} (exposure `{exposure}`)", "", "```mermaid", "flowchart LR"]
+        out += ["", f"## The push to {system} (exposure `{exposure}`)", "",
+                f"![the models the push to {system} reads]({lineage_svg_file(exposure).name})",
+                "", "The same as a Mermaid flowchart:", "", "```mermaid", "flowchart LR"]  # fmt: skip
         for layer, title in LAYERS:
             members = sorted(n for n in seen if _layer(n, nodes[n]) == layer)
             if members:
@@ -228,10 +237,125 @@ def lineage(manifest_data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def lineage_svg_file(exposure: str) -> Path:
+    return LINEAGE_FILE.with_name(f"lineage-{exposure}.svg")
+
+
+SVG_COLOURS = {"source": "#5fb825", "seed": "#8a9a5b", "staging": "#0094b3", "intermediate": "#007a94",
+               "marts": "#005f73", "exposure": "#ff694b"}  # fmt: skip
+SVG_LEGEND = (("source", "raw table"), ("seed", "seed"), ("staging", "staging"),
+              ("intermediate", "intermediate"), ("marts", "mart"), ("exposure", "push"))  # fmt: skip
+
+
+def lineage_svg(manifest_data: dict[str, Any], exposure: str, title: str) -> str:
+    """One push target's lineage as a standalone SVG, left to right: each node in the column of
+    its longest path from the raw tables, ordered within its column by where its parents are
+    (a few barycentre sweeps keep crossings down), coloured by layer. Deterministic, so the
+    checked-in picture can be compared with a fresh one."""
+    from xml.sax.saxutils import escape
+
+    nodes = {**manifest_data["nodes"], **manifest_data["sources"], **manifest_data["exposures"]}
+    start = f"exposure.crmsync.{exposure}"
+    members = _upstream(manifest_data, exposure) | {start}
+    parents = {n: sorted(p for p in manifest_data["parent_map"].get(n, []) if p in members) for n in members}
+    children: dict[str, list[str]] = {n: [] for n in members}
+    for node, ups in parents.items():
+        for parent in ups:
+            children[parent].append(node)
+
+    depth: dict[str, int] = {}
+
+    def depth_of(node: str) -> int:
+        if node not in depth:
+            depth[node] = 1 + max((depth_of(p) for p in parents[node]), default=-1)
+        return depth[node]
+
+    for node in sorted(members):
+        depth_of(node)
+    depth[start] = max(depth[n] for n in members if n != start) + 1
+    columns: list[list[str]] = [[] for _ in range(depth[start] + 1)]
+    for node in sorted(
+        members, key=lambda n: (_layer(n, nodes[n]) if n != start else "z", _label(n, nodes[n]))
+    ):
+        columns[depth[node]].append(node)
+
+    def sweep(order: list[list[str]], neighbours: dict[str, list[str]], columns_in: range) -> None:
+        for col in columns_in:
+            place = {n: i for column in order for i, n in enumerate(column)}
+            keyed = []
+            for i, node in enumerate(order[col]):
+                near = [place[m] for m in neighbours[node]]
+                keyed.append((sum(near) / len(near) if near else float(i), i, node))
+            order[col] = [node for *_, node in sorted(keyed)]
+
+    for _ in range(4):
+        sweep(columns, parents, range(1, len(columns)))
+        sweep(columns, children, range(len(columns) - 2, -1, -1))
+
+    char, row, box_h, pad, gap = 7.0, 26, 18, 8, 44
+    widths = [
+        max(len(_label(n, nodes[n]) if n != start else exposure) for n in col) * char + 2 * pad
+        for col in columns
+    ]
+    top, left = 56.0, 10.0
+    height = top + max(len(col) for col in columns) * row + 40
+    xs: list[float] = []
+    x = left
+    for w in widths:
+        xs.append(x)
+        x += w + gap
+    width = int(x - gap + left)
+    tallest = max(len(col) for col in columns)
+    where: dict[str, tuple[float, float, float]] = {}
+    for c, col in enumerate(columns):
+        offset = (tallest - len(col)) * row / 2
+        for r, node in enumerate(col):
+            where[node] = (xs[c], top + offset + r * row, widths[c])
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{int(height)}" '
+        f'viewBox="0 0 {width} {int(height)}" font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" '
+        'font-size="12">',
+        "<!-- generated from dbt's manifest by crmsync dataflow, its write-docs option (tests check it is current) -->",
+        f'<rect width="{width}" height="{int(height)}" fill="#ffffff"/>',
+        f'<text x="{left}" y="22" font-size="15" font-weight="bold" fill="#222">{escape(title)}</text>',
+    ]
+    lx = left
+    for layer, name in SVG_LEGEND:
+        out.append(f'<rect x="{lx}" y="32" width="12" height="12" rx="2" fill="{SVG_COLOURS[layer]}"/>')
+        out.append(f'<text x="{lx + 16}" y="42" fill="#222">{name}</text>')
+        lx += 16 + len(name) * char + 18
+    out.append('<g fill="none" stroke="#9aa5b1" stroke-width="1">')
+    for node in sorted(members):
+        x2, y2, _ = where[node]
+        for parent in parents[node]:
+            x1, y1, w1 = where[parent]
+            a, b = (x1 + w1, y1 + box_h / 2), (x2, y2 + box_h / 2)
+            mid = (a[0] + b[0]) / 2
+            out.append(f'<path d="M{a[0]:.0f},{a[1]:.0f} C{mid:.0f},{a[1]:.0f} {mid:.0f},{b[1]:.0f} '
+                       f'{b[0]:.0f},{b[1]:.0f}"/>')  # fmt: skip
+    out.append("</g>")
+    for node in sorted(members):
+        x, y, w = where[node]
+        layer = "exposure" if node == start else _layer(node, nodes[node])
+        label = exposure if node == start else _label(node, nodes[node])
+        out.append(f'<g><title>{escape(node)}</title><rect x="{x:.0f}" y="{y:.0f}" width="{w:.0f}" '
+                   f'height="{box_h}" rx="3" fill="{SVG_COLOURS[layer]}"/>'
+                   f'<text x="{x + pad:.0f}" y="{y + 13:.0f}" fill="#ffffff">{escape(label)}</text></g>')  # fmt: skip
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def write_docs(db_path: Path | None = None) -> str:
-    """Regenerate the docs file from the registry, and docs/lineage.md from dbt's manifest;
-    returns the docs file's text."""
+    """Regenerate the docs file from the registry, and docs/lineage.md with its two pictures
+    (lineage-push_*.svg) from dbt's manifest; returns the docs file's text."""
     text = docs_file(mappings())
     DOCS_FILE.write_text(text)
-    LINEAGE_FILE.write_text(lineage(manifest(db_path)))
+    manifest_data = manifest(db_path)
+    LINEAGE_FILE.write_text(lineage(manifest_data))
+    for exposure, system in PUSH_TARGETS:
+        title = f"What the push to {system} reads (exposure {exposure}), from the raw tables"
+        picture = lineage_svg_file(exposure)
+        picture.write_text(lineage_svg(manifest_data, exposure, title))
+        picture.chmod(0o644)  # a document of the repository, whatever the private umask of the CLI
     return text

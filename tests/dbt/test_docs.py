@@ -145,3 +145,29 @@ def test_docs_lineage_md_is_one_picture_per_push_target_without_tests(tmp_path: 
     customcrm, keap = diagrams
     assert 'raw_keap__contacts["raw_keap.contacts"]' in customcrm and "sync_customcrm__contacts" in customcrm
     assert "sync_keap__contacts" in keap and "sync_keap__contacts" not in customcrm
+    assert "![the models the push to Customcrm reads](lineage-push_customcrm.svg)" in text
+
+
+def test_each_push_targets_lineage_picture_is_current_and_holds_its_models_only(tmp_path: Path) -> None:
+    """docs/lineage-push_*.svg (the README shows them): one node per model, seed and raw table
+    the push reads, and nothing else (no tests, not the other push's marts)."""
+    import xml.etree.ElementTree as ET
+
+    from crmsync.dataflow import PUSH_TARGETS, _upstream, lineage_svg, lineage_svg_file
+
+    data = manifest(tmp_path / "x.duckdb")
+    for exposure, system in PUSH_TARGETS:
+        title = f"What the push to {system} reads (exposure {exposure}), from the raw tables"
+        picture = lineage_svg(data, exposure, title)
+        assert lineage_svg_file(exposure).read_text() == picture, "run `crmsync dataflow --write-docs`"
+        svg = "{http://www.w3.org/2000/svg}"
+        root = ET.fromstring(picture)  # well-formed XML, or a browser shows an error page instead
+        boxes = {
+            g.find(f"{svg}title").text for g in root.iter(f"{svg}g") if g.find(f"{svg}title") is not None
+        }
+        assert boxes == _upstream(data, exposure) | {f"exposure.crmsync.{exposure}"}
+        assert not any(b.startswith("test.") for b in boxes)
+        other = "sync_keap__contacts" if system == "Customcrm" else "sync_customcrm__contacts"
+        assert f"model.crmsync.{other}" not in boxes
+        edges = [p for p in root.iter(f"{svg}path")]
+        assert len(edges) == sum(1 for n in boxes for p in data["parent_map"].get(n, []) if p in boxes)

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crmsync.dataflow import lineage_svg_file
 from crmsync.dbt import run_dbt, target_dir
 from reverse_etl.state import ensure_state
 from sandbox.runtime import free_port
@@ -110,7 +111,7 @@ def test_the_lineage_runs_from_every_source_to_both_push_targets(site: str, tmp_
     for source in sources:
         downstream = reaches(source)
         assert {"exposure.crmsync.push_customcrm", "exposure.crmsync.push_keap"} <= downstream, source
-    # the picture of it (docs/lineage.png in the README is one of these)
+    # and the docs site draws it (the whole graph: the README shows one picture per push target)
     shot = tmp_path / "lineage.png"
     subprocess.run(
         [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path}", "--window-size=1600,1000",
@@ -119,3 +120,49 @@ def test_the_lineage_runs_from_every_source_to_both_push_targets(site: str, tmp_
         capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("exposure", ["push_customcrm", "push_keap"])
+def test_the_readmes_lineage_picture_of_each_push_target_renders(exposure: str, tmp_path: Path) -> None:
+    """docs/lineage-push_*.svg as a browser shows it: no XML error page, every box's label there."""
+    import xml.etree.ElementTree as ET
+
+    picture = lineage_svg_file(exposure)
+    root = ET.fromstring(picture.read_text())
+    labels = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    dom = render(picture.as_uri(), tmp_path / "dom")
+    assert "This page contains the following errors" not in dom
+    assert all(f">{label}<" in dom for label in labels), "labels missing from the rendered picture"
+    shot = tmp_path / "picture.png"
+    subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'shot'}",
+         f"--window-size={root.get('width')},{root.get('height')}", f"--screenshot={shot}", picture.as_uri()],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shot.exists() and shot.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize("model", ["sync_customcrm__contacts", "sync_keap__companies"])
+def test_model_meta_renders_as_a_table_of_labels_and_values(site: str, model: str, tmp_path: Path) -> None:
+    """Every model's meta is flat (a value per key, no nested JSON), so the docs show it as a
+    table of labels and values; one page per push target checked as a browser shows it."""
+    import re
+
+    manifest = httpx.get(f"{site}/manifest.json").json()
+    metas = {
+        n["name"]: n["meta"]
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "model" and n["meta"]
+    }
+    assert metas, "no model has meta"
+    nested = {
+        name: meta for name, meta in metas.items() if any(isinstance(v, dict | list) for v in meta.values())
+    }
+    assert nested == {}
+    dom = render(f"{site}/index.html#!/model/model.crmsync.{model}", tmp_path)
+    shown = dict(
+        re.findall(
+            r'<dt class="detail-label[^"]*">([^<]*)</dt>\s*<dd class="detail-value[^"]*">([^<]*)</dd>', dom
+        )
+    )
+    assert {k: str(v) for k, v in metas[model].items()}.items() <= shown.items(), shown
