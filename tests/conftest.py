@@ -3,6 +3,7 @@ stopped by the tests themselves, each on its own fresh data folder."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def sandboxes(tmp_path: Path) -> Iterator[Sandboxes]:
-    boxes = Sandboxes(tmp_path / "sandbox").start()
+def sandboxes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sandboxes]:
+    data = tmp_path / "sandbox"
+    if request.node.get_closest_marker("synced"):  # the two systems as the demo's first sync left them
+        shutil.copytree(request.getfixturevalue("synced_demo") / "sandbox", data)
+    boxes = Sandboxes(data).start()
     try:
         yield boxes
     finally:

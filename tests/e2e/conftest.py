@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,13 +109,52 @@ class World:
         return self.crm.get(f"/{resource}", params={"limit": 500}).json()["data"]  # type: ignore[no-any-return]
 
 
+DEMO = {"size": 25, "seed": 11}
+
+
+def _settings(folder: Path) -> Settings:
+    return Settings(db_path=folder / "crmsync.duckdb", keap_configured=True, customcrm_configured=True)
+
+
+@pytest.fixture(scope="session")
+def synced_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's two systems and the state after its first sync, made once per test process
+    (a first sync is ~20 s): a test marked `synced` starts from a copy of all three
+    (tests/conftest.py's `sandboxes` copies the systems, `world` the state). The first sync
+    itself is what test_sync.py's first test and others check, each on its own world."""
+    folder = tmp_path_factory.mktemp("synced-demo")
+    boxes = Sandboxes(folder / "sandbox").start()
+    try:
+        boxes.seed_demo(**DEMO)
+        keap = httpx.Client(
+            base_url=boxes.keap_url, headers={"X-Keap-API-Key": boxes.keap.credentials.api_key}
+        )
+        crm = httpx.Client(base_url=boxes.customcrm_url,
+                           headers={"Authorization": f"Bearer {boxes.customcrm.credentials.token}"})  # fmt: skip
+        with keap, crm:
+            admin(crm, boxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
+            first = World(boxes, _settings(folder), keap, crm).sync()
+        assert first.status == "ok", first.error or first.problems
+    finally:
+        boxes.stop()  # the stores closed: their files are whole, ready to copy
+    return folder
+
+
 @pytest.fixture
-def world(sandboxes: Sandboxes, keap: httpx.Client, crm: httpx.Client, tmp_path: Path) -> Iterator[World]:
-    sandboxes.seed_demo(size=25, seed=11)
+def world(
+    sandboxes: Sandboxes,
+    keap: httpx.Client,
+    crm: httpx.Client,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[World]:
+    """The demo in both sandboxes and no state yet; marked `synced`: right after the demo's
+    first sync (a copy of `synced_demo`)."""
+    if request.node.get_closest_marker("synced"):
+        made = request.getfixturevalue("synced_demo")
+        shutil.copy2(made / "crmsync.duckdb", tmp_path / "crmsync.duckdb")
+        shutil.copytree(made / "crmsync.state", tmp_path / "crmsync.state")
+    else:
+        sandboxes.seed_demo(**DEMO)
     admin(crm, sandboxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
-    yield World(
-        sandboxes,
-        Settings(db_path=tmp_path / "crmsync.duckdb", keap_configured=True, customcrm_configured=True),
-        keap,
-        crm,
-    )
+    yield World(sandboxes, _settings(tmp_path), keap, crm)

@@ -3,6 +3,8 @@ by their win probability ("Won" at 100, "Lost" at 0); both ways end to end."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.e2e.conftest import World
 
 
@@ -11,8 +13,8 @@ def _stage_id(world: World, name: str) -> str:
     return next(s["id"] for s in stages if s["name"] == name)
 
 
+@pytest.mark.synced
 def test_stages_named_won_and_lost_map_by_probability_and_the_seeds_names_by_the_seed(world: World) -> None:
-    assert world.sync().status == "ok"
     pairs = world.sql(
         "select keap_id, customcrm_id from sync_state.links where mapping = 'orders' order by keap_id limit 3"
     )
@@ -35,10 +37,10 @@ def test_stages_named_won_and_lost_map_by_probability_and_the_seeds_names_by_the
     assert sources["Won"] == sources["Lost"] == "probability" and sources["Closed Won"] == "seed"
 
 
+@pytest.mark.synced
 def test_an_edit_of_a_customcrm_order_reaches_keap_and_a_status_alone_picks_the_seeds_stage(
     world: World,
 ) -> None:
-    assert world.sync().status == "ok"
     keap_id, crm_id = world.sql(
         "select keap_id, customcrm_id from sync_state.links where mapping = 'orders' order by keap_id limit 1"
     )[0]
