@@ -105,6 +105,9 @@ class KeapPacer(Pacer):
         self.minute = LocalBucket(per_minute - 1, per_minute / 60 * self.MARGIN, clock)
         self.sleep = sleep
         self.quota_exhausted_until: str | None = None
+        # what Keap's last answer said of the day's quota: requests left, and when it resets
+        self.quota_left: int | None = None
+        self.quota_resets: str | None = None
 
     def before(self) -> float:
         wait = max(self.minute.reserve(), self.second.reserve())
@@ -122,6 +125,9 @@ class KeapPacer(Pacer):
         if available is not None:
             self.minute.cap(available - 1)
         quota = _number(headers.get("x-keap-product-quota-available"))
+        if quota is not None:
+            self.quota_left = int(quota)
+            self.quota_resets = headers.get("x-keap-product-quota-expiry-time")
         if quota is not None and quota <= 0:
             self.quota_exhausted_until = headers.get("x-keap-product-quota-expiry-time", "tomorrow")
         elif quota is not None:
@@ -135,13 +141,19 @@ class KeapPacer(Pacer):
         if resets is not None and datetime.now(UTC) >= resets:
             self.quota_exhausted_until = None
             return None
-        when = resets.strftime("%Y-%m-%d %H:%M UTC") if resets else "tomorrow (00:00 UTC)"
+        when = quota_reset_text(self.quota_exhausted_until)
         return QuotaExhausted(
             f"Keap's daily request quota is spent; it resets at {when}: the next run after that "
             "goes on where this one stopped",
             system="keap",
             resets_at=resets.isoformat() if resets else None,
         )
+
+
+def quota_reset_text(expiry: str | None) -> str:
+    """When Keap's daily quota resets, for a person: `2026-12-01 00:00 UTC`."""
+    resets = quota_reset_time(expiry) if expiry else None
+    return resets.strftime("%Y-%m-%d %H:%M UTC") if resets else "tomorrow (00:00 UTC)"
 
 
 def quota_reset_time(expiry: str) -> datetime | None:
@@ -300,6 +312,14 @@ class OAuth(httpx.Auth):
 
 class KeapClient(ApiClient):
     system = "keap"
+
+    def quota(self) -> tuple[int | None, str]:
+        """Keap's daily quota as its last answer told it: requests left (None before any
+        answer, or from a Keap that sends no quota headers) and when it resets."""
+        pacer = self.pacer
+        if not isinstance(pacer, KeapPacer):
+            return None, quota_reset_text(None)
+        return pacer.quota_left, quota_reset_text(pacer.quota_resets)
 
     def list_page(
         self, resource: str, params: dict[str, Any], page_size: int = 1000, number: int = 1

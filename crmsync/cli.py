@@ -354,6 +354,7 @@ def sync(
                             rebuild=rebuild,
                             run_id=run_id,
                             on_phase=display.phase,
+                            on_note=display.note,
                         ),
                         IngestOptions(full_pass=full, full_pass_every=full_every),
                         on_check=lambda checked: _hooks_line(checked, quiet or as_json),

@@ -19,7 +19,8 @@ PHASES = {"dbt": "dbt build (models and their tests)", "read_back": "read back w
 
 class RunDisplay:
     """The callbacks a run reports to: `extract` (system, resource, pages, records), `push`
-    (mapping, target, rows done, rows in all) and `phase` (extract, dbt, push, read_back, done)."""
+    (mapping, target, rows done, rows in all), `phase` (extract, dbt, push, read_back, done)
+    and `note` (a line the run says before its push)."""
 
     def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.quiet = quiet
@@ -74,6 +75,14 @@ class RunDisplay:
                 self._task(name, PHASES[name], "")
             else:
                 say(PHASES[name], err=True)
+
+    def note(self, line: str) -> None:
+        """What the run says before it writes (Keap's daily quota too short for all of it):
+        shown even with --quiet, on stderr, like an error."""
+        if self.bars is not None:
+            self.bars.console.print(line, markup=False, highlight=False)
+        else:
+            say(line, err=True)
 
     def extract(self, system: str, resource: str, pages: int, records: int) -> None:
         if self.quiet:

@@ -34,6 +34,7 @@ SUMMARY_COLUMNS = (
     "waiting",
     "held_back",
     "stale",
+    "deferred",
     "failed",
 )
 # `linked` in a run's summary counts the links that run made; `status` counts all links
@@ -317,7 +318,7 @@ def sync_summary(result: dict[str, Any], quiet: bool = False) -> None:
     """The summary of a run: the table, each conflict, refusal and row set aside, then one line
     with the run id, outcome, exit code and duration. `quiet`: the refusals and that line."""
     if not quiet:
-        rows = [[m, *(c[k] for k in SUMMARY_COLUMNS)] for m, c in result["mappings"].items()]
+        rows = [[m, *(c.get(k, 0) for k in SUMMARY_COLUMNS)] for m, c in result["mappings"].items()]
         headers = [SUMMARY_HEADERS.get(c, c) for c in SUMMARY_COLUMNS]
         table("sync summary", ["mapping", *headers], rows)
         for conflict in result.get("conflicts") or []:

@@ -7,6 +7,7 @@ starts them and hands the run their endpoints (crmsync.demo).
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from crmsync.settings import ConfigurationError, Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
 from registry import MAPPINGS, mapping_names
+from reverse_etl.keap_watch import CHUNK_FIRST
 from reverse_etl.push import ProgressCallback as PushProgress
 from reverse_etl.push import Pusher, PushResult, merge_results
 from reverse_etl.state import (
@@ -135,13 +137,14 @@ class SyncOutcome:
     conflicts: list[dict[str, Any]] = field(
         default_factory=list
     )  # resolved by this run (sync_state.conflicts)
+    notes: list[str] = field(default_factory=list)  # said before the push (Keap's quota too short)
 
     def as_dict(self) -> dict[str, Any]:
         """What `crmsync sync --json` prints."""
         return {"run_id": self.run_id, "status": self.status, "exit_code": self.exit_code, "rounds": self.rounds,
                 "error": self.error, "quiet_since": self.quiet_since, "elapsed_s": self.elapsed_s,
                 "seconds": self.seconds, "extract_errors": self.extract_errors, **self.push.as_dict(),
-                "conflicts": self.conflicts}  # fmt: skip
+                "conflicts": self.conflicts, "notes": self.notes}  # fmt: skip
 
     @property
     def extract_errors(self) -> list[str]:
@@ -190,6 +193,7 @@ def run_sync(
     rebuild: bool = False,
     run_id: str | None = None,
     on_phase: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> SyncOutcome:
     """extract -> dbt build -> push, repeated while rows wait for parents created in this
     run; then one more extract and build so the link tables show where things stand.
@@ -198,10 +202,12 @@ def run_sync(
     that found nothing to do (crmsync.fingerprint), the build and the push are skipped:
     they would find nothing again. `rebuild` builds anyway. `run_id`: the id to record the
     run under (a new one by default); `on_phase` hears each phase begin (extract, dbt,
-    push, read_back) and the run end (done)."""
+    push, read_back) and the run end (done); `on_note` hears what the run says before its
+    push (Keap's daily quota cannot take all its writes today)."""
     began = time.monotonic()
     outcome = _run_sync(settings, found, variables, ingest, progress, push_progress, dry_run, rebuild,
-                        run_id or new_run_id(), on_phase or (lambda name: None))  # fmt: skip
+                        run_id or new_run_id(), on_phase or (lambda name: None),
+                        on_note or (lambda line: None))  # fmt: skip
     outcome.elapsed_s = round(time.monotonic() - began, 1)
     if on_phase:
         on_phase("done")
@@ -219,8 +225,10 @@ def _run_sync(
     rebuild: bool,
     run_id: str,
     on_phase: Callable[[str], None],
+    on_note: Callable[[str], None],
 ) -> SyncOutcome:
     db_path = settings.db_path
+    notes: list[str] = []
     deadline = time.monotonic() + settings.run_deadline_s  # no request is sent past it
     found.keap.deadline = found.customcrm.deadline = deadline
     started = False
@@ -273,7 +281,13 @@ def _run_sync(
         wrote = False
         while rounds < MAX_ROUNDS:
             rounds += 1
-            pusher = Pusher(db_path, run_id, found.keap, found.customcrm, push_progress, blocked=blocked)
+            if rounds == 1:  # before any write: say when Keap's quota cannot take them all today
+                note = keap_quota_note(pending_writes(db_path), found.keap, settings.keap_quota_reserve)
+                if note:
+                    notes.append(note)
+                    on_note(note)
+            pusher = Pusher(db_path, run_id, found.keap, found.customcrm, push_progress, blocked=blocked,
+                            keap_quota_reserve=settings.keap_quota_reserve)  # fmt: skip
             pushing = pusher
             with phase("push"):
                 round_result = pusher.run()
@@ -294,7 +308,7 @@ def _run_sync(
                 dbt_build(db_path, variables, tests=False)
         record_clocks(db_path, run_id, clock_readings(found))  # with the push's answers too
         outcome = SyncOutcome(run_id, rounds, reports, result, _status(result, reports), seconds=seconds,
-                              conflicts=recorded_conflicts(db_path, run_id))  # fmt: skip
+                              conflicts=recorded_conflicts(db_path, run_id), notes=notes)  # fmt: skip
         # quiet: a rerun on these inputs would write nothing. A run that wrote is quiet too
         # when the read-back shows nothing left to write (the next run then skips dbt)
         quiet_now = _nothing_left(outcome) and not (wrote and _pending(db_path))
@@ -307,12 +321,12 @@ def _run_sync(
         if pushing is not None:  # what the stopped round wrote before the failure
             result = merge_results(result, pushing.result) if rounds > 1 else pushing.result
         outcome = SyncOutcome(run_id, rounds, reports, result, "failed", failure_line(exc, db_path),
-                              seconds=seconds, exception=exc)  # fmt: skip
+                              seconds=seconds, exception=exc, notes=notes)  # fmt: skip
         if started:
             _forget_quiet(db_path, run_id)
     if started:
         _close(db_path, run_id, outcome.status, {"push": result.as_dict(), "error": outcome.error,
-                                                 "seconds": seconds})  # fmt: skip
+                                                 "seconds": seconds, "notes": notes})  # fmt: skip
         _retention(db_path, settings)  # personal data past CRMSYNC_RETENTION_DAYS
     return outcome
 
@@ -418,6 +432,25 @@ def _nothing_left(outcome: SyncOutcome) -> bool:
 def _pending(db_path: Path) -> bool:
     """Do the sync_* models, as last built, hold any row to write?"""
     return any(row["ready"] or row["waiting"] for row in pending_writes(db_path))
+
+
+def keap_quota_note(pending: list[dict[str, Any]], keap: KeapClient, reserve: int) -> str | None:
+    """One line when the Keap writes this run has ready need more of Keap's daily quota than
+    is left (as Keap's last answer told it, less the reserve for reading): the estimate,
+    what goes now, and when the rest does. None when they fit, or Keap did not say."""
+    left, resets = keap.quota()
+    writes = sum(int(row["ready"]) for row in pending if row["target"] == "keap")
+    if left is None or writes == 0:
+        return None
+    needed = writes + math.ceil(writes / CHUNK_FIRST) + len(MAPPINGS) + 1  # re-reads, read-back
+    room = left - reserve
+    if needed <= room:
+        return None
+    now = max(0, room - math.ceil(max(room, 0) / CHUNK_FIRST))
+    return (f"Keap's daily request quota: this run needs about {needed} Keap requests ({writes} writes, "
+            f"their re-reads and the read-back), {left} are left today and {reserve} kept for reading "
+            f"(CRMSYNC_KEAP_QUOTA_RESERVE): about {now} writes go now, the rest in the runs after "
+            f"{resets}; nothing written is written again")  # fmt: skip
 
 
 def pending_writes(db_path: Path) -> list[dict[str, object]]:

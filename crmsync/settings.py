@@ -43,6 +43,7 @@ DEFAULT_DB = "data/crmsync.duckdb"
 DEFAULT_RUN_DEADLINE_MINUTES = 120
 DEFAULT_RETENTION_DAYS = 30
 DEFAULT_WAIT_SECONDS = 5.0
+DEFAULT_KEAP_QUOTA_RESERVE = 100  # this run's read-back and a few later extracts (~5 requests each)
 
 KEAP_SECRETS = ("KEAP_API_KEY", "KEAP_ACCESS_TOKEN", "KEAP_REFRESH_TOKEN", "KEAP_CLIENT_SECRET")
 
@@ -100,6 +101,9 @@ class Settings:
     run_deadline_s: float = DEFAULT_RUN_DEADLINE_MINUTES * 60
     wait_s: float = DEFAULT_WAIT_SECONDS
     sandbox_data: Path | None = None  # CRMSYNC_SANDBOX_DIR; else beside the DuckDB file
+    # Keap requests of the day's quota the push leaves for reading (this run's read-back,
+    # the next runs' extracts): its Keap writes stop there and wait for the quota's reset
+    keap_quota_reserve: int = DEFAULT_KEAP_QUOTA_RESERVE
 
     def __repr__(self) -> str:
         """Secrets left out, credentials in URLs redacted."""
@@ -141,6 +145,12 @@ class Settings:
             "CRMSYNC_RUN_DEADLINE_MINUTES", DEFAULT_RUN_DEADLINE_MINUTES, True, "a positive number of minutes"
         )
         wait_s = number("CRMSYNC_WAIT_SECONDS", DEFAULT_WAIT_SECONDS, False, "a number of seconds, 0 or more")
+        reserve = number("CRMSYNC_KEAP_QUOTA_RESERVE", DEFAULT_KEAP_QUOTA_RESERVE, False,
+                         "a whole number of requests, 0 or more")  # fmt: skip
+        if reserve != int(reserve):
+            raise ConfigurationError(
+                f"CRMSYNC_KEAP_QUOTA_RESERVE must be a whole number of requests (got {reserve})"
+            )
         sandbox = get("CRMSYNC_SANDBOX_DIR")
         keap_configured = any(get(n) for n in ("KEAP_API_URL", *KEAP_SECRETS))
         customcrm_configured = any(get(n) for n in ("CUSTOMCRM_API_URL", "CUSTOMCRM_API_TOKEN"))
@@ -161,6 +171,7 @@ class Settings:
             allow_insecure_http=(get("CRMSYNC_ALLOW_INSECURE_HTTP") or "").lower() in ("1", "true", "yes"),
             run_deadline_s=deadline_minutes * 60,
             wait_s=wait_s,
+            keap_quota_reserve=int(reserve),
             sandbox_data=Path(sandbox) if sandbox else None,
         )
 

@@ -3,7 +3,12 @@ seconds, each after a re-read of what changed in Keap since the last one: record
 since the extract are held back, so an edit made during the run is never overwritten
 (reverse_etl.keap_watch). A create (the reverse flow, off by default) is recorded as an
 intent with its marker first, so a crash never creates twice; `recover` finds the creates
-whose answer was lost again by their marker (reverse_etl.keap_search) and links them."""
+whose answer was lost again by their marker (reverse_etl.keap_search) and links them.
+
+Keap's daily quota: the writes stop where only `reserve` requests of it are left (for the
+run's read-back and the next extracts); the rest are deferred, named in the run's errors,
+and written by the runs after the quota resets. Nothing written is written again: the
+next build computes only what is still different."""
 
 from __future__ import annotations
 
@@ -32,9 +37,10 @@ def _as_utc(value: Any) -> datetime:
 class KeapTarget:
     system = "keap"
 
-    def __init__(self, ctx: PushContext, keap: KeapClient) -> None:
+    def __init__(self, ctx: PushContext, keap: KeapClient, reserve: int = 0) -> None:
         self.ctx = ctx
         self.keap = keap
+        self.reserve = reserve  # requests of Keap's daily quota the writes leave alone
         self.held: dict[str, dict[str, str]] = {}  # mapping -> Keap creates held for review, and why
 
     def recover(self, mapping: str) -> None:
@@ -113,7 +119,12 @@ class KeapTarget:
         pending, size, done = list(ready), CHUNK_FIRST, 0
         with ThreadPoolExecutor(max_workers=KEAP_CONCURRENCY) as pool:
             while pending:
-                chunk, pending = pending[:size], pending[size:]
+                room = self.room()
+                if room is not None and room < 2:  # not even one re-read and one write
+                    self._defer(mapping, pending)
+                    break
+                take = size if room is None else min(size, room - 1)
+                chunk, pending = pending[:take], pending[take:]
                 # re-read what Keap changed since the last re-read (the first: since the extract),
                 # just before the writes it clears; creates have nothing to overwrite
                 checked = any(row["keap_id"] for row in chunk)
@@ -134,6 +145,22 @@ class KeapTarget:
                 done += len(held) + len(written)
                 if self.ctx.progress:
                     self.ctx.progress(mapping, "keap", done, len(ready))
+
+    def room(self) -> int | None:
+        """Requests the writes may still spend of Keap's daily quota (None: Keap did not say)."""
+        left, _ = self.keap.quota()
+        return None if left is None else left - self.reserve
+
+    def _defer(self, mapping: str, rows: list[dict[str, Any]]) -> None:
+        """Leave these writes to the runs after Keap's quota resets: not sent, not recorded
+        (the next build has them again), named in the run's errors."""
+        self.ctx.result.mappings[mapping].deferred += len(rows)
+        left, resets = self.keap.quota()
+        self.ctx.result.errors[mapping] = (
+            f"{len(rows)} Keap writes wait for Keap's daily request quota ({left} left today, "
+            f"{self.reserve} kept for reading, CRMSYNC_KEAP_QUOTA_RESERVE); it resets at {resets}: "
+            "the next run after that writes them"
+        )
 
     def _hold_back(self, mapping: str, held: list[dict[str, Any]]) -> None:
         if not held:

@@ -68,11 +68,15 @@ class Pusher:
         progress: ProgressCallback | None = None,
         mappings: Sequence[str] = MAPPINGS,
         blocked: dict[str, str] | None = None,
+        keap_quota_reserve: int = 0,
     ) -> None:
         self.mappings = tuple(mappings)  # a subset pushes only those (the peer benchmark)
         self.blocked = dict(blocked or {})  # mapping -> why it must not be pushed this run
         self.ctx = PushContext(db_path, Recorder(db_path, run_id), PushResult(), progress)
-        self.targets: tuple[Target, ...] = (CustomcrmTarget(self.ctx, customcrm), KeapTarget(self.ctx, keap))
+        self.targets: tuple[Target, ...] = (
+            CustomcrmTarget(self.ctx, customcrm),
+            KeapTarget(self.ctx, keap, keap_quota_reserve),
+        )
 
     @property
     def result(self) -> PushResult:

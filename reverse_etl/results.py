@@ -27,6 +27,7 @@ class MappingSummary:
     held_back: int = 0
     failed: int = 0
     stale: int = 0  # 412: changed since read; the next run sees the newer value
+    deferred: int = 0  # Keap writes left for the runs after Keap's daily quota resets
 
 
 @dataclass
@@ -85,6 +86,7 @@ def merge_results(first: PushResult, later: PushResult) -> PushResult:
         a, b = asdict(first.mappings[mapping]), asdict(later.mappings[mapping])
         summed = {k: a[k] + b[k] for k in a}
         summed["waiting"] = b["waiting"]
+        summed["deferred"] = b["deferred"]  # what the later round left, as for waiting
         summed["conflicts"] = a["conflicts"]
         merged.mappings[mapping] = MappingSummary(**summed)
     return merged

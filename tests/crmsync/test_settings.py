@@ -138,3 +138,13 @@ def test_the_syncing_line_and_the_insecure_warning(
         "crmsync: warning: CUSTOMCRM_API_URL uses plain http:// (CRMSYNC_ALLOW_INSECURE_HTTP=1): "
         "credentials and customer data travel unencrypted\n"
     )
+
+
+def test_the_keap_quota_reserve_is_a_whole_number_of_requests() -> None:
+    assert Settings.from_env({}).keap_quota_reserve == 100
+    assert Settings.from_env({"CRMSYNC_KEAP_QUOTA_RESERVE": "0"}).keap_quota_reserve == 0
+    for bad in ("-1", "2.5", "many"):
+        with pytest.raises(
+            ConfigurationError, match="CRMSYNC_KEAP_QUOTA_RESERVE must be a whole number of requests"
+        ):
+            Settings.from_env({"CRMSYNC_KEAP_QUOTA_RESERVE": bad})
