@@ -473,8 +473,11 @@ def plan(
         sys.exit(EXIT_FAILED)
     for problem in outcome.problems:  # a resource that could not be read: its rows may be stale
         _error(problem)
+    if not as_json:
+        for note in outcome.notes:  # Keap's daily quota cannot take all of the Keap writes today
+            say(note, err=True)
     details = {"endpoints": found.urls, "description": found.description, **details,
-               "problems": [redact(p) for p in outcome.problems]}  # fmt: skip
+               "problems": [redact(p) for p in outcome.problems], "notes": outcome.notes}  # fmt: skip
     if as_json:
         emit_json(details)
     elif not quiet:

@@ -276,16 +276,16 @@ def _run_sync(
                 return outcome
         with phase("dbt"):
             dbt_build(db_path, variables)
+        # before any write (and in a plan): say when Keap's quota cannot take them all today
+        note = keap_quota_note(pending_writes(db_path), found.keap, settings.keap_quota_reserve)
+        if note:
+            notes.append(note)
+            on_note(note)
         if dry_run:
-            return SyncOutcome(run_id, 0, reports, result, "ok", seconds=seconds)
+            return SyncOutcome(run_id, 0, reports, result, "ok", seconds=seconds, notes=notes)
         wrote = False
         while rounds < MAX_ROUNDS:
             rounds += 1
-            if rounds == 1:  # before any write: say when Keap's quota cannot take them all today
-                note = keap_quota_note(pending_writes(db_path), found.keap, settings.keap_quota_reserve)
-                if note:
-                    notes.append(note)
-                    on_note(note)
             pusher = Pusher(db_path, run_id, found.keap, found.customcrm, push_progress, blocked=blocked,
                             keap_quota_reserve=settings.keap_quota_reserve)  # fmt: skip
             pushing = pusher

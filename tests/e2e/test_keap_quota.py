@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 
+from crmsync.run import run_plan
 from tests.conftest import admin
 from tests.e2e.conftest import World
 
@@ -36,6 +37,13 @@ def test_keap_writes_past_the_days_quota_wait_for_its_reset_and_none_is_written_
     assert answer.status_code == 200
     world.settings = dataclasses.replace(world.settings, keap_quota_reserve=RESERVE)
     _keap_day(world, per_day=RESERVE + 12)  # the extract's reads, then room for a few writes only
+    found = world.endpoints()
+    try:  # the plan says it too, and writes nothing
+        planned, _ = run_plan(world.settings, found)
+    finally:
+        found.close()
+    assert len(planned.notes) == 1 and "this run needs about" in planned.notes[0], planned.notes
+    _keap_day(world, per_day=RESERVE + 12)  # the plan's reads given back: the same day again
     world.served()
 
     short = world.sync()
