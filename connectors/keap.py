@@ -319,6 +319,9 @@ class KeapClient(ApiClient):
         pacer = self.pacer
         if not isinstance(pacer, KeapPacer):
             return None, quota_reset_text(None)
+        resets = quota_reset_time(pacer.quota_resets) if pacer.quota_resets else None
+        if resets is not None and datetime.now(UTC) >= resets:  # a new day since: not known yet
+            return None, quota_reset_text(None)
         return pacer.quota_left, quota_reset_text(pacer.quota_resets)
 
     def list_page(
