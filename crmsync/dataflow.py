@@ -50,7 +50,8 @@ exact **pending changes** each system needs.
 | `delete_counterparts` | `false` for every mapping | when one side of a link is deleted, delete the other (only records the link covers); otherwise the link is shown as orphaned |
 | `won_opportunities_only` | `false` | sync only opportunities in a stage whose status is won (by the seed `stage_status`, else a win probability of 100) |
 
-Set them with `crmsync sync --vars '{"conflict_policy": {"orders": "keap"}}'` or in
+Set them with `crmsync sync --vars '{"conflict_policy": {"orders": "keap"}}'` (the mappings
+not named keep their default; a name that is no mapping stops the build) or in
 `dbt_project.yml`. The stage ⇄ status table is the seed `stage_status` (edit the CSV); a stage it
 leaves out maps by its win probability in Keap (100 won, 0 lost, else open).
 """

@@ -140,7 +140,7 @@
         where pairs.customcrm_id is null or per_pair.keap_id is not null
     ),
 
-    {%- if var('delete_counterparts')[mapping] %}
+    {%- if mapping_var('delete_counterparts', mapping, false) %}
     deletes as (
         -- the Keap side of a link is gone: delete its Customcrm counterpart (enabled for {{ mapping }})
         select
@@ -173,7 +173,7 @@
             waiting_reason,
             keap_updated_at
         from upserts
-        {%- if var('delete_counterparts')[mapping] %}
+        {%- if mapping_var('delete_counterparts', mapping, false) %}
         union all
         select * from deletes
         {%- endif %}

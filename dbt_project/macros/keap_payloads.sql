@@ -232,7 +232,7 @@
         from checked
     ),
 
-    {%- if var('delete_counterparts')[mapping] %}
+    {%- if mapping_var('delete_counterparts', mapping, false) %}
     deletes as (
         -- the Customcrm side of a link is gone: delete its Keap counterpart (enabled for {{ mapping }})
         select
@@ -263,7 +263,7 @@
             waiting_reason,
             keap_updated_at
         from upserts
-        {%- if var('delete_counterparts')[mapping] %}
+        {%- if mapping_var('delete_counterparts', mapping, false) %}
         union all
         select * from deletes
         {%- endif %}

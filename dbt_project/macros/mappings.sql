@@ -7,6 +7,21 @@
 {% endmacro %}
 
 
+{#- A per-mapping var (conflict_policy, delete_counterparts) for one mapping. `--vars` may name
+    only some mappings (`{"conflict_policy": {"orders": "keap"}}`): the others keep the
+    project's default. A key that names no mapping stops the build, naming it. -#}
+{% macro mapping_var(name, mapping, default) %}
+    {%- set given = var(name) -%}
+    {%- if given is not mapping -%}
+        {{ exceptions.raise_compiler_error(name ~ " must map mapping names to values, not " ~ given) }}
+    {%- endif -%}
+    {%- for key in given if key not in registry_mappings() -%}
+        {{ exceptions.raise_compiler_error(name ~ "." ~ key ~ " names no mapping (the mappings: " ~ registry_mappings() | join(", ") ~ ")") }}
+    {%- endfor -%}
+    {{ return(given.get(mapping, default)) }}
+{% endmacro %}
+
+
 {#- One mapping's description (number, resources, natural key, parents, fields, Keap targets). -#}
 {% macro registry_mapping(mapping) %}
     {%- set found = registry()['by_name'].get(mapping) -%}
@@ -81,7 +96,7 @@
     customcrm_changed, customcrm_is_newer, is_clock_tie, winner, reason, is_conflict,
     merged_value. -#}
 {% macro three_way_merge(mapping, compared) %}
-    {%- set policy = var('conflict_policy')[mapping] -%}
+    {%- set policy = mapping_var('conflict_policy', mapping, 'newest') -%}
     {%- if policy not in ('newest', 'keap', 'customcrm') -%}
         {{ exceptions.raise_compiler_error("conflict_policy." ~ mapping ~ " must be newest, keap or customcrm, not " ~ policy) }}
     {%- endif %}

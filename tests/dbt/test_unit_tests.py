@@ -69,3 +69,23 @@ def test_dbt_log_file_has_each_node_and_the_sql_only_when_debugging(
     monkeypatch.setenv("CRMSYNC_DBT_LOG_LEVEL", "debug")
     assert run_dbt(["seed", "--select", "country_codes"], db).success
     assert "SQL status" in log.read_text()  # each statement with its outcome
+
+
+def test_a_per_mapping_var_may_name_some_mappings_and_not_one_that_does_not_exist(tmp_path: Path) -> None:
+    """`--vars '{"conflict_policy": {"orders": "keap"}}'` (the docs' own example) sets orders
+    and leaves the others at the project's default; a key naming no mapping stops the build."""
+    db = tmp_path / "vars.duckdb"
+    ensure_state(db)
+    some = {"conflict_policy": {"orders": "keap"}, "delete_counterparts": {"contacts": True}}
+    compiled = run_dbt(
+        ["compile", "--select", "int_orders__merged int_customers__merged sync_customcrm__contacts"], db, some
+    )
+    assert compiled.success, compiled.failures
+    sql = {n.node.name: n.node.compiled_code for n in compiled.result.results}
+    assert "'conflict_policy_keap'" in sql["int_orders__merged"]
+    customers = sql["int_customers__merged"]  # not named: the default, the newer side wins
+    assert "when customcrm_is_newer then 'customcrm'" in customers and "'conflict_policy_" not in customers
+    assert "delete its Customcrm counterpart" in sql["sync_customcrm__contacts"]
+    typo = run_dbt(["compile", "--select", "int_orders__merged"], db, {"conflict_policy": {"order": "keap"}})
+    assert not typo.success
+    assert "conflict_policy.order names no mapping" in " ".join(typo.failures)
