@@ -43,6 +43,7 @@ def missing_layers(mappings: tuple[Mapping, ...], nodes: dict[str, Any]) -> list
     project = yaml.safe_load((REPO / "dbt_project" / "dbt_project.yml").read_text())
     docs_page = DOCS_FILE.read_text()
     merged_all = _model(nodes, "int_merged_fields") or {"depends_on": {"nodes": []}}
+    sides_all = _model(nodes, "int_record_sides") or {"depends_on": {"nodes": []}}
     for m in mappings:
         k, c = m.keap.name, m.customcrm.name
         # Python layers
@@ -84,6 +85,9 @@ def missing_layers(mappings: tuple[Mapping, ...], nodes: dict[str, Any]) -> list
                 missing.append(f"{m.name}: the exposure {exposure} does not declare {model}")
         if f"model.crmsync.int_{m.name}__merged" not in merged_all["depends_on"]["nodes"]:
             missing.append(f"{m.name}: int_merged_fields does not union its merge")
+        for side in (f"stg_keap__{k}", f"stg_customcrm__{c}"):  # how the link tables name its records
+            if f"model.crmsync.{side}" not in sides_all["depends_on"]["nodes"]:
+                missing.append(f"{m.name}: int_record_sides does not read {side}")
         for var in ("conflict_policy", "delete_counterparts"):
             if m.name not in project["vars"][var]:
                 missing.append(f"{m.name}: dbt_project.yml has no {var}.{m.name}")
@@ -145,6 +149,7 @@ def test_a_mapping_no_layer_has_is_named_layer_by_layer(nodes: dict[str, Any]) -
         "dbt has no model int_segments__merged",
         "the exposure push_keap does not declare sync_keap__tags",
         "int_merged_fields does not union its merge",
+        "int_record_sides does not read stg_keap__tags",
         "dbt_project.yml has no conflict_policy.segments",
         "the docs page has no property table",
         "int_segments__paired does not describe keap_name",
