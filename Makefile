@@ -60,7 +60,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) ## the quick benchmark set: 10,000 records per kind, unpaced, drt side by side
 	$(BIN)/python -m bench.run
 
-bench-paced: $(BENCH_STAMP) ## + the runs at Keap's published limits (1,000 Keap writes; minutes by design)
+bench-paced: $(BENCH_STAMP) ## + the runs at Keap's published limits (1,000 Keap writes, the hooks' 100 edits per delay; about 1 h 30 min)
 	$(BIN)/python -m bench.run --paced
 
 lock: ## re-pin every dependency into constraints.txt (needs network to PyPI)

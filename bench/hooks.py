@@ -3,6 +3,7 @@ hooks cost in API requests against polling every 5 minutes.
 
     python -m bench.hooks --delay 1 --edits 100         # the sandbox delivers 1 s after a change
     python -m bench.hooks --delay 30-60 --edits 20      # Keap's own 30 to 60 s
+    python -m bench.hooks --delay 30-60 --edits 100 --lanes 5   # 5 installations side by side
 
 Everything runs as a user runs it, each in a process of its own: the sandboxes
 (`crmsync sandbox`, Keap's published limits), `crmsync hooks serve` with its default
@@ -15,6 +16,15 @@ title is readable in Customcrm (polled every 0.1 s). Each is split into Keap's d
 (the sandbox's log of the POST to the receiver), the wait before the sync started (the
 debounce), and the sync until the write. The requests of each edit's sync are counted at
 the sandboxes.
+
+`--lanes N` runs N such installations side by side on the machine, each with its own
+sandboxes (own ports, own data folder), own state file, own `crmsync hooks serve` and
+registration, each making its share of the edits one at a time as above (100 edits in 4
+lanes: 25 each). The lanes set up together, start editing together once all are ready,
+lane i's first edit i × 10 s after lane 0's; the figures are over all edits, and per lane.
+Lanes share the machine's cores: their syncs can overlap, which lengthens the sync part
+(the delivery delay and the debounce are timers). The load average is printed at the
+start, every minute, and at the end.
 
 Requests per hour: a scheduled run where nothing changed (the cost of polling, measured),
 the hooks' check each scheduled run adds, and each triggered run's reads (its writes are
@@ -33,6 +43,8 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +107,146 @@ def delivered_at(boxes: RunningSandboxes, after: float) -> float | None:
     return min(times) if times else None
 
 
+@dataclass
+class LaneResult:
+    figures: list[dict[str, Any]]
+    idle: dict[str, int]  # a scheduled run where nothing changed, without hooks
+    idle_hooked: dict[str, int]  # ... and with them
+
+
+@dataclass
+class Lanes:
+    """One lane's place among the others: its number, the barrier every lane waits at
+    once set up, the event that stops the edits when a lane failed, and how long after
+    the barrier its first edit waits."""
+
+    index: int
+    ready: threading.Barrier
+    stop: threading.Event
+    stagger_s: float
+
+
+class LoadAverage:
+    """The machine's load average (os.getloadavg), printed at the start, every `every_s`
+    seconds, when the lanes begin their edits, and at the end; the figures "during" are
+    the samples taken once the edits began (all of them with one lane)."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self.began = time.time()
+        self.start = self._print("at the start")
+        self.samples: list[tuple[float, tuple[float, float, float]]] = []
+        self.editing_since: float | None = None
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _print(self, when: str) -> tuple[float, float, float]:
+        load = os.getloadavg()
+        print(f"# load average {when} (+{time.time() - self.began:.0f} s): "
+              f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)  # fmt: skip
+        return load
+
+    def _sample(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            self.samples.append((time.time(), self._print("during")))
+
+    def editing(self) -> None:
+        self.editing_since = time.time()
+        self._print("as the edits begin")
+
+    def stop(self) -> dict[str, Any]:
+        self.stopped.set()
+        self.thread.join()
+        end = self._print("at the end")
+        since = self.editing_since or 0.0
+        during = [load[0] for at, load in self.samples if at >= since] or [end[0]]
+        return {"start": [round(x, 2) for x in self.start], "end": [round(x, 2) for x in end],
+                "during_1min_min": round(min(during), 2), "during_1min_median": round(statistics.median(during), 2),
+                "during_1min_max": round(max(during), 2), "samples": len(during),
+                "sample_every_s": self.every_s, "cores": os.cpu_count()}  # fmt: skip
+
+
 def run(
-    edits: int, delay: tuple[float, float], debounce: float | None, budget_s: float | None = None
+    edits: int,
+    delay: tuple[float, float],
+    debounce: float | None,
+    budget_s: float | None = None,
+    lanes: int = 1,
 ) -> None:
-    """`edits` edits, one after the other; with `budget_s`, no edit starts after that many
-    seconds of editing (the figures say how many were made)."""
+    """`edits` edits, one after the other, in each of `lanes` installations side by side
+    (the edits split between them); with `budget_s`, no lane starts an edit after that many
+    seconds of its editing (the figures say how many were made)."""
+    if not 1 <= lanes <= edits:
+        raise ValueError("--lanes must be between 1 and the number of edits")
+    print(f"# lanes: {lanes}", flush=True)
+    load = LoadAverage()
+    if lanes == 1:
+        results = [_lane(edits, delay, debounce, budget_s)]
+    else:
+        shares = [edits // lanes + (1 if i < edits % lanes else 0) for i in range(lanes)]
+        # no lane edits while another one still sets up
+        ready = threading.Barrier(lanes, action=load.editing, timeout=1800)
+        stop = threading.Event()  # a lane failed: the others make no more edits
+
+        def lane(i: int) -> LaneResult:
+            try:
+                return _lane(shares[i], delay, debounce, budget_s, Lanes(i, ready, stop, 10.0 * i))
+            except BaseException:
+                stop.set()
+                ready.abort()
+                raise
+
+        with ThreadPoolExecutor(max_workers=lanes) as pool:
+            futures = [pool.submit(lane, i) for i in range(lanes)]
+            wait(futures)
+        failed = [f.exception() for f in futures if f.exception() is not None]
+        if failed:
+            load.stop()
+            raise RuntimeError(f"{len(failed)} of {lanes} lanes failed") from failed[0]
+        results = [f.result() for f in futures]
+    load_figures = load.stop()
+    figures = [f for r in results for f in r.figures]
+    emit("hooks_latency", {
+        "delivery_delay_s": list(delay), "debounce_s": debounce if debounce is not None else 30.0,
+        "edits": len(figures), "edits_asked": edits, "lanes": lanes, **_latency(figures),
+        "syncs": sum(f["syncs"] for f in figures),
+    })  # fmt: skip
+    if lanes > 1:
+        for i, r in enumerate(results):
+            emit("hooks_lane", {"lane": i, "edits": len(r.figures), **_latency(r.figures),
+                                "syncs": sum(f["syncs"] for f in r.figures)})  # fmt: skip
+    emit("hooks_load_average", {"lanes": lanes, **load_figures})
+    reads = [f["keap_reads"] + f["customcrm_reads"] for f in figures]
+    per_run = statistics.median(f["keap_requests"] + f["customcrm_requests"] for f in figures)
+    # the same on every lane (each its own sandboxes, the same demo data): the median lane's
+    idle = statistics.median_low(r.idle["total"] for r in results)
+    idle_hooked = statistics.median_low(r.idle_hooked["total"] for r in results)
+    polling_per_hour = 12 * idle
+    check = idle_hooked - idle
+    triggered_reads = statistics.median(reads)
+    per_lane = {"scheduled_idle_run_per_lane": [r.idle["total"] for r in results],
+                "scheduled_idle_run_with_hooks_per_lane": [r.idle_hooked["total"] for r in results]}  # fmt: skip
+    emit("hooks_requests", {
+        "scheduled_idle_run": idle, "scheduled_idle_run_with_hooks": idle_hooked,
+        **(per_lane if lanes > 1 else {}),
+        "polling_every_5_min_per_hour": polling_per_hour, "check_per_scheduled_run": check,
+        "triggered_run_requests_median": per_run, "triggered_run_reads_median": triggered_reads,
+        # each edit alone (more than the debounce apart): a triggered run each
+        "extra_per_hour": {f"{n}_edits_an_hour": round(12 * check + n * triggered_reads) for n in (0, 1, 10, 60)},
+        # a steady stream (never 30 s quiet): a run each 120 s of maximum wait at most
+        "extra_per_hour_steady_stream": round(12 * check + 3600 / 120 * triggered_reads),
+    })  # fmt: skip
+
+
+def _lane(
+    edits: int,
+    delay: tuple[float, float],
+    debounce: float | None,
+    budget_s: float | None,
+    lanes: Lanes | None = None,
+) -> LaneResult:
+    """One installation: its sandboxes, its state, its receiver, its edits one at a time."""
     with tempfile.TemporaryDirectory(prefix="crmsync-bench-hooks-") as tmp:
         work = Path(tmp)
         # Customcrm's limits off: the bench's own polling of the edited contact must not slow the sync
@@ -124,34 +271,25 @@ def run(
                 boxes.reset_stats()
                 crmsync(env, "sync", "--quiet")
                 idle_hooked = _served(boxes)
-                figures = _edits(boxes, serve, links, edits, budget_s)
+                if lanes is not None:
+                    print(f"# lane {lanes.index}: ready ({work})", file=sys.stderr, flush=True)
+                    lanes.ready.wait()
+                    if lanes.stop.wait(lanes.stagger_s):
+                        raise RuntimeError(f"lane {lanes.index}: stopped, another lane failed")
+                figures = _edits(boxes, serve, links, edits, budget_s, lanes)
             finally:
                 serve.stop()
+    return LaneResult(figures, idle, idle_hooked)
+
+
+def _latency(figures: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = [f["latency_s"] for f in figures]
-    reads = [f["keap_reads"] + f["customcrm_reads"] for f in figures]
-    per_run = statistics.median(f["keap_requests"] + f["customcrm_requests"] for f in figures)
-    emit("hooks_latency", {
-        "delivery_delay_s": list(delay), "debounce_s": debounce if debounce is not None else 30.0,
-        "edits": len(figures), "edits_asked": edits, "median_s": round(statistics.median(latencies), 1),
-        "worst_s": round(max(latencies), 1), "best_s": round(min(latencies), 1),
-        "p90_s": round(sorted(latencies)[int(0.9 * (len(latencies) - 1))], 1),
+    return {
+        "median_s": round(statistics.median(latencies), 1), "worst_s": round(max(latencies), 1),
+        "best_s": round(min(latencies), 1), "p90_s": round(sorted(latencies)[int(0.9 * (len(latencies) - 1))], 1),
         "median_delivery_s": _median(figures, "delivery_s"), "median_wait_s": _median(figures, "wait_s"),
-        "median_sync_to_write_s": _median(figures, "sync_to_write_s"),
-        "median_sync_s": _median(figures, "sync_s"),
-        "syncs": sum(f["syncs"] for f in figures),
-    })  # fmt: skip
-    polling_per_hour = 12 * (idle["total"])
-    check = idle_hooked["total"] - idle["total"]
-    triggered_reads = statistics.median(reads)
-    emit("hooks_requests", {
-        "scheduled_idle_run": idle["total"], "scheduled_idle_run_with_hooks": idle_hooked["total"],
-        "polling_every_5_min_per_hour": polling_per_hour, "check_per_scheduled_run": check,
-        "triggered_run_requests_median": per_run, "triggered_run_reads_median": triggered_reads,
-        # each edit alone (more than the debounce apart): a triggered run each
-        "extra_per_hour": {f"{n}_edits_an_hour": round(12 * check + n * triggered_reads) for n in (0, 1, 10, 60)},
-        # a steady stream (never 30 s quiet): a run each 120 s of maximum wait at most
-        "extra_per_hour_steady_stream": round(12 * check + 3600 / 120 * triggered_reads),
-    })  # fmt: skip
+        "median_sync_to_write_s": _median(figures, "sync_to_write_s"), "median_sync_s": _median(figures, "sync_s"),
+    }  # fmt: skip
 
 
 def _median(figures: list[dict[str, Any]], key: str) -> float | None:
@@ -167,9 +305,15 @@ def _served(boxes: RunningSandboxes) -> dict[str, int]:
 
 
 def _edits(
-    boxes: RunningSandboxes, serve: Serve, links: list[dict[str, str]], edits: int, budget_s: float | None
+    boxes: RunningSandboxes,
+    serve: Serve,
+    links: list[dict[str, str]],
+    edits: int,
+    budget_s: float | None,
+    lanes: Lanes | None = None,
 ) -> list[dict[str, Any]]:
     began = time.time()
+    label = "" if lanes is None else f"lane {lanes.index} "
     keap = httpx.Client(base_url=boxes.keap_url, headers={"X-Keap-API-Key": boxes.keap_key}, timeout=60)
     crm = httpx.Client(base_url=boxes.customcrm_url, headers={"Authorization": f"Bearer {boxes.customcrm_token}"},
                        timeout=60)  # fmt: skip
@@ -178,6 +322,8 @@ def _edits(
         for n in range(edits):
             if budget_s is not None and time.time() - began > budget_s:
                 break
+            if lanes is not None and lanes.stop.is_set():
+                raise RuntimeError(f"{label}stopped: another lane failed")
             link = links[n % len(links)]
             title = f"hooks bench {n}"
             boxes.reset_stats()
@@ -189,10 +335,12 @@ def _edits(
             while crm.get(f"/contacts/{link['customcrm_id']}").json().get("Title") != title:
                 polls += 1
                 if time.time() - edited > 900:
-                    raise RuntimeError(f"edit {n} never reached Customcrm: {serve.lines[-5:]}")
+                    raise RuntimeError(f"{label}edit {n} never reached Customcrm: {serve.lines[-5:]}")
                 time.sleep(0.1)
             arrived = time.time()
             while not serve.runs_since(seen):  # its sync's end (the read-back after the write)
+                if time.time() - arrived > 900:
+                    raise RuntimeError(f"{label}edit {n}: its sync never ended: {serve.lines[-5:]}")
                 time.sleep(0.1)
             ended, line = serve.runs_since(seen)[0]
             time.sleep(0.5)
@@ -213,7 +361,7 @@ def _edits(
                 "keap_requests": served["keap"], "customcrm_requests": served["customcrm"],
                 "keap_reads": served["keap_reads"], "customcrm_reads": served["customcrm_reads"],
             })  # fmt: skip
-            print(f"# edit {n}: {arrived - edited:.1f} s ({line})", file=sys.stderr)
+            print(f"# {label}edit {n}: {arrived - edited:.1f} s ({line})", file=sys.stderr, flush=True)
     finally:
         keap.close()
         crm.close()
@@ -265,13 +413,16 @@ def main() -> None:
     parser.add_argument("--debounce", type=float, default=None, help="crmsync hooks serve --debounce")
     parser.add_argument("--receiver", action="store_true", help="only the receiver's answer time")
     parser.add_argument("--budget", type=float, default=None, help="start no edit after this many seconds")
+    parser.add_argument(
+        "--lanes", type=int, default=1, help="installations side by side, the edits split between them"
+    )
     args = parser.parse_args()
     low, _, high = args.delay.partition("-")
     print(f"# machine: {machine()}")
     if args.receiver:
         receiver()
         return
-    run(args.edits, (float(low), float(high or low)), args.debounce, args.budget)
+    run(args.edits, (float(low), float(high or low)), args.debounce, args.budget, args.lanes)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python -m bench.run            # extract, dbt build, the sync scenarios unpaced, drt side by side
     python -m bench.run --paced    # + the runs at Keap's limits (their floor is minutes by design),
-                                   #   and the hooks' latency (about 1 h 45 min: bench/hooks.py)
+                                   #   and the hooks' latency (100 edits per delay in 4 and 5 lanes,
+                                   #   about 70 min: bench/hooks.py)
     python -m bench.run --size 100000
 
 The paced runs take as long as Keap's 240 requests a minute make them: the 1,000-write
@@ -32,8 +33,9 @@ def main() -> None:
         keap_floor.run(1_000, 1_000)
         keap_reread.run(300, 300)
         sync.run(args.size, limits="published")
-        hooks.run(100, (1.0, 1.0), None)  # an edit at a time: each waits for its delivery, 30 s, its sync
-        hooks.run(10, (30.0, 60.0), None)
+        # 100 edits per delay, an edit at a time in each lane (each waits for its delivery, 30 s, its sync)
+        hooks.run(100, (1.0, 1.0), None, lanes=4)
+        hooks.run(100, (30.0, 60.0), None, lanes=5)
 
 
 if __name__ == "__main__":
