@@ -27,25 +27,31 @@ def sandboxes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sandbo
         boxes.stop()
 
 
+def keap_http(boxes: Sandboxes) -> httpx.Client:
+    """A raw HTTP client on the Keap sandbox, authenticated with the sandbox's API key."""
+    return httpx.Client(
+        base_url=boxes.keap_url, headers={"X-Keap-API-Key": boxes.keap.credentials.api_key}, timeout=10
+    )
+
+
+def crm_http(boxes: Sandboxes) -> httpx.Client:
+    """A raw HTTP client on the Customcrm sandbox, with its bearer token."""
+    return httpx.Client(
+        base_url=boxes.customcrm_url,
+        headers={"Authorization": f"Bearer {boxes.customcrm.credentials.token}"},
+        timeout=10,
+    )
+
+
 @pytest.fixture
 def keap(sandboxes: Sandboxes) -> Iterator[httpx.Client]:
-    """A raw HTTP client on the Keap sandbox, authenticated with the sandbox's API key."""
-    with httpx.Client(
-        base_url=sandboxes.keap_url,
-        headers={"X-Keap-API-Key": sandboxes.keap.credentials.api_key},
-        timeout=10,
-    ) as client:
+    with keap_http(sandboxes) as client:
         yield client
 
 
 @pytest.fixture
 def crm(sandboxes: Sandboxes) -> Iterator[httpx.Client]:
-    """A raw HTTP client on the Customcrm sandbox, with its bearer token."""
-    with httpx.Client(
-        base_url=sandboxes.customcrm_url,
-        headers={"Authorization": f"Bearer {sandboxes.customcrm.credentials.token}"},
-        timeout=10,
-    ) as client:
+    with crm_http(sandboxes) as client:
         yield client
 
 

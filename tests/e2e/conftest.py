@@ -17,7 +17,7 @@ from connectors.keap import KeapPacer, keap_client
 from crmsync.run import Endpoints, SyncOutcome, run_sync
 from crmsync.settings import Settings
 from sandbox.bundle import Sandboxes
-from tests.conftest import admin
+from tests.conftest import admin, crm_http, keap_http
 
 
 def no_sleep(seconds: float) -> None:
@@ -126,12 +126,7 @@ def synced_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     boxes = Sandboxes(folder / "sandbox").start()
     try:
         boxes.seed_demo(**DEMO)
-        keap = httpx.Client(
-            base_url=boxes.keap_url, headers={"X-Keap-API-Key": boxes.keap.credentials.api_key}
-        )
-        crm = httpx.Client(base_url=boxes.customcrm_url,
-                           headers={"Authorization": f"Bearer {boxes.customcrm.credentials.token}"})  # fmt: skip
-        with keap, crm:
+        with keap_http(boxes) as keap, crm_http(boxes) as crm:
             admin(crm, boxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
             first = World(boxes, _settings(folder), keap, crm).sync()
         assert first.status == "ok", first.error or first.problems
