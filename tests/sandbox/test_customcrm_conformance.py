@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from schemathesis import checks as st_checks
 
 from sandbox.bundle import Sandboxes
@@ -47,6 +47,10 @@ schema = schemathesis.pytest.from_fixture("contract")
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_sandbox_conforms_to_the_contract(case: schemathesis.Case, live_customcrm: Sandboxes) -> None:
+    # a query parameter whose value is an empty list or None is not sent at all: a negative
+    # case whose only unknown parameter is one of those reaches the sandbox as a valid
+    # request (seen: `{"": []}` beside valid parameters), which it rightly answers with 200
+    assume(not any(value is None or value == [] for value in (case.query or {}).values()))
     case.call_and_validate(
         base_url=live_customcrm.customcrm_url,
         headers={"Authorization": f"Bearer {live_customcrm.customcrm.credentials.token}"},
