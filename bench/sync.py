@@ -27,6 +27,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -192,7 +193,7 @@ def restore(boxes: RunningSandboxes, limits: str) -> None:
     boxes.admin("customcrm", "/_sandbox/config", {"limits": "default" if limits == "published" else "off"})
 
 
-def run(size: int, limits: str = "published") -> None:
+def run(size: int, limits: str = "published", keep: Path | None = None) -> None:
     nothing = {"keap": {r: 0 for r in KEAP.values()}, "customcrm": {m: 0 for m in KEAP}}
     paced = limits == "published"
     with tempfile.TemporaryDirectory(prefix="crmsync-bench-") as tmp:
@@ -204,6 +205,11 @@ def run(size: int, limits: str = "published") -> None:
             everything = {"keap": {r: size for r in KEAP.values()}, "customcrm": crm_records}
             measure("initial sync", size, boxes, db, everything, paced)
             measure("the run after it", size, boxes, db, nothing, paced)
+            if (
+                keep is not None
+            ):  # a synced account of this size, settled: what bench.dbt_incremental starts from
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(db, keep / f"synced-{size}.duckdb")
             if size <= 10_000:  # the run after a writing run is already quiet; at 10,000 once more to show it
                 measure("quiet: nothing changed", size, boxes, db, nothing, paced)
             n = edit_one_percent(boxes, size, seed=1, limits=limits)
@@ -216,10 +222,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
     parser.add_argument("--limits", choices=["published", "off"], default="published")
+    parser.add_argument("--keep", type=Path, help="keep the DuckDB file of the synced account here")
     args = parser.parse_args()
     print(f"# machine: {machine()}")
     for size in args.size or [10_000]:
-        run(size, args.limits)
+        run(size, args.limits, args.keep)
 
 
 if __name__ == "__main__":

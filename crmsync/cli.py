@@ -303,7 +303,9 @@ def _sync_options(command: Any) -> Any:
 @main.command()
 @_sync_options
 @click.option(
-    "--rebuild", is_flag=True, help="Run dbt and the push even when nothing changed since the last quiet run."
+    "--rebuild",
+    is_flag=True,
+    help="Run dbt and the push even when nothing changed since the last quiet run, re-merging every pair.",
 )
 @click.pass_obj
 def sync(

@@ -123,23 +123,63 @@ def run_dbt(
     return DbtResult(outcome.success, failures, outcome.result)
 
 
+def models_signature(variables: dict[str, Any] | None) -> str:
+    """What the incremental merge was built with: the project's files and the vars. When it
+    changes, the next build is a full refresh (macros/incremental_merge.sql)."""
+    import hashlib
+    import json
+
+    from crmsync.fingerprint import project_fingerprint
+
+    document = {"project": project_fingerprint(), "vars": variables or {}}
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def built_signatures(db_path: Path) -> set[str | None]:
+    """The signatures the merge tables hold now; {None} when one is missing or empty."""
+    import duckdb
+
+    from registry.mappings import MAPPINGS
+
+    found: set[str | None] = set()
+    try:
+        with duckdb.connect(str(db_path), read_only=True) as con:
+            for mapping in MAPPINGS:
+                rows = con.execute(
+                    f"select distinct models_signature from intermediate.int_{mapping.name}__merged"
+                ).fetchall()
+                found |= {row[0] for row in rows} or {None}
+    except (duckdb.CatalogException, duckdb.BinderException, duckdb.IOException):
+        return {None}  # not built yet, or built before the merge kept a signature
+    return found
+
+
 def build(
     db_path: Path,
     variables: dict[str, Any] | None = None,
     select: str | None = None,
     tests: bool = True,
     unit_tests: bool = False,
+    full_refresh: bool = False,
 ) -> DbtResult:
     """`dbt build` (models, seeds and their data tests: a failing test stops the sync before
     any write), or `dbt run` when the tests already passed in this sync.
 
+    The merge is incremental (macros/incremental_merge.sql): a build re-merges the pairs that
+    changed. It is rebuilt whole (`--full-refresh`) when asked, and when the project's files
+    or the vars differ from the ones it was built with: a new field, policy or merge rule
+    applies to every pair at once.
+
     Unit tests check the models' SQL on fixed fixtures, not the data: they cannot change
     from one run to the next unless the project does, so they run in `make test` (and
     with `unit_tests=True`), not in every sync, where they were ~40% of a small build."""
+    signature = models_signature(variables)
     args = ["build" if tests else "run"] + (["--select", select] if select else [])
+    if full_refresh or built_signatures(db_path) != {signature}:
+        args.append("--full-refresh")
     if tests and not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
-    result = run_dbt(args, db_path, variables)
+    result = run_dbt(args, db_path, {**(variables or {}), "models_signature": signature})
     if not result.success:
         raise DbtError(f"dbt {args[0]} failed: " + "; ".join(result.failures[:5]))
     return result

@@ -275,7 +275,7 @@ def _run_sync(
                 _retention(db_path, settings)
                 return outcome
         with phase("dbt"):
-            dbt_build(db_path, variables)
+            dbt_build(db_path, variables, full_refresh=rebuild)
         # before any write (and in a plan): say when Keap's quota cannot take them all today
         note = keap_quota_note(pending_writes(db_path), found.keap, settings.keap_quota_reserve)
         if note:

@@ -52,7 +52,8 @@
 {% endmacro %}
 
 
-{#- One row per pair and mapped field: the two values in canonical text, side by side.
+{#- One row per pair and mapped field (`paired`: rows of keyed_pairs, macros/incremental_merge.sql):
+    the two values in canonical text, side by side.
     Derived fields (an order's Status, which follows its stage) are not merged on their own,
     and a field whose value does not parse on either side (`*_unparseable_fields`) is left
     out: nothing is written for it and its base stays, until the value is fixed. -#}
@@ -62,6 +63,8 @@
         '{{ mapping }}' as mapping,
         keap_id,
         customcrm_id,
+        pair_key,
+        pair_hash,
         is_new_link,
         keap_updated_at,
         customcrm_updated_at,
@@ -138,8 +141,11 @@
             * exclude (customcrm_lead_s, clock_uncertainty_s),
             has_base and keap_value is distinct from base_value as keap_changed,
             has_base and customcrm_value is distinct from base_value as customcrm_changed,
-            coalesce(customcrm_lead_s > clock_uncertainty_s, false) as customcrm_is_newer,
-            coalesce(abs(customcrm_lead_s) <= clock_uncertainty_s, false) as is_clock_tie
+            -- equal values decide nothing: the times are compared only where the sides differ
+            case when keap_value is distinct from customcrm_value
+                then coalesce(customcrm_lead_s > clock_uncertainty_s, false) end as customcrm_is_newer,
+            case when keap_value is distinct from customcrm_value
+                then coalesce(abs(customcrm_lead_s) <= clock_uncertainty_s, false) end as is_clock_tie
         from timed
     ),
 

@@ -1,13 +1,10 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='pair_key',
+    on_schema_change='fail',
+    post_hook="{{ drop_stale_pairs('contacts') }}",
+) }}
 
-paired as (
-    select * from {{ ref('int_contacts__paired') }}
-),
-
-compared as (
-    {{ unpivot_fields('contacts', 'paired', mapping_fields('contacts')) }}
-),
-
-{{ three_way_merge('contacts', 'compared') }}
-
-select * from merged
+-- macros/incremental_merge.sql: which pairs a build re-merges, and why that is enough
+{{ merge_model('contacts') }}

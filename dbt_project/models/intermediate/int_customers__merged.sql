@@ -1,13 +1,10 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='pair_key',
+    on_schema_change='fail',
+    post_hook="{{ drop_stale_pairs('customers') }}",
+) }}
 
-paired as (
-    select * from {{ ref('int_customers__paired') }}
-),
-
-compared as (
-    {{ unpivot_fields('customers', 'paired', mapping_fields('customers')) }}
-),
-
-{{ three_way_merge('customers', 'compared') }}
-
-select * from merged
+-- macros/incremental_merge.sql: which pairs a build re-merges, and why that is enough
+{{ merge_model('customers') }}

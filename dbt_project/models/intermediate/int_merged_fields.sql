@@ -1,3 +1,5 @@
+{{ config(materialized='view') }}
+
 -- Every mapping's merge in one relation (the mappings of registry/mappings.py): what the
 -- conflict list and the push's base bookkeeping read.
 with

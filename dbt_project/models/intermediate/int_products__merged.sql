@@ -1,13 +1,10 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='pair_key',
+    on_schema_change='fail',
+    post_hook="{{ drop_stale_pairs('products') }}",
+) }}
 
-paired as (
-    select * from {{ ref('int_products__paired') }}
-),
-
-compared as (
-    {{ unpivot_fields('products', 'paired', mapping_fields('products')) }}
-),
-
-{{ three_way_merge('products', 'compared') }}
-
-select * from merged
+-- macros/incremental_merge.sql: which pairs a build re-merges, and why that is enough
+{{ merge_model('products') }}

@@ -1,3 +1,5 @@
+{{ config(materialized='view') }}
+
 -- Per linked pair and field, the merged value and where it must be written. The push
 -- advances a field's base to merged_value once the write carrying it went through (or
 -- at once when nothing needs writing).

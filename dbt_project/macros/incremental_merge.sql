@@ -1,0 +1,111 @@
+{#- The merge is incremental: a build re-merges only the pairs whose inputs may have changed,
+    and keeps every other pair's rows as the last build left them.
+
+    A pair's rows are a function of its paired row (both records' values, update times,
+    what does not parse, whether the link is new, the references as translated), its base
+    values, the clocks, the property table and the policy. A build re-merges a pair when:
+    - its paired row is new or differs from the one its rows were merged from: a hash of the
+      whole record (`pair_hash`) is compared before any field is;
+    - it is not settled: some field differs between the sides or from its base, or has no
+      base. Only such pairs can be written, so only their bases can move (the push advances
+      the bases of the fields it wrote or confirmed), and only their winners can depend on
+      the clocks (equal values decide nothing: `customcrm_is_newer` is null on them);
+    - a base of it was written after the last build (`base_watermark`), whoever wrote it.
+    The post-hook drops the rows of pairs that are gone (a record deleted, a link replaced)
+    or whose record changed. A change of the property table, the policy or the models' code
+    is not seen here: `crmsync` builds with `--full-refresh` when the project's files or the
+    vars differ from the ones the merge was built with (`models_signature`), and so must a
+    person who runs dbt by hand after such a change. -#}
+
+
+{#- Which pair a row belongs to: unambiguous, and never null (either side may be). -#}
+{% macro pair_key(keap_id, customcrm_id) -%}
+    cast(to_json([{{ keap_id }}, {{ customcrm_id }}]) as varchar)
+{%- endmacro %}
+
+
+{#- The paired model's rows with pair_key and pair_hash, the hash of the whole row. -#}
+{% macro keyed_pairs(paired_model) -%}
+    select
+        {{ pair_key('record.keap_id', 'record.customcrm_id') }} as pair_key,
+        hash(record) as pair_hash,
+        record.*
+    from {{ ref(paired_model) }} as record
+{%- endmacro %}
+
+
+{#- The pairs this build merges: all of them in a full build; in an incremental one, those
+    whose record changed, that are not settled, or whose base moved since the last build. -#}
+{% macro pairs_to_merge(mapping) -%}
+    {%- set paired_model = 'int_' ~ mapping ~ '__paired' %}
+    {%- if is_incremental() %}
+    with keyed as (
+        {{ keyed_pairs(paired_model) }}
+    ),
+
+    merged_before as (
+        select
+            pair_key,
+            any_value(pair_hash) as pair_hash,
+            bool_and(has_base and keap_value is not distinct from customcrm_value
+                and base_value is not distinct from keap_value) as is_settled
+        from {{ this }}
+        group by pair_key
+    ),
+
+    bases_moved as (
+        select distinct keap_id
+        from {{ ref('stg_sync_state__base_values') }}
+        where mapping = '{{ mapping }}'
+            and synced_at > (select coalesce(max(base_watermark), '-infinity'::timestamptz) from {{ this }})
+    )
+
+    select keyed.*
+    from keyed
+    left join merged_before
+        on merged_before.pair_key = keyed.pair_key
+    where merged_before.pair_key is null
+        or merged_before.pair_hash <> keyed.pair_hash
+        or not merged_before.is_settled
+        or keyed.keap_id in (select keap_id from bases_moved)
+    {%- else %}
+    {{ keyed_pairs(paired_model) }}
+    {%- endif %}
+{%- endmacro %}
+
+
+{#- Post-hook of a merge model: the rows of pairs that no longer exist as they were merged. -#}
+{% macro drop_stale_pairs(mapping) -%}
+    delete from {{ this }}
+    where not exists (
+        select 1
+        from ({{ keyed_pairs('int_' ~ mapping ~ '__paired') }}) as current_pairs
+        where current_pairs.pair_key = {{ this }}.pair_key
+            and current_pairs.pair_hash = {{ this }}.pair_hash
+    )
+{%- endmacro %}
+
+
+{#- The whole of a merge model (int_<mapping>__merged): the pairs to merge, one row per field,
+    the three-way merge, and what the next build needs to know what to redo. -#}
+{% macro merge_model(mapping) %}
+with
+
+paired as (
+    {{ pairs_to_merge(mapping) }}
+),
+
+compared as (
+    {{ unpivot_fields(mapping, 'paired', mapping_fields(mapping)) }}
+),
+
+{{ three_way_merge(mapping, 'compared') }}
+
+select
+    *,
+    -- the newest base this build could see: bases written later are re-merged by the next
+    (select max(synced_at) from {{ ref('stg_sync_state__base_values') }}) as base_watermark,
+    '{{ var("models_signature", "") }}' as models_signature,
+    '{{ invocation_id }}' as merged_in_build
+from merged
+{% endmacro %}
