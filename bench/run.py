@@ -1,6 +1,7 @@
 """`make bench`: the quick set at 10,000 records per kind, each figure printed as it comes.
 
-    python -m bench.run            # extract, dbt build, the sync scenarios unpaced, drt side by side
+    python -m bench.run            # extract, dbt build, the sync scenarios unpaced, the incremental
+                                   # build on the synced account, drt side by side
     python -m bench.run --paced    # + the runs at Keap's limits (their floor is minutes by design),
                                    #   and the hooks' latency (100 edits per delay in 4 and 5 lanes,
                                    #   about 70 min: bench/hooks.py)
@@ -14,8 +15,10 @@ about 10.
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
-from bench import dbt_build, extract, hooks, keap_floor, keap_reread, peer, sync
+from bench import dbt_build, dbt_incremental, extract, hooks, keap_floor, keap_reread, peer, sync
 from bench.common import machine
 
 
@@ -27,7 +30,9 @@ def main() -> None:
     print(f"# machine: {machine()}")
     extract.run(args.size)
     dbt_build.run(args.size)
-    sync.run(args.size, limits="off")
+    with tempfile.TemporaryDirectory(prefix="crmsync-bench-synced-") as kept:
+        sync.run(args.size, limits="off", keep=Path(kept))
+        dbt_incremental.run(Path(kept) / f"synced-{args.size}.duckdb", 1)
     peer.run(args.size, rounds=1)
     if args.paced:
         keap_floor.run(1_000, 1_000)

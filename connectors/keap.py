@@ -42,6 +42,8 @@ from registry import STAGES, keap_resource
 from registry.mappings import STAGES_LIST_KEY
 from support.times import parse_time
 
+MAX_PAGE_SIZE = 1000  # Keap's largest page (docs/keap-api.md)
+
 # How each resource is read, narrowed, walked and searched is the registry's (registry/):
 # a time filter where Keap has one, else newest first, stopping past the cursor; walks by
 # id, ordered by id where Keap offers it (else Keap's default order, checked); `fields`
@@ -404,8 +406,9 @@ class KeapClient(ApiClient):
         trusting page positions: each page is a fresh query for the ids after the last one
         seen (ordered by id where Keap sorts by id, else in Keap's default id order, which
         is checked). Opportunities and products have no time filter: one newest-first page
-        answers an incremental read when it reaches past `since`; otherwise the walk goes
-        by id through them all. `after_id` resumes an interrupted walk by id."""
+        answers an incremental read when it reaches past `since` (a page of `page_size`,
+        then, when every record on it is newer, one of Keap's largest); otherwise the walk
+        goes by id through them all. `after_id` resumes an interrupted walk by id."""
         spec = keap_resource(resource)
         params: dict[str, Any] = {}
         if fields:
@@ -413,11 +416,15 @@ class KeapClient(ApiClient):
                 raise ValueError(f"Keap's {resource} list cannot be narrowed with `fields`")
             params["fields"] = ",".join(fields)
         if spec.time_filter is None and since is not None and after_id is None:
-            newest = self.list_page(resource, {**params, "order_by": spec.newest_first}, page_size)
-            fresh = _fresh(newest.items, spec.cursor_field, since)
-            if newest.next_token is None or len(fresh) < len(newest.items):
-                yield WalkPage(fresh, newest.server_time, last_id=None, complete=True)
-                return
+            # a small page is what a re-read between writes expects; when more changed (the
+            # push's own writes, at a pace without limits), one large page before walking
+            # every record: a walk by id is a page per thousand records of the account
+            for size in dict.fromkeys((page_size, MAX_PAGE_SIZE)):
+                newest = self.list_page(resource, {**params, "order_by": spec.newest_first}, size)
+                fresh = _fresh(newest.items, spec.cursor_field, since)
+                if newest.next_token is None or len(fresh) < len(newest.items):
+                    yield WalkPage(fresh, newest.server_time, last_id=None, complete=True)
+                    return
         yield from self._walk_by_id(resource, since, params, page_size, after_id)
 
     def _walk_by_id(

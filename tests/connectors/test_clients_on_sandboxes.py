@@ -13,6 +13,7 @@ from connectors.errors import AuthError
 from connectors.keap import KeapPacer, keap_client
 from connectors.tokens import TokenStore
 from sandbox.bundle import Sandboxes
+from support.times import parse_time
 from tests.conftest import admin
 
 
@@ -29,6 +30,26 @@ def test_keap_pages_follow_opaque_and_url_tokens(sandboxes: Sandboxes) -> None:
     ids = [c["id"] for page in client.pages("companies", page_size=100) for c in page]
     assert len(ids) == len(set(ids)) == 230
     assert client.stats.requests == 6
+
+
+def test_keap_reads_a_resource_without_time_filter_newest_first_not_whole(sandboxes: Sandboxes) -> None:
+    """Products have no time filter: a read of what changed since a time is a newest-first
+    page. When every record on a small page is newer, one of Keap's largest pages is asked
+    before a walk by id through every record (a re-read between writes, which the push's
+    own writes can fill, once walked the whole account each time)."""
+    from datetime import UTC, datetime
+
+    sandboxes.seed_demo(size=300, seed=4)
+    client = _keap(sandboxes)
+    since = datetime(2000, 1, 1, tzinfo=UTC)  # before every record: all 300 changed since
+    pages = list(client.changed_since("products", since, page_size=50))
+    assert sum(len(items) for items, _ in pages) == 300 and pages[-1][1]
+    served = admin(client.http, sandboxes.keap_root, "/_sandbox/stats")["by_endpoint"]
+    assert served == {"GET /products": 2}  # 50 newest, then 1,000 newest: no walk of 6 pages by id
+    newest = max(parse_time(p["update_time"]) for items, _ in pages for p in items)
+    assert newest is not None
+    recent = list(client.changed_since("products", newest, page_size=50))  # a page that reaches past it
+    assert [len(items) for items, _ in recent] == [1]
 
 
 def test_keap_pacing_keeps_under_the_published_limits(sandboxes: Sandboxes) -> None:
