@@ -68,7 +68,8 @@ def build_in_child(db: Path, full: bool) -> dict[str, Any]:
     finished = subprocess.run([sys.executable, "-c", BUILD, str(db), "full" if full else "incremental"],
                               capture_output=True, text=True, check=False)  # fmt: skip
     if finished.returncode != 0:
-        raise SystemExit(f"the build failed: {finished.stderr.strip().splitlines()[-1:]}")
+        failed = [line for line in finished.stderr.splitlines() if "rror" in line][-3:]
+        raise SystemExit(f"the build failed: {' | '.join(failed) or finished.stderr[-500:]}")
     report = json.loads(finished.stdout.strip().splitlines()[-1])
     return {**report, "process_seconds": round(time.perf_counter() - started, 1)}
 
@@ -85,9 +86,8 @@ def replicate_links(db: Path, factor: int) -> None:
             )
 
 
-def settle_copies(db: Path) -> int:
-    """The bases the sync would write for pairs whose sides agree; returns the pairs left
-    unsettled (their sides disagree)."""
+def settle_copies(db: Path) -> None:
+    """The bases the sync would write for the pairs whose sides agree."""
     with duckdb.connect(str(db)) as con:
         con.execute(
             """insert into sync_state.base_values
@@ -95,15 +95,16 @@ def settle_copies(db: Path) -> int:
                where keap_id is not null and customcrm_id is not null
                    and keap_value is not distinct from customcrm_value and not has_base"""
         )
-        return unsettled(con)
 
 
-def unsettled(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute(
-        """select count(*) from (select distinct mapping, keap_id, customcrm_id from main.sync_field_decisions
-           where not has_base or write_to <> 'none' or base_value is distinct from merged_value)"""
-    ).fetchone()
-    return int(row[0]) if row else 0
+def unsettled(db: Path) -> int:
+    """Pairs with something to write or a base to move, as the last build left them."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        row = con.execute(
+            """select count(*) from (select distinct mapping, keap_id, customcrm_id from main.sync_field_decisions
+               where not has_base or write_to <> 'none' or base_value is distinct from merged_value)"""
+        ).fetchone()
+        return int(row[0]) if row else 0
 
 
 def edit_one_percent(db: Path) -> dict[str, int]:
@@ -169,13 +170,13 @@ def run(source: Path, factor: int) -> None:
                 "size_per_kind": per_kind, "replicated_from": per_kind // factor if factor > 1 else None,
                 "step": step, "seconds": round(float(figures["seconds"]), 1),
                 "process_seconds": figures["process_seconds"], "peak_rss_mib": figures["peak_rss_mib"],
-                "ok": figures["ok"], "pairs_merged": remerged(db), **extra,
+                "ok": figures["ok"], "pairs_merged": remerged(db), "pairs_unsettled": unsettled(db), **extra,
             })  # fmt: skip
 
         figure("first build", full=True)
         if factor > 1:
-            left = settle_copies(db)
-            figure("the copies' bases written", full=False, unsettled_pairs_before=left)
+            settle_copies(db)
+            figure("the copies' bases written", full=False)
         figure("nothing changed", full=False)
         edited = edit_one_percent(db)
         figure("1% changed on each side", full=False, edited=edited)

@@ -181,5 +181,9 @@ def build(
         args += ["--exclude-resource-type", "unit_test"]
     result = run_dbt(args, db_path, {**(variables or {}), "models_signature": signature})
     if not result.success:
-        raise DbtError(f"dbt {args[0]} failed: " + "; ".join(result.failures[:5]))
+        hint = ""
+        if any("Out of Memory Error" in failure for failure in result.failures):
+            limit = os.environ.get("CRMSYNC_DUCKDB_MEMORY_LIMIT", "80%")
+            hint = f" (DuckDB ran out of its memory limit, {limit}: raise CRMSYNC_DUCKDB_MEMORY_LIMIT)"
+        raise DbtError(f"dbt {args[0]} failed{hint}: " + "; ".join(result.failures[:5]))
     return result

@@ -142,3 +142,17 @@ def test_read_only_commands_wait_for_a_sync_then_name_it_in_one_line(
     holder.join()
     assert waited.returncode == 0 and waited.stdout == "n\n42\n", waited.stderr  # it waited, then read
     assert time.monotonic() - started >= 1.0
+
+
+def test_a_build_past_duckdbs_memory_limit_names_the_setting_to_raise(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from crmsync.dbt import DbtError, build
+
+    db = tmp_path / "crmsync.duckdb"
+    ensure_state(db)
+    monkeypatch.setenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", "1MB")  # read by dbt_project/profiles.yml
+    with pytest.raises(
+        DbtError, match=r"ran out of its memory limit, 1MB: raise CRMSYNC_DUCKDB_MEMORY_LIMIT\)"
+    ):
+        build(db, tests=False)
