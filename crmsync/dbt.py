@@ -136,22 +136,24 @@ def models_signature(variables: dict[str, Any] | None) -> str:
 
 
 def built_signatures(db_path: Path) -> set[str | None]:
-    """The signatures the merge tables hold now; {None} when one is missing or empty."""
+    """The signatures the merge tables were last built with (each table's comment, written
+    by its post-hook); None for a table missing, or built before it kept one."""
     import duckdb
 
     from registry.mappings import MAPPINGS
 
-    found: set[str | None] = set()
+    names = [f"int_{mapping.name}__merged" for mapping in MAPPINGS]
     try:
         with duckdb.connect(str(db_path), read_only=True) as con:
-            for mapping in MAPPINGS:
-                rows = con.execute(
-                    f"select distinct models_signature from intermediate.int_{mapping.name}__merged"
-                ).fetchall()
-                found |= {row[0] for row in rows} or {None}
-    except (duckdb.CatalogException, duckdb.BinderException, duckdb.IOException):
-        return {None}  # not built yet, or built before the merge kept a signature
-    return found
+            rows = con.execute(
+                """select table_name, comment from duckdb_tables()
+                   where schema_name = 'intermediate' and list_contains(?, table_name)""",
+                [names],
+            ).fetchall()
+    except (duckdb.IOException, duckdb.CatalogException):
+        return {None}  # no file yet
+    comments = dict(rows)
+    return {comments.get(name) or None for name in names}
 
 
 def build(

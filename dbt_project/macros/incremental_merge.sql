@@ -86,6 +86,13 @@
 {%- endmacro %}
 
 
+{#- Post-hook of a merge model: the signature it was built with, as the table's comment,
+    where `crmsync` reads it (crmsync/dbt.py) even when the table has no row. -#}
+{% macro record_models_signature() -%}
+    comment on table {{ this }} is '{{ var("models_signature", "") }}'
+{%- endmacro %}
+
+
 {#- The whole of a merge model (int_<mapping>__merged): the pairs to merge, one row per field,
     the three-way merge, and what the next build needs to know what to redo. -#}
 {% macro merge_model(mapping) %}

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from crmsync.dbt import build
+from crmsync.dbt import build, built_signatures, models_signature
 from registry.mappings import MAPPINGS
 from tests.e2e.conftest import World
 
@@ -121,6 +121,7 @@ def test_an_incremental_build_finds_what_a_full_rebuild_finds(world: World, tmp_
 
     plan = world.sync(dry_run=True)  # extract and an incremental build, no write
     assert plan.status == "ok", plan.error
+    assert built_signatures(db) == {models_signature(None)}  # what tells the next build it may go on
     incremental = _snapshot(db)
     full = _full_rebuild(db, tmp_path / "full-after-edits")
     assert _differences(incremental, full) == {}
