@@ -11,11 +11,12 @@
       the bases of the fields it wrote or confirmed), and only their winners can depend on
       the clocks (equal values decide nothing: `customcrm_is_newer` is null on them);
     - a base of it was written after the last build (`base_watermark`), whoever wrote it.
-    The post-hook drops the rows of pairs that are gone (a record deleted, a link replaced)
-    or whose record changed. A change of the property table, the policy or the models' code
-    is not seen here: `crmsync` builds with `--full-refresh` when the project's files or the
-    vars differ from the ones the merge was built with (`models_signature`), and so must a
-    person who runs dbt by hand after such a change. -#}
+    A post-hook drops the rows of pairs that are gone (a record deleted, a link replaced) or
+    whose record changed. A change of the property table, the policy or the models' code is
+    not seen here: `crmsync` builds with `--full-refresh` when the project's files or the
+    vars differ from the ones the merge was built with (the signature each merge table keeps
+    as its comment: `record_models_signature`), and so must a person who runs dbt by hand
+    after such a change. -#}
 
 
 {#- Which pair a row belongs to: unambiguous, and never null (either side may be). -#}
@@ -112,7 +113,6 @@ select
     *,
     -- the newest base this build could see: bases written later are re-merged by the next
     (select max(synced_at) from {{ ref('stg_sync_state__base_values') }}) as base_watermark,
-    '{{ var("models_signature", "") }}' as models_signature,
     '{{ invocation_id }}' as merged_in_build
 from merged
 {% endmacro %}

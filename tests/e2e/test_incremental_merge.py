@@ -18,7 +18,7 @@ from registry.mappings import MAPPINGS
 from tests.e2e.conftest import World
 
 # what a build writes beside the merge itself: which build, what it could see
-BOOKKEEPING = "base_watermark, models_signature, merged_in_build"
+BOOKKEEPING = "base_watermark, merged_in_build"
 
 
 def _relations() -> dict[str, str]:
