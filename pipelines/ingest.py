@@ -59,6 +59,9 @@ def _pipeline(name: str, db_path: Path, state_dir: Path, dataset: str) -> dlt.Pi
     # after a full extract is a second copy of every record in the file
     os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
     os.environ["LOAD__DELETE_COMPLETED_JOBS"] = "true"  # the records' load files, once loaded
+    # the extract and normalize files live for seconds on local disk: gzip spent about 5% of
+    # a first sync's CPU on them (bench/RESULTS.md, issue 17)
+    os.environ.setdefault("DATA_WRITER__DISABLE_COMPRESSION", "true")
     db_path.parent.mkdir(parents=True, exist_ok=True)
     return dlt.pipeline(
         pipeline_name=name,
