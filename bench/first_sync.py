@@ -50,7 +50,9 @@ def run(size: int, limits: str) -> None:
             run = sync_process(boxes, db, paced)
             keap = boxes.admin("keap", "/_sandbox/stats")
             crm = boxes.admin("customcrm", "/_sandbox/stats")
-            created = {m: c["live"] - held[m] for m, c in boxes.admin("customcrm", "/_sandbox/counts").items()}
+            created = {
+                m: c["live"] - held[m] for m, c in boxes.admin("customcrm", "/_sandbox/counts").items()
+            }
         answer = run["answer"]
         wrote = written(db, answer["run_id"]) if answer.get("run_id") else {"keap": {}, "customcrm": {}}
     keap_needed = sum(math.ceil(size / 1000) for _ in KEAP.values()) + 1 + sum(wrote["keap"].values())
@@ -74,7 +76,9 @@ def run(size: int, limits: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
     parser.add_argument("--limits", choices=["published", "off"], default="published")
     args = parser.parse_args()

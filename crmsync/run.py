@@ -196,7 +196,9 @@ def run_sync(
     on_note: Callable[[str], None] | None = None,
 ) -> SyncOutcome:
     """extract -> dbt build -> push, repeated while rows wait for parents created in this
-    run; then one more extract and build so the link tables show where things stand.
+    run that the push could not fill in itself (a Customcrm child gets its new parent's id
+    from the link in the same push); then one more extract and build so the link tables
+    show where things stand.
 
     When the extract loaded nothing and nothing else the models read changed since a run
     that found nothing to do (crmsync.fingerprint), the build and the push are skipped:

@@ -89,7 +89,8 @@ class CustomcrmTarget:
             mapping,
             self.system,
             f"sync_customcrm__{mapping}",
-            "op, keap_id, customcrm_id, if_match, idempotency_key, payload, fields, status",
+            "op, keap_id, customcrm_id, if_match, idempotency_key, payload, fields, status, waiting_reason,"
+            " unlinked_parents",
             "keap_id",
         )
         with RecordBehind(self.ctx.recorder) as record:

@@ -11,7 +11,8 @@ Per mapping, parents before children (customers, contacts, orders, products):
    and 1 MiB, each create with an Idempotency-Key naming the record and its body, each
    update and delete with If-Match (a 412 leaves the row for the next run, which sees the
    newer value, unless the record already holds what the write carries: a batch resent
-   after its answer was lost);
+   after its answer was lost); a child whose parent this push has just created gets the
+   parent's new id from its link (`unlinked_parents`), not from another round of dbt;
 3. the Keap target (reverse_etl.keap_target): PATCH with update_mask, a few at a time, in chunks of about four seconds, each
    after a re-read of what changed in Keap since the last one: records edited since the
    extract are held back, so an edit made during the run is never overwritten

@@ -80,10 +80,42 @@ class PushContext:
         rows = query(self.db_path, f"select {columns} from main.{mart} order by op, keap_id")
         linked = self.linked(mapping, linked_side)
         rows = [r for r in rows if not (r["op"] == "create" and r[linked_side] in linked)]
+        self.resolve_parents(rows)
         rows = self.set_aside(mapping, system, rows)
         ready = [r for r in rows if r["status"] == "ready"]
         self.result.mappings[mapping].waiting += len(rows) - len(ready)
         return ready
+
+    def resolve_parents(self, rows: list[dict[str, Any]]) -> None:
+        """Waiting rows whose only wait is for parents this push has linked since dbt built
+        the mart (parents are pushed before children) become ready: each reference is filled
+        in from the parent's link, as the next build would write it. A row with a parent
+        still unlinked keeps waiting, unchanged."""
+        waiting = [r for r in rows if r["status"] == "waiting" and r.get("unlinked_parents")]
+        if not waiting:
+            return
+        references = [(r, as_json(r["unlinked_parents"])) for r in waiting]
+        wanted: dict[str, set[str]] = {}
+        for _, refs in references:
+            for ref in refs.values():
+                wanted.setdefault(ref["mapping"], set()).add(ref["keap_id"])
+        linked: dict[tuple[str, str], str] = {}
+        for parent, keap_ids in wanted.items():
+            found = query_tuples(
+                self.db_path,
+                """select links.keap_id, links.customcrm_id
+                   from sync_state.links as links
+                   inner join (select unnest(?::varchar[]) as keap_id) as wanted using (keap_id)
+                   where links.mapping = ?""",
+                [sorted(keap_ids), parent],
+            )
+            linked.update({(parent, keap_id): customcrm_id for keap_id, customcrm_id in found})
+        for row, refs in references:
+            filled = {field: linked.get((ref["mapping"], ref["keap_id"])) for field, ref in refs.items()}
+            if None in filled.values():
+                continue
+            row["payload"] = {**as_json(row["payload"]), **filled}
+            row["status"], row["waiting_reason"], row["unlinked_parents"] = "ready", None, None
 
     def set_aside(self, mapping: str, target: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows to send: a row refused before with this very payload waits until it is due

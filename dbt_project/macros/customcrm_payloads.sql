@@ -2,7 +2,9 @@
     and a deterministic Idempotency-Key), an update (a merge patch of the changed fields
     only, with If-Match), or a delete (when enabled for the mapping). References are
     translated through the parent mapping's links; a row whose parent is not linked yet
-    is `waiting`, not dropped. Ends in a CTE `final`. -#}
+    is `waiting`, not dropped, and names the parents it waits for (`unlinked_parents`):
+    the push fills them in when it has linked them earlier in the same run. Ends in a CTE
+    `final`. -#}
 {% macro customcrm_changes(mapping) %}
     merged as (
         select * from {{ ref('int_' ~ mapping ~ '__merged') }}
@@ -80,7 +82,11 @@
             case
                 when compare_as like 'reference%' and merged_value is not null and parent_customcrm_id is null
                     then field || ' ' || merged_value || ' is not linked to Customcrm yet'
-            end as waiting_reason
+            end as waiting_reason,
+            case
+                when compare_as like 'reference%' and merged_value is not null and parent_customcrm_id is null
+                    then json_object('mapping', replace(compare_as, 'reference_', ''), 'keap_id', merged_value)
+            end as unlinked_parent
         from writes
         left join stages
             on writes.compare_as = 'stage'
@@ -94,6 +100,7 @@
             field_position,
             'Status',
             to_json(coalesce(stages.customcrm_status, 'open')),
+            null,
             null
         from writes
         left join stages
@@ -107,7 +114,10 @@
             customcrm_id,
             json_group_object(customcrm_field, value_json) as changes,
             list(customcrm_field order by field_position, customcrm_field) as fields,
-            string_agg(waiting_reason, '; ') as waiting_reason
+            string_agg(waiting_reason, '; ') as waiting_reason,
+            to_json(map_from_entries(
+                list((customcrm_field, unlinked_parent)) filter (where unlinked_parent is not null)
+            )) as unlinked_parents
         from valued
         group by keap_id, customcrm_id
     ),
@@ -133,6 +143,7 @@
             coalesce(per_pair.fields, []::varchar[]) as fields,
             case when per_pair.waiting_reason is null then 'ready' else 'waiting' end as status,
             per_pair.waiting_reason,
+            per_pair.unlinked_parents,
             pairs.keap_updated_at
         from pairs
         left join per_pair
@@ -154,6 +165,7 @@
             []::varchar[] as fields,
             'ready' as status,
             cast(null as varchar) as waiting_reason,
+            cast(null as json) as unlinked_parents,
             cast(null as timestamptz) as keap_updated_at
         from ({{ orphaned_links(mapping, 'keap') }}) as links
     ),
@@ -171,6 +183,7 @@
             fields,
             status,
             waiting_reason,
+            unlinked_parents,
             keap_updated_at
         from upserts
         {%- if mapping_var('delete_counterparts', mapping, false) %}

@@ -45,6 +45,39 @@ def test_first_sync_links_or_creates_every_keap_record_without_duplicates(world:
         assert crm_only and crm_only <= {r["Id"] for r in after}
 
 
+def test_a_first_sync_creates_parents_and_children_in_one_round(world: World) -> None:
+    """Children whose parents the same push creates are not left for another round: the
+    push fills each reference in from the parent's new link (unlinked_parents), and every
+    reference points at the counterpart of the Keap record's own parent."""
+    outcome = world.sync()
+    assert outcome.status == "ok", outcome.error
+    assert outcome.rounds == 1
+    assert sum(m.waiting for m in outcome.push.mappings.values()) == 0
+    links = {
+        (mapping, keap_id): crm_id
+        for mapping, keap_id, crm_id in world.sql(
+            "select mapping, keap_id, customcrm_id from sync_state.links"
+        )
+    }
+    crm_contacts = {c["Id"]: c for c in world.crm_all("contacts")}
+    crm_orders = {o["Id"]: o for o in world.crm_all("orders")}
+    keap_contacts = {c["id"]: c for c in world.keap_all("contacts")}
+    checked = 0
+    for contact in keap_contacts.values():
+        company = (contact.get("company") or {}).get("id")
+        crm = crm_contacts[links[("contacts", contact["id"])]]
+        assert crm["CustomerId"] == (links[("customers", str(company))] if company else None), contact["id"]
+        checked += bool(company)
+    for order in world.keap_all("opportunities"):
+        contact_id = str(order["contact"]["id"])
+        crm = crm_orders[links[("orders", order["id"])]]
+        assert crm["ContactId"] == links[("contacts", contact_id)], order["id"]
+        company = (keap_contacts[contact_id].get("company") or {}).get("id")
+        assert crm["CustomerId"] == (links[("customers", str(company))] if company else None), order["id"]
+        checked += 1
+    assert checked > 25  # contacts with a company, and every order
+
+
 def test_unmapped_fields_survive_on_both_sides(world: World) -> None:
     crm_customers = {c["Id"]: c for c in world.crm_all("customers")}
     with_org = {i: c["OrgNumber"] for i, c in crm_customers.items() if c["OrgNumber"]}
