@@ -262,6 +262,7 @@ def run_tool(tool: str, work: Path, db: Path, start: Path, label: str, op: str) 
         crm = boxes.admin("customcrm", "/_sandbox/stats")
         keap = boxes.admin("keap", "/_sandbox/stats")
         held = boxes.admin("customcrm", "/_sandbox/counts")["customers"]["live"]
+        boxes.admin("customcrm", "/_sandbox/config", {"limits": "off"})  # the check's reads are not timed
         digest, edited = _customers_digest(boxes)
     return {
         "tool": tool,
@@ -286,9 +287,8 @@ def _customers_digest(boxes: RunningSandboxes) -> tuple[str, int]:
     with httpx.Client(base_url=boxes.customcrm_url, timeout=60,
                       headers={"Authorization": f"Bearer {boxes.customcrm_token}"}) as crm:  # fmt: skip
         while True:
-            page = crm.get(
-                "/customers", params={"limit": 500, **({"cursor": cursor} if cursor else {})}
-            ).json()
+            answer = crm.get("/customers", params={"limit": 500, **({"cursor": cursor} if cursor else {})})
+            page = answer.raise_for_status().json()
             records += [{k: v for k, v in r.items() if k not in assigned} for r in page["data"]]
             cursor = page.get("next_cursor")
             if not cursor:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from sys import intern
 
 from connectors.customcrm import CustomcrmClient
 from connectors.errors import ApiError
@@ -41,7 +41,7 @@ from reverse_etl.customcrm_target import CustomcrmTarget, RecordBehind
 from reverse_etl.keap_target import KeapTarget
 from reverse_etl.results import MAPPINGS, MappingSummary, ProgressCallback, PushResult, merge_results
 from reverse_etl.state import Outcome, Recorder
-from reverse_etl.targets import STOP_THE_RUN, Decisions, PushContext, Target, query
+from reverse_etl.targets import STOP_THE_RUN, Decision, Decisions, PushContext, Target, query
 from support.duck import connect
 
 __all__ = [
@@ -124,16 +124,19 @@ class Pusher:
 
     def _decisions(self, mapping: str) -> Decisions:
         """Per pair, the fields whose base must move: new, or different from the merged value."""
-        rows = query(
-            self.ctx.db_path,
-            """select keap_id, customcrm_id, field, merged_value, write_to
-               from main.sync_field_decisions
-               where mapping = ? and (not has_base or base_value is distinct from merged_value)""",
-            [mapping],
-        )
-        by_pair: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in rows:
-            by_pair[row["keap_id"] or "new:" + row["customcrm_id"]].append(row)
+        by_pair: dict[str, list[Decision]] = defaultdict(list)
+        with connect(self.ctx.db_path) as con:
+            cursor = con.execute(
+                """select keap_id, customcrm_id, field, merged_value, write_to
+                   from main.sync_field_decisions
+                   where mapping = ? and (not has_base or base_value is distinct from merged_value)""",
+                [mapping],
+            )
+            while chunk := cursor.fetchmany(10_000):
+                for keap_id, customcrm_id, field, merged_value, write_to in chunk:
+                    # a few distinct names, a million rows: one string object each
+                    decision = Decision(keap_id, customcrm_id, intern(field), merged_value, intern(write_to))
+                    by_pair[keap_id or "new:" + customcrm_id].append(decision)
         return by_pair
 
     def _link_matches(self, mapping: str) -> None:
@@ -163,9 +166,9 @@ class Pusher:
         """Fields both sides already agree on become the base of linked pairs (no API call):
         a new link, a field changed on both sides to the same value."""
         bases = [
-            (mapping, d["keap_id"], d["field"], d["merged_value"])
+            (mapping, d.keap_id, d.field, d.merged_value)
             for pair in decisions.values()
             for d in pair
-            if d["write_to"] == "none" and d["keap_id"] and d["customcrm_id"]
+            if d.write_to == "none" and d.keap_id and d.customcrm_id
         ]
         self.ctx.recorder.record([], bases)

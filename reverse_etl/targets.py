@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from connectors.errors import FatalError, QuotaExhausted
 from reverse_etl.results import ProgressCallback, PushResult
@@ -24,7 +24,19 @@ from support.duck import connect
 # later request would be refused; the run says when to try again)
 STOP_THE_RUN = (FatalError, QuotaExhausted)
 
-Decisions = dict[str, list[dict[str, Any]]]
+
+class Decision(NamedTuple):
+    """One field of a pair whose base moves with a write (or without one: `write_to` none).
+    A tuple, not a dict: a first sync at 100,000 records per kind holds about a million."""
+
+    keap_id: str | None
+    customcrm_id: str | None
+    field: str
+    merged_value: str | None
+    write_to: str
+
+
+Decisions = dict[str, list[Decision]]
 """Per pair (its Keap id, or new:<Customcrm id>), the fields whose base moves with a write."""
 
 
@@ -137,13 +149,11 @@ class PushContext:
 
     @staticmethod
     def bases(
-        mapping: str, keap_id: str, decisions: list[dict[str, Any]], targets: set[str]
+        mapping: str, keap_id: str, decisions: list[Decision], targets: set[str]
     ) -> list[tuple[str, str, str, str | None]]:
         """The bases that advance with a write that went through: the fields it carried
         (`targets`: where their values were written; 'none' for fields already equal)."""
-        return [
-            (mapping, keap_id, d["field"], d["merged_value"]) for d in decisions if d["write_to"] in targets
-        ]
+        return [(mapping, keap_id, d.field, d.merged_value) for d in decisions if d.write_to in targets]
 
     def outcome(
         self,
