@@ -57,10 +57,10 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ## the quick benchmark set: 10,000 records per kind, unpaced, drt side by side
+bench: $(BENCH_STAMP) ## the quick benchmark set: 10,000 records per kind (sync scenarios unpaced, a first sync at the limits, drt side by side)
 	$(BIN)/python -m bench.run
 
-bench-paced: $(BENCH_STAMP) ## + the runs at Keap's published limits (1,000 Keap writes, the hooks' 100 edits per delay; about 1 h 30 min)
+bench-paced: $(BENCH_STAMP) ## + the runs at the published limits (1,000 Keap writes, a first sync at 100,000, the hooks; about 1 h 45 min)
 	$(BIN)/python -m bench.run --paced
 
 lock: ## re-pin every dependency into constraints.txt (needs network to PyPI)

@@ -1,8 +1,10 @@
 """`make bench`: the quick set at 10,000 records per kind, each figure printed as it comes.
 
     python -m bench.run            # extract, dbt build, the sync scenarios unpaced, the incremental
-                                   # build on the synced account, drt side by side
+                                   # build on the synced account, a first sync into an empty
+                                   # Customcrm at the APIs' limits, drt side by side (creates, updates)
     python -m bench.run --paced    # + the runs at Keap's limits (their floor is minutes by design),
+                                   #   the first sync at 100,000 per kind at the limits (about 10 min),
                                    #   and the hooks' latency (100 edits per delay in 4 and 5 lanes,
                                    #   about 70 min: bench/hooks.py)
     python -m bench.run --size 100000
@@ -18,7 +20,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench import dbt_build, dbt_incremental, extract, hooks, keap_floor, keap_reread, peer, sync
+from bench import dbt_build, dbt_incremental, extract, first_sync, hooks, keap_floor, keap_reread, peer, sync
 from bench.common import machine
 
 
@@ -33,8 +35,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="crmsync-bench-synced-") as kept:
         sync.run(args.size, limits="off", keep=Path(kept))
         dbt_incremental.run(Path(kept) / f"synced-{args.size}.duckdb", 1)
-    peer.run(args.size, rounds=1)
+    first_sync.run(args.size, limits="published")
+    peer.run(args.size, rounds=1, scenario="creates")
+    peer.run(args.size, rounds=1, scenario="updates")
     if args.paced:
+        first_sync.run(100_000, limits="published")
         keap_floor.run(1_000, 1_000)
         keap_reread.run(300, 300)
         sync.run(args.size, limits="published")

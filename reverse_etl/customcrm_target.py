@@ -2,13 +2,14 @@
 100 operations and 1 MiB, each create with an Idempotency-Key naming the record and its
 body, each update and delete with If-Match (a 412 leaves the row for the next run, which
 sees the newer value, unless the record already holds what the write carries: a batch
-resent after its answer was lost). Each batch's results are recorded while the next
-batch is on the wire."""
+resent after its answer was lost). Two batch calls are on the wire at once, and each
+batch's results are recorded while the next ones are."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -39,9 +40,9 @@ def _same_value(current: Any, wanted: Any) -> bool:
 class RecordBehind:
     """Records one batch's outcomes in a thread while the next batch is on the wire.
 
-    Batches are recorded in order, one at a time, and batch n + 2 is sent only once batch
-    n is recorded: a crash can leave at most two answered batches unrecorded (one when
-    recording inline). That loses only records: the next run sends
+    Batches are recorded in order, one at a time, and batch n + 3 is sent only once batch
+    n is recorded (IN_FLIGHT calls on the wire): a crash can leave at most three answered
+    batches unrecorded. That loses only records: the next run sends
     those creates again with the same idempotency keys (Customcrm replays the first
     answer and creates nothing), and finds the updates already equal on both sides.
     Leaving the block waits for the last record; an error while recording is raised in
@@ -70,6 +71,12 @@ class RecordBehind:
             self.wait()
         finally:
             self.pool.shutdown()
+
+
+# batch calls on the wire at once: two keep a 100-operation batch's round trip and its
+# client-side work (about 70 ms together at 100,000 records per kind) within the 50 ms a
+# call may take at the sandbox's published 20 a second (bench/RESULTS.md, issue 17)
+IN_FLIGHT = 2
 
 
 class CustomcrmTarget:
@@ -103,33 +110,58 @@ class CustomcrmTarget:
         decisions: Decisions,
         record: RecordBehind,
     ) -> None:
+        """IN_FLIGHT batch calls on the wire at once, their answers taken in order: the
+        client-side work of one batch (encoding, reading its answer, recording) overlaps the
+        other's round trip, so the push keeps up with the server's rate. The rows of one
+        mapping's batches are distinct records, so their order does not matter; the
+        mapping's last answer is in before the next mapping (its children) starts."""
         operations = [self._operation(row) for row in ready]
+        batches = iter(self.customcrm.plan_batches(operations))  # <= 100 operations and <= 1 MiB each
+        in_flight: deque[tuple[list[int], Future[list[dict[str, Any]]]]] = deque()
+        stopped: BaseException | None = None
         sent = 0
-        for indexes in self.customcrm.plan_batches(operations):  # <= 100 operations and <= 1 MiB each
-            batch = [ready[i] for i in indexes]
-            try:
-                results = self.customcrm.batch(mapping, [operations[i] for i in indexes])
-            except STOP_THE_RUN:
-                raise
-            except ApiError as exc:  # the whole call failed: every row is tried again next run
-                outcomes = [
-                    self.ctx.outcome(mapping, "customcrm", row, "failed", exc.status, str(exc))
-                    for row in batch
-                ]
-                for outcome in outcomes:
+        with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="customcrm-batch") as senders:
+
+            def send_more() -> None:
+                while stopped is None and len(in_flight) < IN_FLIGHT:
+                    indexes = next(batches, None)
+                    if indexes is None:
+                        return
+                    body = [operations[i] for i in indexes]
+                    in_flight.append((indexes, senders.submit(self.customcrm.batch, mapping, body)))
+
+            send_more()
+            while in_flight:
+                indexes, answer = in_flight.popleft()
+                batch = [ready[i] for i in indexes]
+                try:
+                    results = answer.result()
+                except STOP_THE_RUN as exc:  # nothing more is sent; what is on the wire is still recorded
+                    stopped = stopped or exc
+                    continue
+                except ApiError as exc:  # the whole call failed: every row is tried again next run
+                    outcomes = [
+                        self.ctx.outcome(mapping, "customcrm", row, "failed", exc.status, str(exc))
+                        for row in batch
+                    ]
+                    for outcome in outcomes:
+                        self.ctx.tally(outcome)
+                    record(outcomes, [])
+                    send_more()
+                    continue
+                send_more()
+                outcomes, bases = [], []
+                for index, row, result in zip(indexes, batch, results, strict=True):
+                    outcome, pair_bases = self._result(mapping, row, operations[index], result, decisions)
                     self.ctx.tally(outcome)
-                record(outcomes, [])
-                continue
-            outcomes, bases = [], []
-            for index, row, result in zip(indexes, batch, results, strict=True):
-                outcome, pair_bases = self._result(mapping, row, operations[index], result, decisions)
-                self.ctx.tally(outcome)
-                outcomes.append(outcome)
-                bases += pair_bases
-            record(outcomes, bases)
-            sent += len(batch)
-            if self.ctx.progress:
-                self.ctx.progress(mapping, "customcrm", sent, len(ready))
+                    outcomes.append(outcome)
+                    bases += pair_bases
+                record(outcomes, bases)
+                sent += len(batch)
+                if self.ctx.progress:
+                    self.ctx.progress(mapping, "customcrm", sent, len(ready))
+        if stopped is not None:
+            raise stopped
 
     @staticmethod
     def _operation(row: dict[str, Any]) -> dict[str, Any]:
