@@ -479,28 +479,32 @@ class CustomcrmSandbox:
         self._validate(resource, "BatchRequest", data)
         scope = self._scope(request)
         results = []
-        for op in data["operations"]:
-            result: dict[str, Any]
-            body: dict[str, Any] | None
-            try:
-                if op["op"] == "create":
-                    status, body, _ = self.do_create(
-                        resource, op.get("data", {}), op.get("idempotency_key"), scope
-                    )
-                elif "id" not in op:
-                    raise Problem(422, f"{op['op']} needs an id", [{"field": "id", "message": "required"}])
-                elif op["op"] == "update":
-                    status, body, _ = self.do_update(
-                        resource, op["id"], op.get("data", {}), op.get("if_match")
-                    )
-                else:
-                    status, body, _ = self.do_delete(resource, op["id"], op.get("if_match"))
-                result = {"status": status}
-                if body is not None:
-                    result["data"] = body
-            except Problem as exc:
-                result = {"status": exc.status, "error": exc.body()}
-            results.append(result)
+        with self.store.transaction():  # one commit per batch; each operation all or nothing
+            for op in data["operations"]:
+                result: dict[str, Any]
+                body: dict[str, Any] | None
+                try:
+                    with self.store.operation():
+                        if op["op"] == "create":
+                            status, body, _ = self.do_create(
+                                resource, op.get("data", {}), op.get("idempotency_key"), scope
+                            )
+                        elif "id" not in op:
+                            raise Problem(
+                                422, f"{op['op']} needs an id", [{"field": "id", "message": "required"}]
+                            )
+                        elif op["op"] == "update":
+                            status, body, _ = self.do_update(
+                                resource, op["id"], op.get("data", {}), op.get("if_match")
+                            )
+                        else:
+                            status, body, _ = self.do_delete(resource, op["id"], op.get("if_match"))
+                    result = {"status": status}
+                    if body is not None:
+                        result["data"] = body
+                except Problem as exc:
+                    result = {"status": exc.status, "error": exc.body()}
+                results.append(result)
         return JSONResponse({"results": results})
 
 

@@ -6,7 +6,8 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,34 @@ class CustomcrmStore:
             ).fetchone()
             out[resource] = {"live": live, "deleted": deleted}
         return out
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The writes inside commit together: a batch request is one transaction, as a
+        database-backed API would make it, and each of its operations a savepoint
+        (`operation`). Held under the store's lock, so nothing else writes meanwhile."""
+        with self.lock:
+            self.db.execute("begin immediate")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("rollback")
+                raise
+            self.db.execute("commit")
+
+    @contextmanager
+    def operation(self) -> Iterator[None]:
+        """One operation of a batch, inside `transaction`: all of its writes (the record, its
+        references, its idempotency key) or none of them; a refused operation leaves
+        nothing behind and the others go on."""
+        self.db.execute("savepoint operation")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("rollback to operation")
+            self.db.execute("release operation")
+            raise
+        self.db.execute("release operation")
 
     def close(self) -> None:
         self.db.close()
