@@ -99,8 +99,10 @@ def run_dbt(
     variables_json = json.dumps(variables or {}, sort_keys=True)
     if variables:
         command += ["--vars", variables_json]
-    if quiet:
-        command += ["--quiet"] if args and args[0] != "docs" else []
+    if quiet and args and args[0] != "docs":
+        # nothing of dbt's on stdout, not even its errors: the run reports a failing node in
+        # its own one line (DbtResult.failures), and `crmsync sync --json` prints only JSON
+        command += ["--quiet", "--log-level", "none"]
     # dbt's own log file (<state>/dbt/logs/dbt.log): each node's start, end and errors; every
     # SQL statement only with `crmsync --debug` (writing them cost ~10% of a build)
     command += ["--log-level-file", os.environ.get("CRMSYNC_DBT_LOG_LEVEL", "info")]

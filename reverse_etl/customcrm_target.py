@@ -40,9 +40,9 @@ def _same_value(current: Any, wanted: Any) -> bool:
 class RecordBehind:
     """Records one batch's outcomes in a thread while the next batch is on the wire.
 
-    Batches are recorded in order, one at a time, and batch n + 3 is sent only once batch
-    n is recorded (IN_FLIGHT calls on the wire): a crash can leave at most three answered
-    batches unrecorded. That loses only records: the next run sends
+    Batches are recorded in order, one at a time, and with IN_FLIGHT calls on the wire
+    batch n + 4 is sent only once batch n is recorded: a crash can leave at most four
+    answered batches unrecorded. That loses only records: the next run sends
     those creates again with the same idempotency keys (Customcrm replays the first
     answer and creates nothing), and finds the updates already equal on both sides.
     Leaving the block waits for the last record; an error while recording is raised in

@@ -156,3 +156,17 @@ def test_a_build_past_duckdbs_memory_limit_names_the_setting_to_raise(tmp_path: 
         DbtError, match=r"ran out of its memory limit, 1MB: raise CRMSYNC_DUCKDB_MEMORY_LIMIT\)"
     ):
         build(db, tests=False)
+
+
+def test_a_failing_dbt_build_is_one_line_and_json_alone_on_stdout(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    """dbt prints a failing node's errors on stdout even when quiet: none of it reaches the
+    user; the run's own line names the node and the setting (a real 1MB memory limit)."""
+    db = tmp_path / "crmsync.duckdb"
+    done = _crmsync(_env(sandboxes, db, CRMSYNC_DUCKDB_MEMORY_LIMIT="1MB"), tmp_path, "sync", "--json")
+    assert done.returncode == 1
+    line = _one_line(done.stderr)
+    assert line.startswith("crmsync: dbt build failed (DuckDB ran out of its memory limit, 1MB"), line
+    answer = json.loads(done.stdout)  # the document alone: no dbt line before it
+    assert (answer["status"], answer["error"]) == ("failed", line.removeprefix("crmsync: "))
