@@ -20,13 +20,20 @@ MAX_BODY = 1024 * 1024  # the contract: a request body over 1 MiB is refused wit
 
 
 class CustomcrmPacer(Pacer):
-    """Reads `RateLimit-Remaining`/`RateLimit-Reset`: when nothing is left, waits for the reset."""
+    """Reads `RateLimit-Remaining`/`RateLimit-Reset`: when nothing is left, waits for the reset.
+
+    Several requests may be on the wire at once (the push keeps two batch calls going): an
+    answer's `RateLimit-Remaining` was counted before the requests let go after it had
+    arrived, so those are taken off what it says, or an answer read late would hand out
+    tokens the others already spent (a 429)."""
 
     def __init__(self, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
         self.clock, self.sleep = clock, sleep
         self.remaining: float | None = None
         self.reset_at = 0.0
         self.lock = threading.Lock()
+        self.let_go = 0  # requests let go so far, numbered
+        self.local = threading.local()  # the number of this thread's request on the wire
 
     def before(self) -> float:
         with self.lock:
@@ -35,6 +42,8 @@ class CustomcrmPacer(Pacer):
                 wait = max(0.0, self.reset_at - self.clock())
             if self.remaining is not None:
                 self.remaining -= 1
+            self.let_go += 1
+            self.local.number = self.let_go
         if wait > 0:
             self.sleep(wait)
         return wait
@@ -46,8 +55,9 @@ class CustomcrmPacer(Pacer):
         except (KeyError, ValueError):
             return
         with self.lock:
-            self.remaining = remaining
-            self.reset_at = self.clock() + max(reset, 0.05 if remaining < 1 else 0.0)
+            later = self.let_go - getattr(self.local, "number", self.let_go)  # sent after this one
+            self.remaining = remaining - later
+            self.reset_at = self.clock() + max(reset, 0.05 if self.remaining < 1 else 0.0)
 
 
 class CustomcrmClient(ApiClient):
