@@ -143,11 +143,15 @@ def emit(name: str, figures: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def main_for(run: Callable[[int], None], doc: str | None) -> None:
-    """A bench's command line: `--size` (repeatable), 10,000 by default; the machine first."""
-    parser = argparse.ArgumentParser(description=doc)
+def main_for(run: Callable[..., None], doc: str | None, **options: dict[str, Any]) -> None:
+    """A bench's command line: `--size` (repeatable), 10,000 by default, and `options` (a
+    name and its argparse keywords: `--name`, handed to `run` by that name); the machine
+    first, then `run(size, **options)` for each size."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
+    for name, keywords in options.items():
+        parser.add_argument(f"--{name}", dest=name, **keywords)
     args = parser.parse_args()
     print(f"# machine: {machine()}")
     for size in args.size or [10_000]:
-        run(size)
+        run(size, **{name: getattr(args, name) for name in options})

@@ -24,12 +24,11 @@ records it created: an incremental reader reads its own writes once).
 
 from __future__ import annotations
 
-import argparse
 import math
 import tempfile
 from pathlib import Path
 
-from bench.common import emit, machine, sandboxes
+from bench.common import emit, main_for, sandboxes
 from bench.sync import KEAP, keap_floor_seconds, sync_process, written
 
 
@@ -76,15 +75,7 @@ def run(size: int, limits: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
-    parser.add_argument("--limits", choices=["published", "off"], default="published")
-    args = parser.parse_args()
-    print(f"# machine: {machine()}")
-    for size in args.size or [10_000]:
-        run(size, args.limits)
+    main_for(run, __doc__, limits={"choices": ["published", "off"], "default": "published"})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ requests made: a bucket of 240, then 4 a second.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -37,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import RunningSandboxes, emit, machine, sandboxes
+from bench.common import RunningSandboxes, emit, main_for, sandboxes
 
 KEAP = {"customers": "companies", "contacts": "contacts", "orders": "opportunities", "products": "products"}
 
@@ -219,14 +218,8 @@ def run(size: int, limits: str = "published", keep: Path | None = None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=int, action="append", help="records per kind (repeatable)")
-    parser.add_argument("--limits", choices=["published", "off"], default="published")
-    parser.add_argument("--keep", type=Path, help="keep the DuckDB file of the synced account here")
-    args = parser.parse_args()
-    print(f"# machine: {machine()}")
-    for size in args.size or [10_000]:
-        run(size, args.limits, args.keep)
+    main_for(run, __doc__, limits={"choices": ["published", "off"], "default": "published"},
+             keep={"type": Path, "help": "keep the DuckDB file of the synced account here"})  # fmt: skip
 
 
 if __name__ == "__main__":
