@@ -49,9 +49,12 @@ def _paths(db_path: Path) -> list[str]:
 
 
 def _manifest(variables_json: str, db_path: Path) -> Any:
-    """The parsed project, once per process, vars and DuckDB file (the file's name is the
-    catalog the compiled SQL names): every later invocation skips parsing."""
-    key = f"{Path(db_path).resolve()}|{variables_json}"
+    """The parsed project, once per process, vars and DuckDB file name: every later
+    invocation skips parsing. The file's name (its stem) is the catalog the compiled SQL
+    names, and all of the manifest that depends on the file; where the file is comes from
+    the profile, read again by each invocation. Two files of one name in two folders (a
+    test's worlds, `crmsync plan`'s scratch copy) share one parse."""
+    key = f"{Path(db_path).stem}|{variables_json}"
     if key not in _MANIFESTS:
         command = ["parse", *_paths(db_path), "--quiet"]
         if variables_json != "{}":

@@ -53,6 +53,45 @@ def test_two_duckdb_files_in_one_process_each_build_against_their_own_catalog(tm
         assert build(db).success
 
 
+def test_two_files_of_one_name_in_two_folders_share_one_parse_and_each_builds_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parse is keyed by the file's name (its catalog), not its folder: a test's worlds
+    and `crmsync plan`'s scratch copy do not parse again. Each build still writes to the
+    file it was given, never to the other one."""
+    import duckdb
+
+    from crmsync import dbt
+
+    monkeypatch.setattr(dbt, "_MANIFESTS", {})
+    parses: list[Path] = []
+    parse = dbt._manifest
+
+    def counted(variables_json: str, db_path: Path) -> object:
+        if f"{db_path.stem}|{variables_json}" not in dbt._MANIFESTS:
+            parses.append(db_path)
+        return parse(variables_json, db_path)
+
+    monkeypatch.setattr(dbt, "_manifest", counted)
+    first, second = tmp_path / "a" / "crmsync.duckdb", tmp_path / "b" / "crmsync.duckdb"
+    for db in (first, second):
+        db.parent.mkdir()
+        ensure_state(db)
+    with duckdb.connect(str(first)) as con:  # a row only the first file has
+        con.execute("create schema if not exists marker; create table marker.only_here as select 1 as x")
+    assert build(first).success
+    assert build(second).success
+    assert parses == [first]  # the second reused the first's parse
+    for db in (first, second):
+        with duckdb.connect(str(db), read_only=True) as con:
+            tables = {name for (name,) in con.execute(
+                "select table_name from duckdb_tables() where schema_name = 'main'").fetchall()}  # fmt: skip
+            marked = con.execute(
+                "select count(*) from duckdb_tables() where schema_name = 'marker'").fetchone()[0]  # type: ignore[index]  # fmt: skip
+        assert {"link_contacts", "sync_customcrm__contacts"} <= tables, db
+        assert marked == (1 if db == first else 0)  # each file is only its own
+
+
 def test_dbt_log_file_has_each_node_and_the_sql_only_when_debugging(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
