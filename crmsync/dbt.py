@@ -22,6 +22,7 @@ class DbtResult:
     success: bool
     failures: list[str]
     result: Any
+    note: str | None = None  # what the operator should know (the build was run twice)
 
 
 _MANIFESTS: dict[str, Any] = {}
@@ -140,6 +141,46 @@ def models_signature(variables: dict[str, Any] | None) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# DuckDB's memory in a sync's `dbt build` when CRMSYNC_DUCKDB_MEMORY_LIMIT is not set: what
+# the account's size needs rather than DuckDB's own default (80% of the machine, which it
+# fills with what it read: 2.5 GB at 100,000 records per kind). Measured (bench/RESULTS.md):
+# 400,000 raw records build within 1 GB, 800,000 within 1.5 GB; 8,000,000 need more than 4 GB
+# and build within 15 GB. A build that still runs out is run again at 80%.
+MEMORY_FLOOR_MB = 1024
+MEMORY_PER_RECORD_KB = 2
+MACHINE_SHARE = "80%"
+
+
+def account_records(db_path: Path) -> int:
+    """The raw records of both systems in the file (DuckDB's estimate: no scan)."""
+    import duckdb
+
+    try:
+        with duckdb.connect(str(db_path), read_only=True) as con:
+            row = con.execute(
+                """select coalesce(sum(estimated_size), 0) from duckdb_tables()
+                   where schema_name in ('raw_keap', 'raw_customcrm') and not starts_with(table_name, '_dlt')"""
+            ).fetchone()
+    except (duckdb.IOException, duckdb.CatalogException):
+        return 0  # no file yet
+    return int(row[0]) if row else 0
+
+
+def memory_limit_for(db_path: Path) -> str | None:
+    """DuckDB's memory limit for a build of this account, or None for the configured one
+    (CRMSYNC_DUCKDB_MEMORY_LIMIT, else 80%): 2 KB per raw record, at least 1 GB, and
+    None when that reaches 80% of the machine's memory."""
+    if os.environ.get("CRMSYNC_DUCKDB_MEMORY_LIMIT"):
+        return None  # the operator's choice
+    needed_mb = max(MEMORY_FLOOR_MB, account_records(db_path) * MEMORY_PER_RECORD_KB // 1024)
+    machine_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return f"{needed_mb}MB" if needed_mb < machine_mb * 0.8 else None
+
+
+def _out_of_memory(result: DbtResult) -> bool:
+    return any("Out of Memory Error" in failure for failure in result.failures)
+
+
 def built_signatures(db_path: Path) -> set[str | None]:
     """The signatures the merge tables were last built with (each table's comment, written
     by its post-hook); None for a table missing, or built before it kept one."""
@@ -179,18 +220,36 @@ def build(
 
     Unit tests check the models' SQL on fixed fixtures, not the data: they cannot change
     from one run to the next unless the project does, so they run in `make test` (and
-    with `unit_tests=True`), not in every sync, where they were ~40% of a small build."""
+    with `unit_tests=True`), not in every sync, where they were ~40% of a small build.
+
+    DuckDB's memory: CRMSYNC_DUCKDB_MEMORY_LIMIT when set; else what the account's size
+    suggests (memory_limit_for), and when the build runs out of that, the same build again
+    at DuckDB's default (the result's `note` says so)."""
     signature = models_signature(variables)
     args = ["build" if tests else "run"] + (["--select", select] if select else [])
     if full_refresh or built_signatures(db_path) != {signature}:
         args.append("--full-refresh")
     if tests and not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
-    result = run_dbt(args, db_path, {**(variables or {}), "models_signature": signature})
+    dbt_vars = {**(variables or {}), "models_signature": signature}
+    lean = memory_limit_for(db_path)
+    if lean is None:
+        result = run_dbt(args, db_path, dbt_vars)
+    else:
+        os.environ["CRMSYNC_DUCKDB_MEMORY_LIMIT"] = lean  # read by dbt_project/profiles.yml
+        try:
+            result = run_dbt(args, db_path, dbt_vars)
+        finally:
+            del os.environ["CRMSYNC_DUCKDB_MEMORY_LIMIT"]
+        if not result.success and _out_of_memory(result):  # the estimate was short: the default
+            result = run_dbt(args, db_path, dbt_vars)
+            result.note = (f"dbt {args[0]} ran out of the {lean} this account's size suggested and "
+                           f"was run again with DuckDB's {MACHINE_SHARE} of the machine; set "
+                           "CRMSYNC_DUCKDB_MEMORY_LIMIT to skip the first try")  # fmt: skip
     if not result.success:
         hint = ""
-        if any("Out of Memory Error" in failure for failure in result.failures):
-            limit = os.environ.get("CRMSYNC_DUCKDB_MEMORY_LIMIT", "80%")
+        if _out_of_memory(result):
+            limit = os.environ.get("CRMSYNC_DUCKDB_MEMORY_LIMIT", MACHINE_SHARE)
             hint = f" (DuckDB ran out of its memory limit, {limit}: raise CRMSYNC_DUCKDB_MEMORY_LIMIT)"
         raise DbtError(f"dbt {args[0]} failed{hint}: " + "; ".join(result.failures[:5]))
     return result

@@ -137,7 +137,7 @@ class SyncOutcome:
     conflicts: list[dict[str, Any]] = field(
         default_factory=list
     )  # resolved by this run (sync_state.conflicts)
-    notes: list[str] = field(default_factory=list)  # said before the push (Keap's quota too short)
+    notes: list[str] = field(default_factory=list)  # Keap's quota too short, a build run again
 
     def as_dict(self) -> dict[str, Any]:
         """What `crmsync sync --json` prints."""
@@ -204,8 +204,9 @@ def run_sync(
     that found nothing to do (crmsync.fingerprint), the build and the push are skipped:
     they would find nothing again. `rebuild` builds anyway. `run_id`: the id to record the
     run under (a new one by default); `on_phase` hears each phase begin (extract, dbt,
-    push, read_back) and the run end (done); `on_note` hears what the run says before its
-    push (Keap's daily quota cannot take all its writes today)."""
+    push, read_back) and the run end (done); `on_note` hears what the run says to the
+    operator: before its push, that Keap's daily quota cannot take all its writes today;
+    that a build ran out of the memory the account's size suggested and was run again."""
     began = time.monotonic()
     outcome = _run_sync(settings, found, variables, ingest, progress, push_progress, dry_run, rebuild,
                         run_id or new_run_id(), on_phase or (lambda name: None),
@@ -239,6 +240,12 @@ def _run_sync(
     reports: list[ExtractReport] = []
     rounds = 0
     seconds: dict[str, float] = {}
+
+    def build(*args: Any, **kwargs: Any) -> None:
+        built = dbt_build(*args, **kwargs)
+        if built.note:  # run again with more memory: the operator may want to set it
+            notes.append(built.note)
+            on_note(built.note)
 
     @contextmanager
     def phase(name: str) -> Iterator[None]:
@@ -277,7 +284,7 @@ def _run_sync(
                 _retention(db_path, settings)
                 return outcome
         with phase("dbt"):
-            dbt_build(db_path, variables, full_refresh=rebuild)
+            build(db_path, variables, full_refresh=rebuild)
         # before any write (and in a plan): say when Keap's quota cannot take them all today
         note = keap_quota_note(pending_writes(db_path), found.keap, settings.keap_quota_reserve)
         if note:
@@ -303,11 +310,11 @@ def _run_sync(
                 read_back = run_extract(settings, found, IngestOptions(), None)
                 reports += read_back
                 blocked = {**blocked, **blocked_mappings(read_back)}
-                dbt_build(db_path, variables, select=PUSH_SELECTION, tests=False)
+                build(db_path, variables, select=PUSH_SELECTION, tests=False)
         if wrote:  # show the result in the link tables
             with phase("read_back"):
                 reports += run_extract(settings, found, IngestOptions(), None)
-                dbt_build(db_path, variables, tests=False)
+                build(db_path, variables, tests=False)
         record_clocks(db_path, run_id, clock_readings(found))  # with the push's answers too
         outcome = SyncOutcome(run_id, rounds, reports, result, _status(result, reports), seconds=seconds,
                               conflicts=recorded_conflicts(db_path, run_id), notes=notes)  # fmt: skip

@@ -158,6 +158,50 @@ def test_a_build_past_duckdbs_memory_limit_names_the_setting_to_raise(tmp_path: 
         build(db, tests=False)
 
 
+def test_without_a_setting_duckdbs_memory_follows_the_accounts_size(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """2 KB per raw record, at least 1 GB; the machine's 80% (None) when that reaches it;
+    the operator's setting when there is one."""
+    import duckdb
+
+    from crmsync import dbt
+
+    monkeypatch.delenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", raising=False)
+    db = tmp_path / "crmsync.duckdb"
+    assert dbt.memory_limit_for(db) == "1024MB"  # no file yet
+    with duckdb.connect(str(db)) as con:
+        con.execute("create schema raw_keap; create schema raw_customcrm")
+        con.execute("create table raw_keap.contacts as select range as id from range(700000)")
+        con.execute("create table raw_customcrm.contacts as select range as id from range(300000)")
+        con.execute(
+            "create table raw_keap._dlt_loads as select range as id from range(900000)"
+        )  # not records
+    assert dbt.account_records(db) == 1_000_000
+    assert dbt.memory_limit_for(db) == "1953MB"
+    monkeypatch.setattr(dbt, "MEMORY_PER_RECORD_KB", 10**9)  # more than any machine: DuckDB's default
+    assert dbt.memory_limit_for(db) is None
+    monkeypatch.setenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", "3GB")
+    assert dbt.memory_limit_for(db) is None
+
+
+def test_a_build_past_the_memory_the_size_suggested_runs_again_at_the_default(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The estimate is a first try, never a new way to fail: a build that runs out of it is
+    run again with DuckDB's default, and says so."""
+    import os
+
+    from crmsync import dbt
+
+    monkeypatch.delenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", raising=False)
+    monkeypatch.setattr(dbt, "memory_limit_for", lambda db_path: "1MB")  # far too little: the first try fails
+    db = tmp_path / "crmsync.duckdb"
+    ensure_state(db)
+    built = dbt.build(db)
+    assert built.success
+    assert built.note is not None and built.note.startswith("dbt build ran out of the 1MB"), built.note
+    assert "CRMSYNC_DUCKDB_MEMORY_LIMIT" not in os.environ  # the first try's setting is gone
+
+
 def test_a_failing_dbt_build_is_one_line_and_json_alone_on_stdout(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
