@@ -144,10 +144,10 @@ def models_signature(variables: dict[str, Any] | None) -> str:
 # DuckDB's memory in a sync's `dbt build` when CRMSYNC_DUCKDB_MEMORY_LIMIT is not set: what
 # the account's size needs rather than DuckDB's own default (80% of the machine, which it
 # fills with what it read: 2.5 GB at 100,000 records per kind). Measured (bench/RESULTS.md):
-# 400,000 raw records build within 1 GB, 800,000 within 1.5 GB; 8,000,000 need more than 4 GB
-# and build within 15 GB. A build that still runs out is run again at 80%.
+# 800,000 raw records (100,000 per kind on each side) build within 1 GB; 8,000,000 need more
+# than 4 GB and build within 15 GB. A build that still runs out is run again at 80%.
 MEMORY_FLOOR_MB = 1024
-MEMORY_PER_RECORD_KB = 2
+MEMORY_PER_RECORD_KB = 1
 MACHINE_SHARE = "80%"
 
 
@@ -168,7 +168,7 @@ def account_records(db_path: Path) -> int:
 
 def memory_limit_for(db_path: Path) -> str | None:
     """DuckDB's memory limit for a build of this account, or None for the configured one
-    (CRMSYNC_DUCKDB_MEMORY_LIMIT, else 80%): 2 KB per raw record, at least 1 GB, and
+    (CRMSYNC_DUCKDB_MEMORY_LIMIT, else 80%): 1 KB per raw record, at least 1 GB, and
     None when that reaches 80% of the machine's memory."""
     if os.environ.get("CRMSYNC_DUCKDB_MEMORY_LIMIT"):
         return None  # the operator's choice

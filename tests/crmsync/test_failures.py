@@ -159,7 +159,7 @@ def test_a_build_past_duckdbs_memory_limit_names_the_setting_to_raise(tmp_path: 
 
 
 def test_without_a_setting_duckdbs_memory_follows_the_accounts_size(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """2 KB per raw record, at least 1 GB; the machine's 80% (None) when that reaches it;
+    """1 KB per raw record, at least 1 GB; the machine's 80% (None) when that reaches it;
     the operator's setting when there is one."""
     import duckdb
 
@@ -170,12 +170,12 @@ def test_without_a_setting_duckdbs_memory_follows_the_accounts_size(tmp_path: Pa
     assert dbt.memory_limit_for(db) == "1024MB"  # no file yet
     with duckdb.connect(str(db)) as con:
         con.execute("create schema raw_keap; create schema raw_customcrm")
-        con.execute("create table raw_keap.contacts as select range as id from range(700000)")
-        con.execute("create table raw_customcrm.contacts as select range as id from range(300000)")
+        con.execute("create table raw_keap.contacts as select range as id from range(1400000)")
+        con.execute("create table raw_customcrm.contacts as select range as id from range(600000)")
         con.execute(
             "create table raw_keap._dlt_loads as select range as id from range(900000)"
         )  # not records
-    assert dbt.account_records(db) == 1_000_000
+    assert dbt.account_records(db) == 2_000_000
     assert dbt.memory_limit_for(db) == "1953MB"
     monkeypatch.setattr(dbt, "MEMORY_PER_RECORD_KB", 10**9)  # more than any machine: DuckDB's default
     assert dbt.memory_limit_for(db) is None
