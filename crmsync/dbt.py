@@ -166,15 +166,40 @@ def account_records(db_path: Path) -> int:
     return int(row[0]) if row else 0
 
 
+def _ran_short(db_path: Path) -> Path:
+    """Where a build that ran out of the estimate left the account's size at the time."""
+    return target_dir(db_path) / "memory_ran_short.json"
+
+
 def memory_limit_for(db_path: Path) -> str | None:
     """DuckDB's memory limit for a build of this account, or None for the configured one
-    (CRMSYNC_DUCKDB_MEMORY_LIMIT, else 80%): 1 KB per raw record, at least 1 GB, and
-    None when that reaches 80% of the machine's memory."""
+    (CRMSYNC_DUCKDB_MEMORY_LIMIT, else 80%): 1 KB per raw record, at least 1 GB; None
+    when that reaches 80% of the machine's memory, and once a build of an account this
+    size or smaller ran out of the estimate (no build is tried twice every run)."""
+    import json
+
     if os.environ.get("CRMSYNC_DUCKDB_MEMORY_LIMIT"):
         return None  # the operator's choice
-    needed_mb = max(MEMORY_FLOOR_MB, account_records(db_path) * MEMORY_PER_RECORD_KB // 1024)
+    records = account_records(db_path)
+    try:
+        if records >= json.loads(_ran_short(db_path).read_text())["records"]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # never ran short
+    needed_mb = max(MEMORY_FLOOR_MB, records * MEMORY_PER_RECORD_KB // 1024)
     machine_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     return f"{needed_mb}MB" if needed_mb < machine_mb * 0.8 else None
+
+
+def _remember_short(db_path: Path, limit: str) -> None:
+    import json
+
+    path = _ran_short(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    document = json.dumps({"records": account_records(db_path), "limit": limit})
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the state's files: owner only
+    with os.fdopen(descriptor, "w") as out:
+        out.write(document)
 
 
 def _out_of_memory(result: DbtResult) -> bool:
@@ -242,10 +267,11 @@ def build(
         finally:
             del os.environ["CRMSYNC_DUCKDB_MEMORY_LIMIT"]
         if not result.success and _out_of_memory(result):  # the estimate was short: the default
+            _remember_short(db_path, lean)
             result = run_dbt(args, db_path, dbt_vars)
             result.note = (f"dbt {args[0]} ran out of the {lean} this account's size suggested and "
-                           f"was run again with DuckDB's {MACHINE_SHARE} of the machine; set "
-                           "CRMSYNC_DUCKDB_MEMORY_LIMIT to skip the first try")  # fmt: skip
+                           f"was run again with DuckDB's {MACHINE_SHARE} of the machine, as the "
+                           "next builds will be (CRMSYNC_DUCKDB_MEMORY_LIMIT sets it)")  # fmt: skip
     if not result.success:
         hint = ""
         if _out_of_memory(result):

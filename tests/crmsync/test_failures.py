@@ -200,6 +200,13 @@ def test_a_build_past_the_memory_the_size_suggested_runs_again_at_the_default(
     assert built.success
     assert built.note is not None and built.note.startswith("dbt build ran out of the 1MB"), built.note
     assert "CRMSYNC_DUCKDB_MEMORY_LIMIT" not in os.environ  # the first try's setting is gone
+    monkeypatch.undo()  # the real estimate again: the account ran short at this size, so 80% from now on
+    monkeypatch.delenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", raising=False)
+    assert dbt.memory_limit_for(db) is None
+    marker = dbt.target_dir(db) / "memory_ran_short.json"
+    assert marker.stat().st_mode & 0o077 == 0  # the state's files are the owner's
+    marker.write_text('{"records": 1000000000}')  # ran short only at a much larger size
+    assert dbt.memory_limit_for(db) == "1024MB"
 
 
 def test_a_failing_dbt_build_is_one_line_and_json_alone_on_stdout(
