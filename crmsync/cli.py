@@ -476,7 +476,7 @@ def plan(
     for problem in outcome.problems:  # a resource that could not be read: its rows may be stale
         _error(problem)
     if not as_json:
-        for note in outcome.notes:  # Keap's daily quota cannot take all of the Keap writes today
+        for note in outcome.notes:  # Keap's quota cannot take all the writes today; a build ran again
             say(note, err=True)
     details = {"endpoints": found.urls, "description": found.description, **details,
                "problems": [redact(p) for p in outcome.problems], "notes": outcome.notes}  # fmt: skip

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,55 +152,73 @@ MEMORY_PER_RECORD_KB = 1
 MACHINE_SHARE = "80%"
 
 
-def account_records(db_path: Path) -> int:
-    """The raw records of both systems in the file (DuckDB's estimate: no scan)."""
+UNITS_MB = {"bytes": 2**-20, "KiB": 2**-10, "MiB": 1, "GiB": 2**10, "TiB": 2**20,
+            "KB": 1e3 / 2**20, "MB": 1e6 / 2**20, "GB": 1e9 / 2**20, "TB": 1e12 / 2**20}  # fmt: skip
+
+
+def account_size(db_path: Path) -> tuple[int, float | None]:
+    """The raw records of both systems in the file (DuckDB's estimate: no scan), and
+    DuckDB's own default memory limit in MiB (80% of what it sees: a container's limit,
+    not the host's); (0, None) when the file cannot be read now (then the default it is)."""
     import duckdb
 
+    with duckdb.connect() as memory:  # in memory: DuckDB's own default, whatever the file
+        (limit,) = memory.execute("select current_setting('memory_limit')").fetchone() or ("",)
+    found = re.fullmatch(r"([\d.]+)\s*([A-Za-z]+)", str(limit).strip())
+    default_mb = float(found[1]) * UNITS_MB[found[2]] if found and found[2] in UNITS_MB else None
+    if not Path(db_path).exists():
+        return 0, default_mb
     try:
         with duckdb.connect(str(db_path), read_only=True) as con:
             row = con.execute(
                 """select coalesce(sum(estimated_size), 0) from duckdb_tables()
                    where schema_name in ('raw_keap', 'raw_customcrm') and not starts_with(table_name, '_dlt')"""
             ).fetchone()
-    except (duckdb.IOException, duckdb.CatalogException):
-        return 0  # no file yet
-    return int(row[0]) if row else 0
+    except duckdb.Error:  # this process holds the file with another configuration: size unknown
+        return 0, None
+    return (int(row[0]) if row else 0), default_mb
 
 
 def _ran_short(db_path: Path) -> Path:
-    """Where a build that ran out of the estimate left the account's size at the time."""
-    return target_dir(db_path) / "memory_ran_short.json"
+    """Where a sync's build that ran out of the estimate left the account's size at the
+    time (`crmsync plan` brings it into its scratch copy: crmsync.run.scratch_copy)."""
+    return target_dir(db_path) / RAN_SHORT
+
+
+RAN_SHORT = "memory_ran_short.json"
 
 
 def memory_limit_for(db_path: Path) -> str | None:
     """DuckDB's memory limit for a build of this account, or None for the configured one
-    (CRMSYNC_DUCKDB_MEMORY_LIMIT, else 80%): 1 KB per raw record, at least 1 GB; None
-    when that reaches 80% of the machine's memory, and once a build of an account this
-    size or smaller ran out of the estimate (no build is tried twice every run)."""
+    (CRMSYNC_DUCKDB_MEMORY_LIMIT, else DuckDB's default, 80%): 1 KB per raw record, at
+    least 1 GB; None when that reaches the default, and once a build of an account this
+    size or smaller ran out of the estimate (a build is not tried twice in every run)."""
     import json
 
-    if os.environ.get("CRMSYNC_DUCKDB_MEMORY_LIMIT"):
+    if "CRMSYNC_DUCKDB_MEMORY_LIMIT" in os.environ:
         return None  # the operator's choice
-    records = account_records(db_path)
+    records, default_mb = account_size(db_path)
     try:
         if records >= json.loads(_ran_short(db_path).read_text())["records"]:
             return None
     except (OSError, ValueError, KeyError, TypeError):
         pass  # never ran short
     needed_mb = max(MEMORY_FLOOR_MB, records * MEMORY_PER_RECORD_KB // 1024)
-    machine_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    return f"{needed_mb}MB" if needed_mb < machine_mb * 0.8 else None
+    if default_mb is None or needed_mb >= default_mb:
+        return None
+    return f"{needed_mb}MB"
 
 
 def _remember_short(db_path: Path, limit: str) -> None:
     import json
 
     path = _ran_short(db_path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    document = json.dumps({"records": account_records(db_path), "limit": limit})
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the state's files: owner only
-    with os.fdopen(descriptor, "w") as out:
-        out.write(document)
+    document = json.dumps({"records": account_size(db_path)[0], "limit": limit})
+    with suppress(OSError):  # not remembered: the next run tries the estimate once more
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # owner only, as all state
+        with os.fdopen(descriptor, "w") as out:
+            out.write(document)
 
 
 def _out_of_memory(result: DbtResult) -> bool:
@@ -270,8 +289,8 @@ def build(
             _remember_short(db_path, lean)
             result = run_dbt(args, db_path, dbt_vars)
             result.note = (f"dbt {args[0]} ran out of the {lean} this account's size suggested and "
-                           f"was run again with DuckDB's {MACHINE_SHARE} of the machine, as the "
-                           "next builds will be (CRMSYNC_DUCKDB_MEMORY_LIMIT sets it)")  # fmt: skip
+                           f"was run again with DuckDB's default ({MACHINE_SHARE} of the machine), "
+                           "as this state's next builds will be (CRMSYNC_DUCKDB_MEMORY_LIMIT sets it)")  # fmt: skip
     if not result.success:
         hint = ""
         if _out_of_memory(result):

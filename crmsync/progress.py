@@ -77,8 +77,9 @@ class RunDisplay:
                 say(PHASES[name], err=True)
 
     def note(self, line: str) -> None:
-        """What the run says before it writes (Keap's daily quota too short for all of it):
-        shown even with --quiet, on stderr, like an error."""
+        """What the run says to the operator (before it writes, Keap's daily quota too short
+        for all of it; a build run again with more memory): shown even with --quiet, on
+        stderr, like an error."""
         if self.bars is not None:
             self.bars.console.print(line, markup=False, highlight=False)
         else:

@@ -24,6 +24,7 @@ from connectors.customcrm import CustomcrmClient, customcrm_client
 from connectors.errors import redact
 from connectors.keap import KeapClient, keap_client
 from connectors.tokens import TokenStore
+from crmsync.dbt import RAN_SHORT, target_dir
 from crmsync.dbt import build as dbt_build
 from crmsync.failures import failure_line
 from crmsync.filemodes import secure_state
@@ -398,6 +399,11 @@ def scratch_copy(settings: Settings, purpose: str = "plan") -> Iterator[Settings
                 if source.exists():
                     shutil.copyfile(source, copy.with_name(copy.name + suffix))
                     copy.with_name(copy.name + suffix).chmod(0o600)
+            ran_short = target_dir(settings.db_path) / RAN_SHORT  # the sync's builds ran out of the estimate
+            if ran_short.exists():
+                target_dir(copy).mkdir(parents=True, mode=0o700)
+                shutil.copyfile(ran_short, target_dir(copy) / RAN_SHORT)
+                (target_dir(copy) / RAN_SHORT).chmod(0o600)
         yield dataclasses.replace(settings, db_path=copy)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -175,10 +175,13 @@ def test_without_a_setting_duckdbs_memory_follows_the_accounts_size(tmp_path: Pa
         con.execute(
             "create table raw_keap._dlt_loads as select range as id from range(900000)"
         )  # not records
-    assert dbt.account_records(db) == 2_000_000
+    records, default_mb = dbt.account_size(db)
+    assert records == 2_000_000 and default_mb is not None and default_mb > 1953
     assert dbt.memory_limit_for(db) == "1953MB"
-    monkeypatch.setattr(dbt, "MEMORY_PER_RECORD_KB", 10**9)  # more than any machine: DuckDB's default
+    monkeypatch.setattr(dbt, "MEMORY_PER_RECORD_KB", 10**9)  # more than DuckDB's own default: that one
     assert dbt.memory_limit_for(db) is None
+    monkeypatch.setattr(dbt, "MEMORY_PER_RECORD_KB", 1)
+    assert dbt.memory_limit_for(db) == "1953MB"
     monkeypatch.setenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", "3GB")
     assert dbt.memory_limit_for(db) is None
 
@@ -209,6 +212,28 @@ def test_a_build_past_the_memory_the_size_suggested_runs_again_at_the_default(
     assert dbt.memory_limit_for(db) == "1024MB"
 
 
+def test_a_build_that_fails_for_another_reason_is_not_run_again(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from crmsync import dbt
+
+    monkeypatch.delenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", raising=False)
+    runs: list[list[str]] = []
+    real = dbt.run_dbt
+
+    def counted(args, db_path, variables=None, quiet=True):  # type: ignore[no-untyped-def]
+        runs.append(list(args))
+        return real(args, db_path, variables, quiet)
+
+    monkeypatch.setattr(dbt, "run_dbt", counted)
+    db = tmp_path / "crmsync.duckdb"
+    ensure_state(db)
+    with pytest.raises(dbt.DbtError, match="nope"):  # a per-mapping var naming no mapping stops the build
+        dbt.build(db, {"conflict_policy": {"nope": "keap"}}, tests=False)
+    assert len(runs) == 1
+    assert not (dbt.target_dir(db) / "memory_ran_short.json").exists()
+
+
 def test_a_failing_dbt_build_is_one_line_and_json_alone_on_stdout(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
@@ -221,3 +246,25 @@ def test_a_failing_dbt_build_is_one_line_and_json_alone_on_stdout(
     assert line.startswith("crmsync: dbt build failed (DuckDB ran out of its memory limit, 1MB"), line
     answer = json.loads(done.stdout)  # the document alone: no dbt line before it
     assert (answer["status"], answer["error"]) == ("failed", line.removeprefix("crmsync: "))
+
+
+def test_plans_scratch_copy_knows_what_the_syncs_builds_ran_short_of(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`crmsync plan` builds in a copy of the file: it starts from the sync's remembered
+    size, so it does not try a build twice where the sync no longer does."""
+    from crmsync import dbt
+    from crmsync.run import scratch_copy
+    from crmsync.settings import Settings
+
+    monkeypatch.delenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", raising=False)
+    settings = Settings(db_path=tmp_path / "crmsync.duckdb", keap_configured=True, customcrm_configured=True)
+    ensure_state(settings.db_path)
+    with scratch_copy(settings) as scratch:
+        assert not (dbt.target_dir(scratch.db_path) / dbt.RAN_SHORT).exists()
+        assert dbt.memory_limit_for(scratch.db_path) == "1024MB"
+    dbt.target_dir(settings.db_path).mkdir(parents=True)
+    (dbt.target_dir(settings.db_path) / dbt.RAN_SHORT).write_text('{"records": 0, "limit": "1024MB"}')
+    with scratch_copy(settings) as scratch:
+        copied = dbt.target_dir(scratch.db_path) / dbt.RAN_SHORT
+        assert copied.read_text() == '{"records": 0, "limit": "1024MB"}'
+        assert copied.stat().st_mode & 0o077 == 0
+        assert dbt.memory_limit_for(scratch.db_path) is None  # straight to DuckDB's default
