@@ -150,6 +150,7 @@ def models_signature(variables: dict[str, Any] | None) -> str:
 MEMORY_FLOOR_MB = 1024
 MEMORY_PER_RECORD_KB = 1
 MACHINE_SHARE = "80%"
+RAN_SHORT = "memory_ran_short.json"  # in dbt's folder of the state: the size a build ran short at
 
 
 UNITS_MB = {"bytes": 2**-20, "KiB": 2**-10, "MiB": 1, "GiB": 2**10, "TiB": 2**20,
@@ -183,9 +184,6 @@ def _ran_short(db_path: Path) -> Path:
     """Where a sync's build that ran out of the estimate left the account's size at the
     time (`crmsync plan` brings it into its scratch copy: crmsync.run.scratch_copy)."""
     return target_dir(db_path) / RAN_SHORT
-
-
-RAN_SHORT = "memory_ran_short.json"
 
 
 def memory_limit_for(db_path: Path) -> str | None:
