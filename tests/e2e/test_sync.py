@@ -95,6 +95,24 @@ def test_unmapped_fields_survive_on_both_sides(world: World) -> None:
 
 
 @pytest.mark.synced
+def test_a_build_that_ran_out_of_the_estimated_memory_goes_on_and_tells_the_operator(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size-derived memory is a first try: a sync whose build runs out of it (here a
+    real 1MB) builds again at DuckDB's default, ends ok, and says so in its notes (stderr
+    and `--json`)."""
+    import crmsync.dbt
+
+    monkeypatch.delenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", raising=False)
+    monkeypatch.setattr(crmsync.dbt, "memory_limit_for", lambda db_path: "1MB")
+    heard: list[str] = []
+    outcome = world.sync(rebuild=True, on_note=heard.append)
+    assert outcome.status == "ok", outcome.error
+    assert len(heard) == 1 and heard[0].startswith("dbt build ran out of the 1MB"), heard
+    assert outcome.notes == heard and outcome.as_dict()["notes"] == heard
+
+
+@pytest.mark.synced
 def test_a_second_sync_with_no_edits_makes_zero_write_requests(world: World) -> None:
     world.served()
     again = world.sync()
