@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -37,6 +38,7 @@ from sandbox.timefmt import parse_ts, rfc3339_us, to_us
 API_PREFIX = "/api/v1"
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 MAX_BODY = 1024 * 1024
+EXTERNAL_REF = re.compile(r"[a-z][a-z0-9_]{0,31}:.+")  # the `external_ref` query: openapi.yaml's pattern
 SCHEMA_NAMES = {"customers": "Customer", "contacts": "Contact", "orders": "Order", "products": "Product"}
 REFERENCES = {  # field -> the resource it must name a live record of
     "contacts": {"CustomerId": "customers"},
@@ -435,8 +437,8 @@ class CustomcrmSandbox:
                 errors.append({"field": "updated_since", "message": "an RFC 3339 timestamp"})
         external_ref = None
         if "external_ref" in params:
-            system, sep, value = params["external_ref"].partition(":")
-            if not sep or not system or not value:
+            system, _, value = params["external_ref"].partition(":")
+            if not EXTERNAL_REF.fullmatch(params["external_ref"]):  # the contract's pattern, whole
                 errors.append({"field": "external_ref", "message": "system:id"})
             external_ref = (system, value)
         after = None
