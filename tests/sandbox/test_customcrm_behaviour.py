@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
+import yaml
 
 from sandbox.bundle import Sandboxes
+from sandbox.customcrm.app import OPENAPI_PATH
 from tests.conftest import admin
 
 
@@ -79,6 +82,39 @@ def test_external_ref_filter_is_exact(crm: httpx.Client) -> None:
     _customer(crm, ExternalRefs={"keap": "123"})
     found = crm.get("/customers", params={"external_ref": "keap:12"}).json()["data"]
     assert [r["Id"] for r in found] == [one["Id"]]
+
+
+def _contract_pattern() -> str:
+    document = yaml.safe_load(OPENAPI_PATH.read_text())
+    return document["components"]["parameters"]["external_ref"]["schema"]["pattern"]
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        ("keap:12", True),
+        ("keap_v2:a:b", True),  # the id may hold a colon: only the system is constrained
+        ("k" + "x" * 31 + ":1", True),  # a system of 32 characters
+        ("k" + "x" * 32 + ":1", False),  # 33
+        ("Keap:12", False),  # upper case
+        ("2keap:12", False),  # a digit first
+        ("keap:", False),  # no id
+        (":12", False),  # no system
+        ("keap12", False),  # no colon
+        ("keap-x:12", False),  # a hyphen in the system
+    ],
+)
+def test_external_ref_query_must_match_the_contracts_whole_pattern(
+    crm: httpx.Client, value: str, allowed: bool
+) -> None:
+    assert bool(re.search(_contract_pattern(), value)) is allowed  # the examples agree with the contract
+    answer = crm.get("/customers", params={"external_ref": value})
+    if allowed:
+        assert answer.status_code == 200 and answer.json()["data"] == []
+    else:
+        assert answer.status_code == 422
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in answer.json()["errors"]] == ["external_ref"]
 
 
 def test_if_match_and_412(crm: httpx.Client) -> None:
