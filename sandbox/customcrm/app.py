@@ -38,7 +38,6 @@ from sandbox.timefmt import parse_ts, rfc3339_us, to_us
 API_PREFIX = "/api/v1"
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 MAX_BODY = 1024 * 1024
-EXTERNAL_REF = re.compile(r"[a-z][a-z0-9_]{0,31}:.+")  # the `external_ref` query: openapi.yaml's pattern
 SCHEMA_NAMES = {"customers": "Customer", "contacts": "Contact", "orders": "Order", "products": "Product"}
 REFERENCES = {  # field -> the resource it must name a live record of
     "contacts": {"CustomerId": "customers"},
@@ -191,6 +190,11 @@ class CustomcrmSandbox:
     @cached_property
     def contract(self) -> dict[str, Any]:
         return yaml.safe_load(OPENAPI_PATH.read_text())
+
+    @cached_property
+    def external_ref(self) -> re.Pattern[str]:
+        """The `external_ref` query's pattern, as the contract writes it (matched whole)."""
+        return re.compile(self.contract["components"]["parameters"]["external_ref"]["schema"]["pattern"])
 
     @cached_property
     def _registry(self) -> Registry:
@@ -438,7 +442,7 @@ class CustomcrmSandbox:
         external_ref = None
         if "external_ref" in params:
             system, _, value = params["external_ref"].partition(":")
-            if not EXTERNAL_REF.fullmatch(params["external_ref"]):  # the contract's pattern, whole
+            if not self.external_ref.fullmatch(params["external_ref"]):
                 errors.append({"field": "external_ref", "message": "system:id"})
             external_ref = (system, value)
         after = None

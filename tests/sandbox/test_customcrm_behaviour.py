@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -84,6 +85,7 @@ def test_external_ref_filter_is_exact(crm: httpx.Client) -> None:
     assert [r["Id"] for r in found] == [one["Id"]]
 
 
+@functools.cache
 def _contract_pattern() -> str:
     document = yaml.safe_load(OPENAPI_PATH.read_text())
     return document["components"]["parameters"]["external_ref"]["schema"]["pattern"]
