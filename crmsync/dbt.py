@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crmsync.filemodes import state_dir
+
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 
 
@@ -32,8 +34,7 @@ _MANIFESTS: dict[str, Any] = {}
 def target_dir(db_path: Path) -> Path:
     """dbt's artifacts (manifest, compiled SQL, docs site) beside the DuckDB file's state,
     so two syncs on two files never share them, and the repository stays clean."""
-    db = Path(db_path).resolve()
-    return db.parent / (db.stem + ".state") / "dbt"
+    return state_dir(Path(db_path).resolve()) / "dbt"
 
 
 def _paths(db_path: Path) -> list[str]:
