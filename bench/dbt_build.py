@@ -52,7 +52,7 @@ def slowest_nodes(db: Path, count: int = 6) -> list[str]:
 
     results = json.loads((target_dir(db) / "run_results.json").read_text())["results"]
     ranked = sorted(results, key=lambda r: r.get("execution_time") or 0, reverse=True)[:count]
-    return [f"{r['unique_id'].split('.')[-1]} {r['execution_time']:.1f}s" for r in ranked]
+    return [f"{r['unique_id'].split('.')[2]} {r['execution_time']:.1f}s" for r in ranked]
 
 
 def build_in_child(db: Path) -> dict[str, Any]:

@@ -11,7 +11,8 @@ and the copies' bases are the values both of their sides hold after a first buil
 is what the sync would have written: the copies are as settled as the original.
 
 Then, each `dbt build` the sync runs (models, seeds, data tests) in a process of its own,
-its time and peak memory:
+its time and peak memory, its nodes' summed seconds per kind (models,
+data tests) and its slowest nodes:
 1. a first build (`--full-refresh`, as on a new file or after a project change);
 2. (copies only) the build after the copies' bases were written: they moved, so it
    re-merges every copy's pairs;
@@ -37,7 +38,8 @@ from typing import Any
 import duckdb
 
 from bench.common import emit, machine
-from bench.dbt_build import replicate
+from bench.dbt_build import replicate, slowest_nodes
+from crmsync.dbt import target_dir
 from registry.mappings import MAPPINGS
 
 BUILD = """
@@ -72,6 +74,16 @@ def build_in_child(db: Path, full: bool) -> dict[str, Any]:
         raise SystemExit(f"the build failed: {' | '.join(failed) or finished.stderr[-500:]}")
     report = json.loads(finished.stdout.strip().splitlines()[-1])
     return {**report, "process_seconds": round(time.perf_counter() - started, 1)}
+
+
+def node_seconds(db: Path) -> dict[str, float]:
+    """The last build's nodes' summed seconds per kind (model, test, seed) from dbt's
+    run_results.json: with two dbt threads their sum exceeds the wall time."""
+    totals: dict[str, float] = {}
+    for result in json.loads((target_dir(db) / "run_results.json").read_text())["results"]:
+        kind = result["unique_id"].split(".")[0]
+        totals[kind] = round(totals.get(kind, 0.0) + (result.get("execution_time") or 0.0), 1)
+    return totals
 
 
 def replicate_links(db: Path, factor: int) -> None:
@@ -170,7 +182,8 @@ def run(source: Path, factor: int) -> None:
                 "size_per_kind": per_kind, "replicated_from": per_kind // factor if factor > 1 else None,
                 "step": step, "seconds": round(float(figures["seconds"]), 1),
                 "process_seconds": figures["process_seconds"], "peak_rss_mib": figures["peak_rss_mib"],
-                "ok": figures["ok"], "pairs_merged": remerged(db), "pairs_unsettled": unsettled(db), **extra,
+                "ok": figures["ok"], "pairs_merged": remerged(db), "pairs_unsettled": unsettled(db),
+                "node_seconds": node_seconds(db), "slowest_nodes": slowest_nodes(db), **extra,
             })  # fmt: skip
 
         figure("first build", full=True)
