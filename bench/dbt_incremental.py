@@ -11,8 +11,8 @@ and the copies' bases are the values both of their sides hold after a first buil
 is what the sync would have written: the copies are as settled as the original.
 
 Then, each `dbt build` the sync runs (models, seeds, data tests) in a process of its own,
-its time and peak memory, its nodes' summed seconds per kind (models,
-data tests) and its slowest nodes:
+its time and peak memory, its nodes' summed seconds per kind (models, data tests) and
+its slowest nodes:
 1. a first build (`--full-refresh`, as on a new file or after a project change);
 2. (copies only) the build after the copies' bases were written: they moved, so it
    re-merges every copy's pairs;
@@ -82,8 +82,8 @@ def node_seconds(db: Path) -> dict[str, float]:
     totals: dict[str, float] = {}
     for result in json.loads((target_dir(db) / "run_results.json").read_text())["results"]:
         kind = result["unique_id"].split(".")[0]
-        totals[kind] = round(totals.get(kind, 0.0) + (result.get("execution_time") or 0.0), 1)
-    return totals
+        totals[kind] = totals.get(kind, 0.0) + (result.get("execution_time") or 0.0)
+    return {kind: round(seconds, 1) for kind, seconds in totals.items()}
 
 
 def replicate_links(db: Path, factor: int) -> None:
