@@ -38,8 +38,7 @@ from typing import Any
 import duckdb
 
 from bench.common import emit, machine
-from bench.dbt_build import replicate, slowest_nodes
-from crmsync.dbt import target_dir
+from bench.dbt_build import node_seconds, replicate, run_results, slowest_nodes
 from registry.mappings import MAPPINGS
 
 BUILD = """
@@ -74,16 +73,6 @@ def build_in_child(db: Path, full: bool) -> dict[str, Any]:
         raise SystemExit(f"the build failed: {' | '.join(failed) or finished.stderr[-500:]}")
     report = json.loads(finished.stdout.strip().splitlines()[-1])
     return {**report, "process_seconds": round(time.perf_counter() - started, 1)}
-
-
-def node_seconds(db: Path) -> dict[str, float]:
-    """The last build's nodes' summed seconds per kind (model, test, seed) from dbt's
-    run_results.json: with two dbt threads their sum exceeds the wall time."""
-    totals: dict[str, float] = {}
-    for result in json.loads((target_dir(db) / "run_results.json").read_text())["results"]:
-        kind = result["unique_id"].split(".")[0]
-        totals[kind] = totals.get(kind, 0.0) + (result.get("execution_time") or 0.0)
-    return {kind: round(seconds, 1) for kind, seconds in totals.items()}
 
 
 def replicate_links(db: Path, factor: int) -> None:
@@ -178,12 +167,13 @@ def run(source: Path, factor: int) -> None:
 
         def figure(step: str, full: bool, **extra: Any) -> None:
             figures = build_in_child(db, full)
+            nodes = run_results(db)
             emit("dbt_incremental", {
                 "size_per_kind": per_kind, "replicated_from": per_kind // factor if factor > 1 else None,
                 "step": step, "seconds": round(float(figures["seconds"]), 1),
                 "process_seconds": figures["process_seconds"], "peak_rss_mib": figures["peak_rss_mib"],
                 "ok": figures["ok"], "pairs_merged": remerged(db), "pairs_unsettled": unsettled(db),
-                "node_seconds": node_seconds(db), "slowest_nodes": slowest_nodes(db), **extra,
+                "node_seconds": node_seconds(nodes), "slowest_nodes": slowest_nodes(nodes), **extra,
             })  # fmt: skip
 
         figure("first build", full=True)

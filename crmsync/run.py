@@ -397,16 +397,20 @@ def scratch_copy(settings: Settings, purpose: str = "plan") -> Iterator[Settings
             for suffix in ("", ".wal"):
                 source = settings.db_path.with_name(settings.db_path.name + suffix)
                 if source.exists():
-                    shutil.copyfile(source, copy.with_name(copy.name + suffix))
-                    copy.with_name(copy.name + suffix).chmod(0o600)
+                    _private_copy(source, copy.with_name(copy.name + suffix))
             ran_short = target_dir(settings.db_path) / RAN_SHORT  # the sync's builds ran out of the estimate
             if ran_short.exists():
                 target_dir(copy).mkdir(parents=True, mode=0o700)
-                shutil.copyfile(ran_short, target_dir(copy) / RAN_SHORT)
-                (target_dir(copy) / RAN_SHORT).chmod(0o600)
+                _private_copy(ran_short, target_dir(copy) / RAN_SHORT)
         yield dataclasses.replace(settings, db_path=copy)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _private_copy(source: Path, target: Path) -> None:
+    """A copy of a state file, readable by its owner only, as all state."""
+    shutil.copyfile(source, target)
+    target.chmod(0o600)
 
 
 def run_plan(
