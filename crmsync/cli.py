@@ -59,6 +59,31 @@ def _error(line: str) -> None:
     say(f"crmsync: {redact(line)}", fg="red", err=True)
 
 
+def _tenant_option(secrets: bool) -> Any:
+    """`--tenant NAME`: the command runs as that tenant of the tenants file (crmsync.tenants),
+    before any other option is read (the tenant's options are their environment variables).
+    The commands that only read the state (`secrets=False`) read none of its secrets."""
+
+    def chosen(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value:
+            from crmsync.tenants import apply
+
+            apply(value, secrets=secrets)
+            context = ctx.find_object(Context)
+            if context is not None:
+                context._settings = None  # read again, as the tenant's
+        return value
+
+    return click.option(
+        "--tenant",
+        metavar="NAME",
+        is_eager=True,
+        expose_value=False,
+        callback=chosen,
+        help="Run as this tenant of the tenants file (CRMSYNC_TENANTS, else tenants.toml).",
+    )
+
+
 class CrmsyncGroup(click.Group):
     """Turns domain errors into one line on stderr and exit 1 (traceback with --debug), and a
     closed pipe into a quiet exit 0, as Unix tools do."""
@@ -212,6 +237,7 @@ def sandbox(
 
 
 @main.command()
+@_tenant_option(secrets=True)
 @click.option("--full", is_flag=True, help="Also list every Keap id and mark records deleted in Keap.")
 @click.option(
     "--full-every",
@@ -301,15 +327,27 @@ def _sync_options(command: Any) -> Any:
 
 
 @main.command()
+@_tenant_option(secrets=True)
 @_sync_options
 @click.option(
     "--rebuild",
     is_flag=True,
     help="Run dbt and the push even when nothing changed since the last quiet run, re-merging every pair.",
 )
-@click.pass_obj
+@click.option(
+    "--all-tenants", is_flag=True, help="Sync every tenant of the tenants file, each in a process of its own."
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=2,
+    envvar="CRMSYNC_PARALLEL_TENANTS",
+    show_default=True,
+    help="With --all-tenants: at most this many tenants at once.",
+)
+@click.pass_context
 def sync(
-    obj: Context,
+    ctx: click.Context,
     as_json: bool,
     quiet: bool,
     full: bool,
@@ -317,6 +355,8 @@ def sync(
     conflict_policy: str | None,
     raw_vars: str | None,
     rebuild: bool,
+    all_tenants: bool,
+    parallel: int,
 ) -> None:
     """Extract, model and push: converge Keap and Customcrm in one command.
 
@@ -324,7 +364,17 @@ def sync(
     when some rows were rejected (listed), 4 when a resource could not be read or written
     (named; the other mappings went through), 1 on failure. Outside a terminal every line
     starts with the time and the run id; --quiet prints only errors, refused rows and the
-    run's one-line outcome."""
+    run's one-line outcome. With --all-tenants: one line per tenant as it ends, then the
+    worst exit code of them all (1, then 4, then 3)."""
+    obj: Context = ctx.obj
+    if all_tenants:
+        if os.environ.get("CRMSYNC_TENANT"):
+            raise click.UsageError("--tenant and --all-tenants exclude each other")
+        passed = [f"--{name.replace('_', '-')}" for name in ("full", "rebuild") if ctx.params[name]]
+        for name, flag in (("conflict_policy", "--conflict-policy"), ("raw_vars", "--vars")):
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                passed += [flag, ctx.params[name]]  # the command line's, over each tenant's own
+        sys.exit(_sync_all_tenants(passed, parallel, as_json, quiet))
     from crmsync.demo import open_endpoints
     from crmsync.failures import failure_line
     from crmsync.hooks.runs import scheduled_sync
@@ -390,6 +440,91 @@ def sync(
     sys.exit(outcome.exit_code)
 
 
+def _sync_all_tenants(passed: list[str], parallel: int, as_json: bool, quiet: bool) -> int:
+    """Every tenant's `crmsync sync --tenant NAME`, `parallel` at once (crmsync.tenant_runs):
+    one line per tenant as it ends (its errors and refused rows before it, prefixed with its
+    name), then one line for them all; the worst exit code."""
+    import time
+
+    from crmsync.report import emit_json, run_line
+    from crmsync.tenant_runs import overall_exit, sync_all
+    from crmsync.tenants import load, tenants_file
+
+    tenants = list(load().values())
+    started = time.monotonic()
+    if not (quiet or as_json):
+        say(f"syncing {len(tenants)} tenants of {tenants_file()}, {parallel} at once", err=True)
+
+    def heard(run: Any) -> None:
+        if as_json:
+            return
+        error = run.error
+        for line in run.stderr:  # the tenant's own lines: its refused rows, its problems
+            line = line.removeprefix("crmsync: ")
+            if line.strip() and line != error:
+                say(f"{run.tenant}: {line}", err=True)
+        if run.result and "run_id" in run.result and "mappings" in run.result and not error:
+            say(f"{run.tenant}: {run_line(run.result)}", fg=None if run.exit_code == 0 else "yellow")
+        else:  # what failed, in the tenant's own line
+            what = f"run {run.result['run_id']} " if run.result and run.result.get("run_id") else ""
+            say(
+                f"{run.tenant}: {what}failed (exit {run.exit_code}) in {run.seconds:.1f} s: {error}", fg="red"
+            )
+
+    done = sync_all(tenants, passed, parallel, heard)
+    code = overall_exit(done)
+    if as_json:
+        emit_json({"exit_code": code, "tenants": [run.as_dict() for run in done]})
+        return code
+    failed = [run.tenant for run in done if run.exit_code != 0]
+    tail = f"; not ok: {', '.join(failed)}" if failed else ""
+    say(f"tenants: {len(done) - len(failed)} of {len(done)} ok in {time.monotonic() - started:.1f} s{tail} "
+        f"(exit {code})", fg=None if code == 0 else "yellow")  # fmt: skip
+    return code
+
+
+def _status_all_tenants(as_json: bool) -> int:
+    """One line per tenant: its mappings' counts summed and its last run; a tenant whose
+    state cannot be read says why in its line, and the exit is 1."""
+    from crmsync.readonly import reading
+    from crmsync.report import emit_json, run_history_line, table
+    from crmsync.run import sync_status
+    from crmsync.settings import DEFAULT_WAIT_SECONDS
+    from crmsync.tenants import load
+
+    counts = ["linked", "orphaned", "pending", "waiting", "conflicts", "rejected", "ignored"]
+    wait_s = float(os.environ.get("CRMSYNC_WAIT_SECONDS") or DEFAULT_WAIT_SECONDS)
+    found: list[dict[str, Any]] = []
+    for tenant in load().values():
+        row: dict[str, Any] = {"tenant": tenant.name, "state": str(tenant.state), "error": None}
+        if not tenant.state.exists():
+            found.append({**row, **dict.fromkeys(counts, 0), "last_run": None})
+            continue
+        try:
+            with reading(tenant.state, wait_s) as con:
+                one = sync_status(con)
+        except Exception as exc:  # this tenant's line says it; the others are shown
+            from crmsync.failures import failure_line
+
+            found.append({**row, **dict.fromkeys(counts), "last_run": None,
+                          "error": failure_line(exc, tenant.state)})  # fmt: skip
+            continue
+        sums = {c: sum(m[c] for m in one["mappings"]) for c in counts}
+        found.append({**row, **sums, "last_run": one["last_run"]})
+    if as_json:
+        emit_json(found)
+    else:
+
+        def last(row: dict[str, Any]) -> str:
+            if row["error"]:
+                return f"unreadable: {row['error']}"
+            return run_history_line(row["last_run"]) if row["last_run"] else "no sync has run yet"
+
+        table("tenants", ["tenant", *counts, "last run"], [[r["tenant"], *[r[c] for c in counts], last(r)]
+                                                          for r in found])  # fmt: skip
+    return 1 if any(row["error"] for row in found) else 0
+
+
 def _hooks_line(checked: Any, quiet: bool) -> None:
     """Where the hooks stand, before the sync: always when something is wrong."""
     if not (checked.ok and quiet):
@@ -407,6 +542,7 @@ Where to look next:
 
 
 @main.command()
+@_tenant_option(secrets=True)
 @_sync_options
 @click.option(
     "--mapping",
@@ -490,15 +626,23 @@ def plan(
 
 
 @main.command()
+@_tenant_option(secrets=False)
+@click.option("--all-tenants", is_flag=True, help="One line per tenant of the tenants file.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_obj
-def status(obj: Context, as_json: bool) -> None:
+def status(obj: Context, all_tenants: bool, as_json: bool) -> None:
     """Per mapping: links, orphaned, pending, waiting, conflicts, rejections (open and set aside),
-    and the last run (reads the DuckDB file only; `crmsync runs` shows more runs)."""
+    and the last run (reads the DuckDB file only; `crmsync runs` shows more runs). With
+    --all-tenants: the same summed over the mappings, one line per tenant (exit 1 when a
+    tenant's state could not be read)."""
     from crmsync.readonly import reading
     from crmsync.report import emit_json, run_history_line, table
     from crmsync.run import sync_status
 
+    if all_tenants:
+        if os.environ.get("CRMSYNC_TENANT"):
+            raise click.UsageError("--tenant and --all-tenants exclude each other")
+        sys.exit(_status_all_tenants(as_json))
     settings = obj.settings
     with reading(settings.db_path, settings.wait_s) as con:
         found = sync_status(con)
@@ -512,6 +656,7 @@ def status(obj: Context, as_json: bool) -> None:
 
 
 @main.command()
+@_tenant_option(secrets=False)
 @click.option(
     "-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs."
 )
@@ -535,6 +680,7 @@ def runs(obj: Context, limit: int, as_json: bool) -> None:
 
 
 @main.group(invoke_without_command=True)
+@_tenant_option(secrets=False)
 @click.option("--all", "everything", is_flag=True, help="Resolved ones too.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
@@ -604,6 +750,7 @@ def rejections_ignore(obj: Context, keys: tuple[str, ...], reason: str) -> None:
 
 
 @main.command()
+@_tenant_option(secrets=False)
 @click.argument("query")
 @click.option(
     "--format",
@@ -664,6 +811,7 @@ def sql(
 
 
 @main.command()
+@_tenant_option(secrets=False)
 @click.option("--apply", is_flag=True, help="Blank them (without it: only show what would be blanked).")
 @click.option(
     "--days",
@@ -759,6 +907,7 @@ def dataflow(obj: Context, write_docs: bool) -> None:
 
 
 @main.command()
+@_tenant_option(secrets=False)
 @click.option("--serve/--no-serve", default=True, help="Serve the site after generating it.")
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.pass_obj

@@ -8,12 +8,13 @@ one line; `crmsync --debug` shows the traceback.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import duckdb
 
-from connectors.errors import ApiError
+from connectors.errors import ApiError, AuthError
 from crmsync.dbt import DbtError
 
 DOMAIN_ERRORS = (ApiError, DbtError, duckdb.Error)
@@ -54,7 +55,12 @@ def failure_line(error: BaseException, db_path: Path) -> str:
     if isinstance(cause, duckdb.IOException) and "lock" in str(cause).lower():
         return locked_file_line(db_path, str(cause))
     if isinstance(cause, ApiError | DbtError):
-        return _first_line(str(cause), 1000)
+        line = _first_line(str(cause), 1000)
+        tenant = os.environ.get("CRMSYNC_TENANT")
+        if tenant and isinstance(cause, AuthError):  # the tenant's entry holds them, not the environment
+            line = line.replace(f"the {cause.system.upper()}_* settings",
+                                f"tenant {tenant!r}'s {cause.system}_* keys in the tenants file")  # fmt: skip
+        return line
     if isinstance(cause, duckdb.Error):
         return f"the DuckDB file {db_path}: {_first_line(str(cause))}"
     # not foreseen: say what it is; `crmsync --debug` shows where

@@ -13,6 +13,7 @@
 | CRMSYNC_RUN_DEADLINE_MINUTES | a run sends no request after this many minutes (default 120): a stalled API cannot keep it alive |
 | CRMSYNC_WAIT_SECONDS | how long a command waits for another crmsync that holds the state file (default 5) |
 | CRMSYNC_SANDBOX_DIR | the sandboxes' demo data (default: `sandbox/` beside the DuckDB file) |
+| CRMSYNC_TENANTS | the tenants file (default tenants.toml); CRMSYNC_TENANT is set by `--tenant` |
 
 With neither a Keap nor a Customcrm endpoint configured, the sync runs against
 the bundled sandboxes with demo data (`sandbox_mode`).
@@ -104,6 +105,7 @@ class Settings:
     # Keap requests of the day's quota the push leaves for reading (this run's read-back,
     # the next runs' extracts): its Keap writes stop there and wait for the quota's reset
     keap_quota_reserve: int = DEFAULT_KEAP_QUOTA_RESERVE
+    tenant: str | None = None  # CRMSYNC_TENANT: set by `--tenant` (crmsync.tenants); named in every problem
 
     def __repr__(self) -> str:
         """Secrets left out, credentials in URLs redacted."""
@@ -113,6 +115,16 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, dotenv: str | Path = ".env") -> Settings:
         """Environment first, then `.env` for what the environment leaves unset."""
+        try:
+            return cls._from_env(env, dotenv)
+        except ConfigurationError as exc:
+            tenant = (os.environ if env is None else env).get("CRMSYNC_TENANT")
+            if tenant:
+                raise ConfigurationError(f"tenant {tenant!r}: {exc}") from None
+            raise
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str] | None, dotenv: str | Path) -> Settings:
         values: dict[str, str] = {}
         if env is None:
             if Path(dotenv).is_file():
@@ -173,6 +185,7 @@ class Settings:
             wait_s=wait_s,
             keap_quota_reserve=int(reserve),
             sandbox_data=Path(sandbox) if sandbox else None,
+            tenant=get("CRMSYNC_TENANT"),
         )
 
     @property
@@ -244,4 +257,6 @@ class Settings:
         if not self.customcrm_api_token:
             problems.append("CUSTOMCRM_API_TOKEN is not set")
         if problems:
-            raise ConfigurationError("; ".join(problems))
+            raise ConfigurationError(
+                (f"tenant {self.tenant!r}: " if self.tenant else "") + "; ".join(problems)
+            )

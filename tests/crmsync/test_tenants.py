@@ -1,0 +1,173 @@
+"""The tenants file: each tenant's settings come from its own entry alone, secrets by
+reference only, and a file that gets something wrong is one line naming the tenant and
+the key (crmsync.tenants)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crmsync.settings import ConfigurationError, Settings
+from crmsync.tenants import apply, load
+
+TWO = """
+[tenants.acme]
+keap_api_key = { env = "ACME_KEAP_KEY" }
+customcrm_api_url = "https://crm.acme.example/api/v1"
+customcrm_api_token = { file = "secrets/acme_crm" }
+[tenants.acme.options]
+conflict_policy = "keap"
+vars = { create_in_keap = true }
+retention_days = 7
+
+[tenants.beta]
+keap_refresh_token = { env = "BETA_REFRESH" }
+keap_client_id = "beta-client"
+keap_client_secret = { env = "BETA_CLIENT_SECRET" }
+customcrm_api_url = "https://crm.beta.example/api/v1"
+customcrm_api_token = { env = "BETA_CRM_TOKEN" }
+state = "/srv/beta/state.duckdb"
+"""
+
+# what the operator's own process and `.env` hold: none of it may reach a tenant
+PROCESS = {
+    "KEAP_API_KEY": "process-keap-key",
+    "KEAP_API_URL": "https://keap.process.example/crm/rest/v2",
+    "CUSTOMCRM_API_URL": "https://crm.process.example/api/v1",
+    "CUSTOMCRM_API_TOKEN": "process-crm-token",
+    "CRMSYNC_DB": "/srv/process.duckdb",
+    "CRMSYNC_WAIT_SECONDS": "9",  # an option no tenant sets: the operator's
+}
+DOTENV = "KEAP_ACCESS_TOKEN=dotenv-access\nKEAP_CLIENT_SECRET=dotenv-secret\nCRMSYNC_SANDBOX_DIR=/tmp/x\n"
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "tenants.toml").write_text(TWO)
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "acme_crm").write_text("acme-crm-token\n")
+    (tmp_path / ".env").write_text(DOTENV)
+    monkeypatch.chdir(tmp_path)
+    environ = {**os.environ, **PROCESS, "CRMSYNC_TENANTS": str(tmp_path / "tenants.toml"),
+               "ACME_KEAP_KEY": "acme-keap-key", "BETA_REFRESH": "beta-refresh",
+               "BETA_CLIENT_SECRET": "beta-secret", "BETA_CRM_TOKEN": "beta-crm-token"}  # fmt: skip
+    monkeypatch.setattr(os, "environ", environ)
+    return tmp_path
+
+
+def test_each_tenant_gets_its_own_settings_and_nothing_of_the_process_or_dotenv(folder: Path) -> None:
+    apply("acme")
+    acme = Settings.from_env()
+    assert (acme.keap_api_key, acme.customcrm_api_token) == ("acme-keap-key", "acme-crm-token")
+    assert acme.customcrm_api_url == "https://crm.acme.example/api/v1"
+    assert acme.keap_api_url == "https://api.infusionsoft.com/crm/rest/v2"  # Keap's, not the process's
+    assert acme.keap_access_token is None and acme.keap_client_secret is None  # `.env` filled nothing in
+    assert acme.sandbox_data is None
+    assert acme.db_path == folder / "data" / "tenants" / "acme.duckdb"  # beside the tenants file
+    assert (acme.retention_days, acme.wait_s, acme.tenant) == (7, 9.0, "acme")
+    assert os.environ["CRMSYNC_CONFLICT_POLICY"] == "keap"  # read by the sync's --conflict-policy
+    assert os.environ["CRMSYNC_VARS"] == '{"create_in_keap": true}'
+    acme.validate()
+
+    apply("beta")  # a second tenant in the same process: nothing of the first stays
+    beta = Settings.from_env()
+    assert beta.keap_api_key is None and beta.customcrm_api_token == "beta-crm-token"
+    assert (beta.keap_refresh_token, beta.keap_client_id, beta.keap_client_secret) == (
+        "beta-refresh", "beta-client", "beta-secret")  # fmt: skip
+    assert beta.db_path == Path("/srv/beta/state.duckdb")
+    beta.validate()
+
+
+def test_commands_that_only_read_the_state_need_no_secret(folder: Path) -> None:
+    del os.environ["ACME_KEAP_KEY"]
+    apply("acme", secrets=False)
+    settings = Settings.from_env()
+    assert settings.keap_api_key is None and settings.customcrm_api_token is None
+    assert settings.db_path == folder / "data" / "tenants" / "acme.duckdb"
+    with pytest.raises(ConfigurationError, match=r"tenants\.toml: tenant 'acme', keap_api_key: the environment "
+                                                 r"variable ACME_KEAP_KEY is not set"):  # fmt: skip
+        apply("acme")
+
+
+def test_a_problem_of_a_tenants_settings_names_the_tenant(folder: Path) -> None:
+    text = TWO.replace('"https://crm.acme.example/api/v1"', '"http://crm.acme.example/api/v1"')
+    (folder / "tenants.toml").write_text(text)
+    apply("acme")
+    with pytest.raises(ConfigurationError, match=r"^tenant 'acme': CUSTOMCRM_API_URL uses plain http://"):
+        Settings.from_env().validate()
+    os.environ["CRMSYNC_RETENTION_DAYS"] = "soon"
+    (folder / "tenants.toml").write_text(TWO.replace("retention_days = 7\n", ""))
+    apply("acme")
+    with pytest.raises(ConfigurationError, match=r"^tenant 'acme': CRMSYNC_RETENTION_DAYS must be a whole"):
+        Settings.from_env()
+
+
+BAD = [
+    ('keap_api_key = { env = "ACME_KEAP_KEY" }', 'keap_api_key = "kp-123-the-key"',
+     "tenant 'acme', keap_api_key: a secret is never written in the tenants file"),
+    ('keap_api_key = { env = "ACME_KEAP_KEY" }', 'keap_api_key = { value = "kp-123-the-key" }',
+     "tenant 'acme', keap_api_key: must be { env = \"VARIABLE\" } or { file = \"path\" }"),
+    ('keap_api_key = { env = "ACME_KEAP_KEY" }', 'keap_api_kye = { env = "ACME_KEAP_KEY" }',
+     "tenant 'acme': unknown key 'keap_api_kye'"),
+    ('keap_api_key = { env = "ACME_KEAP_KEY" }', "",
+     "tenant 'acme', keap_api_key: a tenant needs its Keap credentials"),
+    ('customcrm_api_token = { file = "secrets/acme_crm" }', "",
+     "tenant 'acme', customcrm_api_url: a tenant needs its Customcrm address and token"),
+    ('customcrm_api_token = { file = "secrets/acme_crm" }', 'customcrm_api_token = { file = "secrets/nothing" }',
+     "tenant 'acme', customcrm_api_token: cannot read"),
+    ('"https://crm.acme.example/api/v1"', '"https://ops:kp-123-the-key@crm.acme.example/api/v1"',
+     "tenant 'acme', customcrm_api_url: credentials do not go into a URL"),
+    ("retention_days = 7", "retention_weeks = 1", "tenant 'acme', options: unknown option 'retention_weeks'"),
+    ("vars = { create_in_keap = true }", 'vars = "create_in_keap"', "tenant 'acme', options.vars: must be a table"),
+    ('state = "/srv/beta/state.duckdb"', # relative to the file's folder, resolved: acme's own default
+     'state = "x/../data/tenants/acme.duckdb"',
+     "tenants 'acme' and 'beta' share the state file"),
+    ("[tenants.beta]", "[tenants.Beta Corp]", "is not valid TOML"),
+    ("[tenants.beta]", '[tenants."Beta Corp"]', "tenant 'Beta Corp': a tenant's name is lower-case letters"),
+    ("[tenants.beta]", "[tenant.beta]", "unknown table 'tenant' (a tenant is [tenants.NAME])"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "message"), BAD, ids=[case[2][:40] for case in BAD])
+def test_a_wrong_tenants_file_is_one_line_naming_the_tenant_and_the_key(
+    folder: Path, old: str, new: str, message: str
+) -> None:
+    assert old in TWO
+    (folder / "tenants.toml").write_text(TWO.replace(old, new))
+    with pytest.raises(ConfigurationError) as raised:
+        load()
+        apply("acme")
+    line = str(raised.value)
+    assert message in line and "\n" not in line
+    assert "kp-123-the-key" not in line  # a secret written where it must not be is never echoed
+
+
+def test_the_cli_says_in_one_line_what_is_wrong_with_a_tenant(folder: Path) -> None:
+    env = {**os.environ, "KEAP_API_KEY": "", "CUSTOMCRM_API_TOKEN": ""}
+    done = subprocess.run([sys.executable, "-m", "crmsync.cli", "status", "--tenant", "gamma"], cwd=folder,
+                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip() == f"crmsync: no tenant 'gamma' in {folder / 'tenants.toml'} (there: acme, beta)"
+    )
+
+    del env["ACME_KEAP_KEY"]  # a sync needs the secrets; status does not
+    done = subprocess.run([sys.executable, "-m", "crmsync.cli", "sync", "--tenant", "acme"], cwd=folder,
+                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert "tenant 'acme', keap_api_key: the environment variable ACME_KEAP_KEY is not set" in done.stderr
+
+    done = subprocess.run([sys.executable, "-m", "crmsync.cli", "status", "--all-tenants"], cwd=folder,
+                          env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == [
+        "tenants",
+        "tenant\tlinked\torphaned\tpending\twaiting\tconflicts\trejected\tignored\tlast run",
+    ]
+    assert [line.split("\t")[0] for line in lines[2:]] == ["acme", "beta"]
+    assert all(line.endswith("\tno sync has run yet") for line in lines[2:])

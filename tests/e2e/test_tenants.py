@@ -1,0 +1,124 @@
+"""Many Keap accounts on one installation: `crmsync sync --all-tenants` syncs each tenant of
+the tenants file into its own state, a bounded number at once, and one tenant's failure
+stops none of the others (crmsync.tenants, crmsync.tenant_runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from sandbox.bundle import Sandboxes
+from tests.conftest import admin, crm_http, keap_http
+
+KINDS = {"customers": "companies", "contacts": "contacts", "orders": "opportunities", "products": "products"}
+
+
+def _keap_ids(boxes: Sandboxes) -> dict[str, set[str]]:
+    with keap_http(boxes) as keap:
+        return {
+            mapping: {str(r["id"]) for r in keap.get(f"/{kind}", params={"page_size": 1000}).json()[kind]}
+            for mapping, kind in KINDS.items()
+        }
+
+
+def _linked(state: Path) -> dict[str, set[str]]:
+    with duckdb.connect(str(state), read_only=True) as con:
+        query = "select keap_id from link_{} where link_status = 'linked'"
+        return {
+            mapping: {row[0] for row in con.execute(query.format(mapping)).fetchall()} for mapping in KINDS
+        }
+
+
+def _crmsync(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "crmsync.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)  # fmt: skip
+
+
+def test_all_tenants_sync_each_account_into_its_own_state_and_a_failing_one_stops_none(
+    sandboxes: Sandboxes, tmp_path: Path
+) -> None:
+    beta = Sandboxes(tmp_path / "sandbox-beta").start()
+    try:
+        sandboxes.seed_demo(size=8, seed=3)
+        beta.seed_demo(size=6, seed=5)
+        for boxes in (sandboxes, beta):
+            with crm_http(boxes) as crm:
+                admin(crm, boxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
+        (tmp_path / "acme-crm.token").write_text(sandboxes.customcrm.credentials.token + "\n")
+        (tmp_path / "tenants.toml").write_text(f"""
+[tenants.acme]
+keap_api_url = "{sandboxes.keap_url}"
+keap_api_key = {{ env = "ACME_KEAP_KEY" }}
+customcrm_api_url = "{sandboxes.customcrm_url}"
+customcrm_api_token = {{ file = "acme-crm.token" }}
+
+[tenants.beta]
+keap_api_url = "{beta.keap_url}"
+keap_api_key = {{ env = "BETA_KEAP_KEY" }}
+customcrm_api_url = "{beta.customcrm_url}"
+customcrm_api_token = {{ env = "BETA_CRM_TOKEN" }}
+state = "beta/state.duckdb"
+
+[tenants.revoked]
+keap_api_url = "{beta.keap_url}"
+keap_api_key = {{ env = "REVOKED_KEAP_KEY" }}
+customcrm_api_url = "{beta.customcrm_url}"
+customcrm_api_token = {{ env = "BETA_CRM_TOKEN" }}
+""")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KEAP_", "CUSTOMCRM_", "CRMSYNC_"))}
+        env.update({
+            "ACME_KEAP_KEY": sandboxes.keap.credentials.api_key,
+            "BETA_KEAP_KEY": beta.keap.credentials.api_key,
+            "BETA_CRM_TOKEN": beta.customcrm.credentials.token,
+            "REVOKED_KEAP_KEY": "a-key-keap-no-longer-knows",
+            # the operator's own configuration, which no tenant may use
+            "KEAP_API_KEY": sandboxes.keap.credentials.api_key,
+            "CRMSYNC_DB": str(tmp_path / "operator.duckdb"),
+        })  # fmt: skip
+
+        done = _crmsync(tmp_path, env, "sync", "--all-tenants", "--parallel", "2")
+        assert done.returncode == 1, done.stdout + done.stderr  # one tenant failed: the worst exit code
+        lines = done.stdout.splitlines()
+        assert sorted(line.split(":")[0] for line in lines[:-1]) == ["acme", "beta", "revoked"]
+        by_tenant = {line.split(":")[0]: line for line in lines[:-1]}
+        assert " ok (exit 0) in " in by_tenant["acme"] and " ok (exit 0) in " in by_tenant["beta"]
+        assert re.fullmatch(r"revoked: run \S+ failed \(exit 1\) in [\d.]+ s: keap refused the credentials \(401\); "
+                            r"check tenant 'revoked''s keap_\* keys in the tenants file \[keap GET .*/companies -> "
+                            r"401\]: .*", by_tenant["revoked"])  # fmt: skip
+        assert "revoked" not in done.stderr  # said once, in its line
+        assert lines[-1].startswith("tenants: 2 of 3 ok in ") and lines[-1].endswith(
+            "; not ok: revoked (exit 1)"
+        )
+
+        # each account linked whole, into its own file; the operator's file was never made
+        acme_state, beta_state = (
+            tmp_path / "data" / "tenants" / "acme.duckdb",
+            tmp_path / "beta" / "state.duckdb",
+        )
+        assert _linked(acme_state) == _keap_ids(sandboxes)
+        assert _linked(beta_state) == _keap_ids(beta)
+        assert [len(ids) for ids in _linked(beta_state).values()] == [6, 6, 6, 6]
+        assert not (tmp_path / "operator.duckdb").exists()
+        assert stat.S_IMODE(acme_state.stat().st_mode) == 0o600
+
+        status = _crmsync(tmp_path, env, "status", "--all-tenants", "--json")
+        assert status.returncode == 0, status.stderr
+        found = {row["tenant"]: row for row in json.loads(status.stdout)}
+        assert (found["acme"]["linked"], found["beta"]["linked"], found["revoked"]["linked"]) == (32, 24, 0)
+        assert [found[t]["last_run"]["status"] for t in ("acme", "beta", "revoked")] == ["ok", "ok", "failed"]
+        # at most two at once: the third started only once one of the first two had ended
+        first_end = min(found[t]["last_run"]["finished_at"] for t in ("acme", "beta"))
+        assert found["revoked"]["last_run"]["started_at"] >= first_end
+
+        # one tenant's own commands, as for a single account
+        runs = _crmsync(tmp_path, env, "runs", "--tenant", "beta", "--json")
+        assert runs.returncode == 0 and [r["status"] for r in json.loads(runs.stdout)] == ["ok"]
+    finally:
+        beta.stop()
