@@ -59,7 +59,7 @@ def failure_line(error: BaseException, db_path: Path) -> str:
         tenant = os.environ.get("CRMSYNC_TENANT")
         if tenant and isinstance(cause, AuthError):  # the tenant's entry holds them, not the environment
             line = line.replace(f"the {cause.system.upper()}_* settings",
-                                f"tenant {tenant!r}'s {cause.system}_* keys in the tenants file")  # fmt: skip
+                                f"the {cause.system}_* keys of tenant {tenant!r} in the tenants file")  # fmt: skip
         return line
     if isinstance(cause, duckdb.Error):
         return f"the DuckDB file {db_path}: {_first_line(str(cause))}"

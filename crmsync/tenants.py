@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -195,6 +196,15 @@ def load(path: Path | None = None) -> dict[str, Tenant]:
     """The tenants of the file, in its order; ConfigurationError naming the tenant and the key
     for anything the file gets wrong (no secret is read here)."""
     path = path or tenants_file()
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0  # said below, where it is read
+    if mode & 0o022:  # as ssh's own files: whoever can write it decides where each key is sent
+        raise ConfigurationError(
+            f"the tenants file {path} can be written by others (mode {stat.S_IMODE(mode):04o}): it says "
+            f"where each tenant's credentials are sent; make it the owner's alone (chmod go-w {path})"
+        )
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

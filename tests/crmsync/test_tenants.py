@@ -48,6 +48,7 @@ DOTENV = "KEAP_ACCESS_TOKEN=dotenv-access\nKEAP_CLIENT_SECRET=dotenv-secret\nCRM
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "tenants.toml").write_text(TWO)
+    (tmp_path / "tenants.toml").chmod(0o600)  # whatever this machine's umask
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "acme_crm").write_text("acme-crm-token\n")
     (tmp_path / ".env").write_text(DOTENV)
@@ -144,6 +145,14 @@ def test_a_wrong_tenants_file_is_one_line_naming_the_tenant_and_the_key(
     line = str(raised.value)
     assert message in line and "\n" not in line
     assert "kp-123-the-key" not in line  # a secret written where it must not be is never echoed
+
+
+def test_a_tenants_file_others_can_write_is_refused(folder: Path) -> None:
+    (folder / "tenants.toml").chmod(0o664)
+    with pytest.raises(ConfigurationError, match=r"can be written by others \(mode 0664\).*chmod go-w"):
+        load()
+    (folder / "tenants.toml").chmod(0o644)  # read by others is the operator's choice: no secret is in it
+    assert list(load()) == ["acme", "beta"]
 
 
 def test_the_cli_says_in_one_line_what_is_wrong_with_a_tenant(folder: Path) -> None:

@@ -72,6 +72,7 @@ keap_api_key = {{ env = "REVOKED_KEAP_KEY" }}
 customcrm_api_url = "{beta.customcrm_url}"
 customcrm_api_token = {{ env = "BETA_CRM_TOKEN" }}
 """)
+        (tmp_path / "tenants.toml").chmod(0o600)  # whatever this machine's umask
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KEAP_", "CUSTOMCRM_", "CRMSYNC_"))}
         env.update({
             "ACME_KEAP_KEY": sandboxes.keap.credentials.api_key,
@@ -90,7 +91,7 @@ customcrm_api_token = {{ env = "BETA_CRM_TOKEN" }}
         by_tenant = {line.split(":")[0]: line for line in lines[:-1]}
         assert " ok (exit 0) in " in by_tenant["acme"] and " ok (exit 0) in " in by_tenant["beta"]
         assert re.fullmatch(r"revoked: run \S+ failed \(exit 1\) in [\d.]+ s: keap refused the credentials \(401\); "
-                            r"check tenant 'revoked''s keap_\* keys in the tenants file \[keap GET .*/companies -> "
+                            r"check the keap_\* keys of tenant 'revoked' in the tenants file \[keap GET .*/companies -> "
                             r"401\]: .*", by_tenant["revoked"])  # fmt: skip
         assert "revoked" not in done.stderr  # said once, in its line
         assert lines[-1].startswith("tenants: 2 of 3 ok in ") and lines[-1].endswith(
