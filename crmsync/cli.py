@@ -446,7 +446,7 @@ def _sync_all_tenants(passed: list[str], parallel: int, as_json: bool, quiet: bo
     name), then one line for them all; the worst exit code."""
     import time
 
-    from crmsync.report import emit_json, run_line
+    from crmsync.report import emit_json, run_line, stamped
     from crmsync.tenant_runs import overall_exit, sync_all
     from crmsync.tenants import load, tenants_file
 
@@ -459,17 +459,18 @@ def _sync_all_tenants(passed: list[str], parallel: int, as_json: bool, quiet: bo
         if as_json:
             return
         error = run.error
-        for line in run.stderr:  # the tenant's own lines: its refused rows, its problems
-            line = line.removeprefix("crmsync: ")
-            if line.strip() and line != error:
-                say(f"{run.tenant}: {line}", err=True)
-        if run.result and "run_id" in run.result and "mappings" in run.result and not error:
-            say(f"{run.tenant}: {run_line(run.result)}", fg=None if run.exit_code == 0 else "yellow")
-        else:  # what failed, in the tenant's own line
-            what = f"run {run.result['run_id']} " if run.result and run.result.get("run_id") else ""
-            say(
-                f"{run.tenant}: {what}failed (exit {run.exit_code}) in {run.seconds:.1f} s: {error}", fg="red"
-            )
+        run_id = run.result.get("run_id") if run.result else None
+        with stamped(run_id or "-"):  # in a log: the time and the tenant's run id, as a single sync's lines
+            for line in run.stderr:  # the tenant's own lines: its refused rows, its problems
+                line = line.removeprefix("crmsync: ")
+                if line.strip() and line != error:
+                    say(f"{run.tenant}: {line}", err=True)
+            if run_id and "mappings" in run.result and not error:
+                say(f"{run.tenant}: {run_line(run.result)}", fg=None if run.exit_code == 0 else "yellow")
+            else:  # what failed, in the tenant's own line
+                what = f"run {run_id} " if run_id else ""
+                say(f"{run.tenant}: {what}failed (exit {run.exit_code}) in {run.seconds:.1f} s: {error}",
+                    fg="red")  # fmt: skip
 
     done = sync_all(tenants, passed, parallel, heard)
     code = overall_exit(done)
@@ -478,8 +479,9 @@ def _sync_all_tenants(passed: list[str], parallel: int, as_json: bool, quiet: bo
         return code
     failed = [run.tenant for run in done if run.exit_code != 0]
     tail = f"; not ok: {', '.join(failed)}" if failed else ""
-    say(f"tenants: {len(done) - len(failed)} of {len(done)} ok in {time.monotonic() - started:.1f} s{tail} "
-        f"(exit {code})", fg=None if code == 0 else "yellow")  # fmt: skip
+    with stamped("all-tenants"):
+        say(f"tenants: {len(done) - len(failed)} of {len(done)} ok in {time.monotonic() - started:.1f} s{tail} "
+            f"(exit {code})", fg=None if code == 0 else "yellow")  # fmt: skip
     return code
 
 
@@ -760,6 +762,11 @@ def rejections_ignore(obj: Context, keys: tuple[str, ...], reason: str) -> None:
     help="table on a terminal, tsv (tab-separated, NULL as \\N) when piped; csv (NULL empty); json.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option(
+    "--all-tenants",
+    is_flag=True,
+    help="On every tenant's file at once: a view per table across them, with a tenant column.",
+)
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many rows.")
 @click.option(
     "--timeout",
@@ -780,6 +787,7 @@ def sql(
     query: str,
     shape: str | None,
     as_json: bool,
+    all_tenants: bool,
     limit: int | None,
     timeout: float,
     memory_limit: str,
@@ -789,14 +797,29 @@ def sql(
     Header first, then the rows: a table on a terminal (NULL as a dim ∅, nothing cut),
     tab-separated when piped (NULL as \\N), or --format csv|json. The query reads the DuckDB
     file and nothing else: no other file, URL or extension, no settings, no writes (README:
-    For analysts). A running sync is waited for CRMSYNC_WAIT_SECONDS."""
+    For analysts). A running sync is waited for CRMSYNC_WAIT_SECONDS. --all-tenants: on
+    every tenant's file, each a catalog of its name ("acme".main.link_contacts), and each
+    table of the marts a view across them all, its first column `tenant`."""
     from crmsync.readonly import run_query
     from crmsync.report import delimited, emit_json, is_terminal, json_value, table
 
+    tenants = None
+    if all_tenants:
+        if os.environ.get("CRMSYNC_TENANT"):
+            raise click.UsageError("--tenant and --all-tenants exclude each other")
+        from crmsync.tenants import load
+
+        every = load()
+        tenants = {name: tenant.state for name, tenant in every.items() if tenant.state.exists()}
+        missing = [name for name in every if name not in tenants]
+        if missing:
+            say(f"crmsync: not synced yet, left out: {', '.join(missing)}", err=True)
+        if not tenants:
+            raise QueryError("no tenant has synced yet: run `crmsync sync --all-tenants` first")
     settings = obj.settings
     shape = "json" if as_json else shape or ("table" if is_terminal() else "tsv")
     found = run_query(settings.db_path, query, timeout=timeout, memory_limit=memory_limit, limit=limit,
-                      wait_s=settings.wait_s)  # fmt: skip
+                      wait_s=settings.wait_s, tenants=tenants)  # fmt: skip
     if shape == "json":
         emit_json([{c: json_value(v, t) for c, t, v in zip(found.columns, found.types, row, strict=True)}
                    for row in found.rows])  # fmt: skip

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,6 +105,58 @@ def reading(
             con.close()
 
 
+@contextmanager
+def reading_tenants(
+    states: dict[str, Path], wait_s: float = DEFAULT_WAIT_S, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One connection over several tenants' DuckDB files (`crmsync sql --all-tenants`): each
+    attached read-only as a catalog named after its tenant (`"acme".main.link_contacts`),
+    and for each table of their marts (`main`) a view across all of them, the tenant's name
+    first (`link_contacts`: tenant, then the table's columns, by name). Each file is held
+    as `reading` holds one; the connection is in memory, locked down as `connect`'s once
+    the files are attached: nothing but those files is read, nothing is written to disk."""
+    import duckdb
+
+    from crmsync.lock import shared
+
+    config = {"memory_limit": memory_limit, "threads": THREADS,
+              **{k: v for k, v in LOCKED_DOWN.items() if k not in ("enable_external_access", "lock_configuration")}}  # fmt: skip
+    with ExitStack() as held:
+        for path in states.values():
+            require(path)
+            held.enter_context(shared(path, wait_s))
+        con = duckdb.connect(":memory:", config=config)
+        held.callback(con.close)
+        tables: dict[str, list[str]] = {}
+        for name, path in states.items():
+            try:
+                con.execute(f"attach {_literal(str(path))} as {_name(name)} (read_only)")
+            except duckdb.Error as exc:
+                raise QueryError(
+                    f"cannot open {path} (tenant {name!r}) read-only: {first_line(exc)}"
+                ) from None
+            for (table,) in con.execute(
+                "select table_name from duckdb_tables() where database_name = ? and schema_name = 'main' "
+                "union all select view_name from duckdb_views() where database_name = ? and schema_name = 'main'",
+                [name, name],
+            ).fetchall():
+                tables.setdefault(table, []).append(name)
+        for table, names in sorted(tables.items()):
+            parts = [f"select {_literal(n)} as tenant, * from {_name(n)}.main.{_name(table)}" for n in names]
+            con.execute(f"create temp view {_name(table)} as " + " union all by name ".join(parts))
+        con.execute("set enable_external_access = false")  # from here on, no file but the attached ones
+        con.execute("set lock_configuration = true")
+        yield con
+
+
+def _name(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 @dataclass
 class QueryResult:
     columns: list[str]
@@ -120,12 +172,19 @@ def run_query(
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
     limit: int | None = None,
     wait_s: float = DEFAULT_WAIT_S,
+    tenants: dict[str, Path] | None = None,
 ) -> QueryResult:
     """The columns, types and rows of `query` (the first `limit` rows), or a QueryError with
-    one line. A running sync is waited for up to `wait_s` seconds (StateBusy after)."""
+    one line. A running sync is waited for up to `wait_s` seconds (StateBusy after). With
+    `tenants` (their names and DuckDB files), on all of them at once (reading_tenants)."""
     import duckdb
 
-    with reading(db_path, wait_s, memory_limit) as con:
+    opened = (
+        reading(db_path, wait_s, memory_limit)
+        if tenants is None
+        else reading_tenants(tenants, wait_s, memory_limit)
+    )
+    with opened as con:
         timed_out = threading.Event()
 
         def stop() -> None:

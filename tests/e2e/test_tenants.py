@@ -86,7 +86,16 @@ customcrm_api_token = {{ env = "BETA_CRM_TOKEN" }}
 
         done = _crmsync(tmp_path, env, "sync", "--all-tenants", "--parallel", "2")
         assert done.returncode == 1, done.stdout + done.stderr  # one tenant failed: the worst exit code
-        lines = done.stdout.splitlines()
+        # as in a log (not a terminal): each line stamped with the time and its tenant's run id
+        stamps = [
+            re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ run=(\S+) (.*)", line)
+            for line in done.stdout.splitlines()
+        ]
+        assert all(stamps), done.stdout
+        lines = [stamp[2] for stamp in stamps if stamp]
+        for stamp in stamps[:-1]:
+            assert stamp and stamp[2].split(": run ")[1].startswith(stamp[1] + " ")
+        assert stamps[-1] and stamps[-1][1] == "all-tenants"
         assert sorted(line.split(":")[0] for line in lines[:-1]) == ["acme", "beta", "revoked"]
         by_tenant = {line.split(":")[0]: line for line in lines[:-1]}
         assert " ok (exit 0) in " in by_tenant["acme"] and " ok (exit 0) in " in by_tenant["beta"]
@@ -117,6 +126,26 @@ customcrm_api_token = {{ env = "BETA_CRM_TOKEN" }}
         # at most two at once: the third started only once one of the first two had ended
         first_end = min(found[t]["last_run"]["finished_at"] for t in ("acme", "beta"))
         assert found["revoked"]["last_run"]["started_at"] >= first_end
+
+        # an analyst's view across the tenants: a view per mart with the tenant first; still read-only
+        query = (
+            "select tenant, count(*) from link_contacts where link_status = 'linked' group by all order by 1"
+        )
+        across = _crmsync(tmp_path, env, "sql", "--all-tenants", "--format", "csv", query)
+        assert across.returncode == 0, across.stderr
+        assert across.stdout.splitlines() == [
+            "tenant,count_star()",
+            "acme,8",
+            "beta,6",
+        ]  # revoked never built
+        one = _crmsync(tmp_path, env, "sql", "--all-tenants", "--format", "csv",
+                       'select count(*) from "beta".main.link_contacts where link_status = \'linked\'')  # fmt: skip
+        assert one.stdout.splitlines()[1] == "6"
+        for refused in ("copy link_contacts to 'out.csv'", "attach 'other.duckdb' as other",
+                        'delete from "acme".main.link_contacts'):  # fmt: skip
+            done = _crmsync(tmp_path, env, "sql", "--all-tenants", refused)
+            assert done.returncode == 1 and done.stderr.startswith("crmsync: query refused: "), done.stderr
+        assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
 
         # one tenant's own commands, as for a single account
         runs = _crmsync(tmp_path, env, "runs", "--tenant", "beta", "--json")
