@@ -143,8 +143,10 @@ def emit(name: str, figures: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def main_for(run: Callable[..., None], doc: str | None, **options: dict[str, Any]) -> None:
-    """A bench's command line: `--size` (repeatable), 10,000 by default, and `options` (a
+def main_for(
+    run: Callable[..., None], doc: str | None, default_size: int = 10_000, **options: dict[str, Any]
+) -> None:
+    """A bench's command line: `--size` (repeatable), `default_size` by default, and `options` (a
     name and its argparse keywords: `--name`, handed to `run` by that name); the machine
     first, then `run(size, **options)` for each size."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -153,5 +155,5 @@ def main_for(run: Callable[..., None], doc: str | None, **options: dict[str, Any
         parser.add_argument(f"--{name}", dest=name, **keywords)
     args = parser.parse_args()
     print(f"# machine: {machine()}")
-    for size in args.size or [10_000]:
+    for size in args.size or [default_size]:
         run(size, **{name: getattr(args, name) for name in options})
