@@ -12,10 +12,10 @@ sharing costs (on 2 cores, tenants beyond 2 at once only queue for the CPU).
 
 Printed: the total wall time, each tenant's own seconds in the shared run (slowest,
 median, sum), the slowest tenant alone, the requests each API served, the largest
-peak memory of one process (a tenant's sync), and that every tenant ended ok with every
-Keap record linked (the link rows by status, over all tenants: Customcrm's own records,
-not in Keap, are `customcrm_only` until the sync creates them in Keap, which is off by
-default).
+peak memory of one process (a tenant's sync), and that every tenant ended ok with a link
+row for every Keap record: the link rows by status, over all tenants (`ambiguous` and
+`waiting` are held for a person, as the demo's data asks; Customcrm's own records, not
+in Keap, are `customcrm_only` while creating in Keap is off, the default).
 """
 
 from __future__ import annotations
@@ -67,16 +67,18 @@ def _crmsync(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 
 def _links(state: Path) -> dict[str, int]:
-    """The tenant's link rows by status, over the four mappings."""
+    """The tenant's link rows by status, over the four mappings, and (`keap_records`) the
+    Keap records they name."""
     import duckdb
 
-    found: dict[str, int] = {}
+    found: dict[str, int] = {"keap_records": 0}
     with duckdb.connect(str(state), read_only=True) as con:
         for mapping in ("customers", "contacts", "orders", "products"):
-            for status, count in con.execute(
-                f"select link_status, count(*) from link_{mapping} group by all"
-            ).fetchall():
+            query = f"select link_status, count(*) from link_{mapping} group by all"
+            for status, count in con.execute(query).fetchall():
                 found[status] = found.get(status, 0) + count
+            (named,) = con.execute(f"select count(distinct keap_id) from link_{mapping}").fetchone() or (0,)
+            found["keap_records"] += named
     return found
 
 
@@ -116,8 +118,9 @@ def run(size: int, tenants: int, parallel: int, limits: str) -> None:
     emit("tenants", {
         "tenants": tenants, "size_per_kind": size, "parallel": parallel, "limits": limits,
         "exit_code": shared["exit"], "ok": sum(run["exit_code"] == 0 for run in runs),
-        "every_keap_record_linked": all(links[n].get("linked", 0) == keap_records[n] for n in names),
         "keap_records": sum(keap_records.values()),
+        # every Keap record has its row in a link table: linked, or held (ambiguous, waiting)
+        "keap_records_without_a_link_row": sum(keap_records[n] - links[n].pop("keap_records") for n in names),
         "links_by_status": {s: sum(found.get(s, 0) for found in links.values())
                             for s in sorted({s for found in links.values() for s in found})},
         "total_s": round(shared["seconds"], 1),
