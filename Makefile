@@ -60,7 +60,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) ## the quick benchmark set: 10,000 records per kind (sync scenarios unpaced, a first sync at the limits, drt side by side)
 	$(BIN)/python -m bench.run
 
-bench-paced: $(BENCH_STAMP) ## + the runs at the published limits (1,000 Keap writes, a first sync at 100,000, the hooks; about 1 h 45 min)
+bench-paced: $(BENCH_STAMP) ## + the runs at the published limits (1,000 Keap writes, a first sync at 100,000, 20 tenants, the hooks; about 1 h 50 min)
 	$(BIN)/python -m bench.run --paced
 
 lock: ## re-pin every dependency into constraints.txt (needs network to PyPI)

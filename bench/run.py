@@ -5,6 +5,7 @@
                                    # Customcrm at the APIs' limits, drt side by side (creates, updates)
     python -m bench.run --paced    # + the runs at Keap's limits (their floor is minutes by design),
                                    #   the first sync at 100,000 per kind at the limits (about 10 min),
+                                   #   20 tenants of 1,000 with --all-tenants (about 7 min),
                                    #   and the hooks' latency (100 edits per delay in 4 and 5 lanes,
                                    #   about 70 min: bench/hooks.py)
     python -m bench.run --size 100000
@@ -20,7 +21,18 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from bench import dbt_build, dbt_incremental, extract, first_sync, hooks, keap_floor, keap_reread, peer, sync
+from bench import (
+    dbt_build,
+    dbt_incremental,
+    extract,
+    first_sync,
+    hooks,
+    keap_floor,
+    keap_reread,
+    peer,
+    sync,
+    tenants,
+)
 from bench.common import machine
 
 
@@ -40,6 +52,7 @@ def main() -> None:
     peer.run(args.size, rounds=1, scenario="updates")
     if args.paced:
         first_sync.run(100_000, limits="published")
+        tenants.run(1_000, 20, parallel=2, limits="published")  # 20 accounts with --all-tenants (~7 min)
         keap_floor.run(1_000, 1_000)
         keap_reread.run(300, 300)
         sync.run(args.size, limits="published")

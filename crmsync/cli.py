@@ -371,9 +371,10 @@ def sync(
         if os.environ.get("CRMSYNC_TENANT"):
             raise click.UsageError("--tenant and --all-tenants exclude each other")
         passed = [f"--{name.replace('_', '-')}" for name in ("full", "rebuild") if ctx.params[name]]
-        for name, flag in (("conflict_policy", "--conflict-policy"), ("raw_vars", "--vars")):
+        for name, flag in (("conflict_policy", "--conflict-policy"), ("raw_vars", "--vars"),
+                           ("full_every", "--full-every")):  # fmt: skip
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
-                passed += [flag, ctx.params[name]]  # the command line's, over each tenant's own
+                passed += [flag, str(ctx.params[name])]  # the command line's, over each tenant's own
         sys.exit(_sync_all_tenants(passed, parallel, as_json, quiet))
     from crmsync.demo import open_endpoints
     from crmsync.failures import failure_line
@@ -485,17 +486,15 @@ def _sync_all_tenants(passed: list[str], parallel: int, as_json: bool, quiet: bo
     return code
 
 
-def _status_all_tenants(as_json: bool) -> int:
+def _status_all_tenants(as_json: bool, wait_s: float) -> int:
     """One line per tenant: its mappings' counts summed and its last run; a tenant whose
     state cannot be read says why in its line, and the exit is 1."""
     from crmsync.readonly import reading
     from crmsync.report import emit_json, run_history_line, table
     from crmsync.run import sync_status
-    from crmsync.settings import DEFAULT_WAIT_SECONDS
     from crmsync.tenants import load
 
     counts = ["linked", "orphaned", "pending", "waiting", "conflicts", "rejected", "ignored"]
-    wait_s = float(os.environ.get("CRMSYNC_WAIT_SECONDS") or DEFAULT_WAIT_SECONDS)
     found: list[dict[str, Any]] = []
     for tenant in load().values():
         row: dict[str, Any] = {"tenant": tenant.name, "state": str(tenant.state), "error": None}
@@ -644,7 +643,7 @@ def status(obj: Context, all_tenants: bool, as_json: bool) -> None:
     if all_tenants:
         if os.environ.get("CRMSYNC_TENANT"):
             raise click.UsageError("--tenant and --all-tenants exclude each other")
-        sys.exit(_status_all_tenants(as_json))
+        sys.exit(_status_all_tenants(as_json, obj.settings.wait_s))
     settings = obj.settings
     with reading(settings.db_path, settings.wait_s) as con:
         found = sync_status(con)
