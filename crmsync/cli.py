@@ -448,10 +448,15 @@ def _sync_all_tenants(passed: list[str], parallel: int, as_json: bool, quiet: bo
     import time
 
     from crmsync.report import emit_json, run_line, stamped
-    from crmsync.tenant_runs import overall_exit, sync_all
+    from crmsync.tenant_runs import overall_exit, stop_all, sync_all
     from crmsync.tenants import load, tenants_file
 
-    tenants = list(load().values())
+    try:
+        tenants = list(load().values())
+    except ConfigurationError as exc:  # no tenant to run: `--json` still gets its document
+        if as_json:
+            emit_json({"exit_code": EXIT_FAILED, "error": str(exc), "tenants": []})
+        raise
     started = time.monotonic()
     if not (quiet or as_json):
         say(f"syncing {len(tenants)} tenants of {tenants_file()}, {parallel} at once", err=True)
@@ -473,7 +478,16 @@ def _sync_all_tenants(passed: list[str], parallel: int, as_json: bool, quiet: bo
                 say(f"{run.tenant}: {what}failed (exit {run.exit_code}) in {run.seconds:.1f} s: {error}",
                     fg="red")  # fmt: skip
 
-    done = sync_all(tenants, passed, parallel, heard)
+    # stopped (SIGTERM: a service manager, a scheduler's cancel), the tenants' syncs stop too
+    def stopped(signum: int, frame: Any) -> None:
+        stop_all()
+        sys.exit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stopped)
+    try:
+        done = sync_all(tenants, passed, parallel, heard)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     code = overall_exit(done)
     if as_json:
         emit_json({"exit_code": code, "tenants": [run.as_dict() for run in done]})
@@ -707,6 +721,7 @@ def rejections(ctx: click.Context, everything: bool, as_json: bool) -> None:
 
 
 @rejections.command("retry")
+@_tenant_option(secrets=False)
 @click.argument("keys", nargs=-1)
 @click.pass_obj
 def rejections_retry(obj: Context, keys: tuple[str, ...]) -> None:
@@ -728,6 +743,7 @@ def rejections_retry(obj: Context, keys: tuple[str, ...]) -> None:
 
 
 @rejections.command("ignore")
+@_tenant_option(secrets=False)
 @click.argument("keys", nargs=-1, required=True)
 @click.option("--reason", required=True, help="Why (recorded with your user name).")
 @click.pass_obj

@@ -114,7 +114,9 @@ def reading_tenants(
     and for each table of their marts (`main`) a view across all of them, the tenant's name
     first (`link_contacts`: tenant, then the table's columns, by name). Each file is held
     as `reading` holds one; the connection is in memory, locked down as `connect`'s once
-    the files are attached: nothing but those files is read, nothing is written to disk."""
+    the files are attached: nothing but those files is read. DuckDB lets a connection
+    detach a file and attach it again writable (a path once attached stays allowed), so
+    run_query runs nothing but SELECT on it (ONLY_READING)."""
     import duckdb
 
     from crmsync.lock import shared
@@ -147,6 +149,27 @@ def reading_tenants(
         con.execute("set enable_external_access = false")  # from here on, no file but the attached ones
         con.execute("set lock_configuration = true")
         yield con
+
+
+# the statements `crmsync sql --all-tenants` runs (duckdb.StatementType's names): not even
+# EXPLAIN, whose ANALYZE runs the statement it explains
+ONLY_READING = frozenset({"SELECT"})
+
+
+def refuse_unless_reading(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """QueryError unless every statement of `query` is a SELECT (DESCRIBE, SHOW and
+    SUMMARIZE are SELECTs to DuckDB)."""
+    import duckdb
+
+    try:
+        kinds = [statement.type.name for statement in con.extract_statements(query)]
+    except duckdb.Error as exc:
+        raise QueryError(f"query failed: {first_line(exc)}") from None
+    refused = sorted({kind for kind in kinds if kind not in ONLY_READING})
+    if refused:
+        raise QueryError(
+            f"query refused: crmsync sql --all-tenants runs SELECT only (not {', '.join(refused)}); {MORE}"
+        )
 
 
 def _name(identifier: str) -> str:
@@ -195,6 +218,8 @@ def run_query(
         timer.daemon = True
         timer.start()
         try:
+            if tenants is not None:
+                refuse_unless_reading(con, query)
             cursor = con.execute(query)
             columns = [d[0] for d in cursor.description or []]
             types = [str(d[1]) for d in cursor.description or []]

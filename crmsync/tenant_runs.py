@@ -6,11 +6,12 @@ failure (a refused key, a full disk, a crash) then cannot stop the others."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ class TenantRun:
         if self.result and self.result.get("error"):
             return str(self.result["error"])
         if self.exit_code == 0:
-            return None
+            return None if self.result else "crmsync sync ended without its result (exit 0)"
         lines = [line.removeprefix("crmsync: ") for line in self.stderr if line.strip()]
         return lines[-1] if lines else f"crmsync sync exited {self.exit_code} without a word"
 
@@ -54,20 +55,37 @@ def overall_exit(runs: Sequence[TenantRun]) -> int:
     return 1 if codes - {0} else 0
 
 
-def sync_tenant(name: str, arguments: Sequence[str]) -> TenantRun:
+_RUNNING: set[subprocess.Popen[str]] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def sync_tenant(name: str, arguments: Sequence[str], others: Iterable[str] = ()) -> TenantRun:
+    """`crmsync sync --tenant NAME --json` in a process of its own; `others`: environment
+    variables that hold other tenants' secrets, left out of its environment."""
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "crmsync.cli", "sync", "--tenant", name, "--json", *arguments],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    env = {key: value for key, value in os.environ.items() if key not in set(others)}
+    with subprocess.Popen([sys.executable, "-m", "crmsync.cli", "sync", "--tenant", name, "--json", *arguments],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:  # fmt: skip
+        with _RUNNING_LOCK:
+            _RUNNING.add(process)
+        try:
+            stdout, stderr = process.communicate()
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(process)
     try:
-        result = json.loads(done.stdout) if done.stdout.strip() else None
+        result = json.loads(stdout) if stdout.strip() else None
     except ValueError:
         result = None
-    return TenantRun(name, done.returncode, time.monotonic() - started, result,
-                     done.stderr.splitlines())  # fmt: skip
+    return TenantRun(name, process.returncode, time.monotonic() - started, result, stderr.splitlines())
+
+
+def stop_all() -> None:
+    """Stop every tenant's sync still running (the parent was told to stop): each ends as a
+    sync stopped by SIGTERM does, and its next run closes its row as interrupted."""
+    with _RUNNING_LOCK:
+        for process in _RUNNING:
+            process.terminate()
 
 
 def sync_all(
@@ -79,9 +97,11 @@ def sync_all(
     """Every tenant's sync, `parallel` at a time; `on_done` hears each as it ends (one at a
     time); the runs come back in the file's order."""
     heard = threading.Lock()
+    secrets = {tenant.name: tenant.variables for tenant in tenants}
 
     def one(tenant: Tenant) -> TenantRun:
-        run = sync_tenant(tenant.name, arguments)
+        others = set().union(*(names for name, names in secrets.items() if name != tenant.name))
+        run = sync_tenant(tenant.name, arguments, others - tenant.variables)
         with heard:
             on_done(run)
         return run

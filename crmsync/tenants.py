@@ -39,6 +39,8 @@ from crmsync.settings import ConfigurationError
 
 DEFAULT_FILE = "tenants.toml"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+RESERVED = {"main", "memory", "system", "temp"}  # DuckDB's own catalogs (crmsync sql --all-tenants)
+VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 # the tenant's keys and the settings they stand for (crmsync.settings names them all)
 ADDRESSES = {
@@ -93,7 +95,8 @@ class Tenant:
             value = env.get(reference["env"], "").strip()
             if not value:
                 raise ConfigurationError(
-                    f"{self._where(key)}: the environment variable {reference['env']} is not set"
+                    f"{self._where(key)}: the environment variable {reference['env']} is not set "
+                    "(neither in the environment nor in .env)"
                 )
             return value
         path = Path(reference["file"]).expanduser()
@@ -105,6 +108,13 @@ class Tenant:
         if not value:
             raise ConfigurationError(f"{self._where(key)}: {path} is empty")
         return value
+
+    @property
+    def variables(self) -> set[str]:
+        """The environment variables its secrets are in."""
+        return {
+            ref["env"] for key in SECRETS if isinstance(ref := self.entry.get(key), dict) and "env" in ref
+        }
 
     def environment(self, env: Mapping[str, str], secrets: bool = True) -> dict[str, str]:
         """The settings' names this tenant sets (crmsync.settings), its secrets read from
@@ -143,9 +153,10 @@ def _option_text(value: Any) -> str:
 
 def _check_entry(name: str, entry: Any, source: Path) -> dict[str, Any]:
     where = f"{source}: tenant {name!r}"
-    if not NAME.fullmatch(name):
+    if not NAME.fullmatch(name) or name in RESERVED:
         raise ConfigurationError(
-            f"{where}: a tenant's name is lower-case letters, digits, '-' and '_' (at most 63)"
+            f"{where}: a tenant's name is lower-case letters, digits, '-' and '_' (at most 63), "
+            f"and none of {', '.join(sorted(RESERVED))}"
         )
     if not isinstance(entry, dict):
         raise ConfigurationError(f"{where}: must be a table ([tenants.{name}])")
@@ -164,6 +175,13 @@ def _check_entry(name: str, entry: Any, source: Path) -> dict[str, Any]:
         if not (isinstance(reference, dict) and len(reference) == 1 and set(reference) <= {"env", "file"}
                 and isinstance(next(iter(reference.values())), str) and next(iter(reference.values()))):  # fmt: skip
             raise ConfigurationError(f'{where}, {key}: must be {{ env = "VARIABLE" }} or {{ file = "path" }}')
+        if "env" in reference and not VARIABLE.fullmatch(
+            reference["env"]
+        ):  # perhaps the secret itself: not shown
+            raise ConfigurationError(
+                f"{where}, {key}: env names an environment variable (letters, digits and '_'), "
+                "not the secret itself"
+            )
     for key in (*ADDRESSES, *PLAIN, "state"):
         if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
             raise ConfigurationError(f"{where}, {key}: must be a non-empty string")
@@ -171,8 +189,8 @@ def _check_entry(name: str, entry: Any, source: Path) -> dict[str, Any]:
         if key in entry:
             try:
                 credentials = urlsplit(entry[key]).username is not None
-            except ValueError:
-                raise ConfigurationError(f"{where}, {key}: {entry[key]!r} is not a URL") from None
+            except ValueError:  # not shown: it may hold a password
+                raise ConfigurationError(f"{where}, {key}: is not a URL") from None
             if credentials:
                 raise ConfigurationError(
                     f"{where}, {key}: credentials do not go into a URL in the tenants file"
@@ -197,13 +215,19 @@ def load(path: Path | None = None) -> dict[str, Tenant]:
     for anything the file gets wrong (no secret is read here)."""
     path = path or tenants_file()
     try:
-        mode = path.stat().st_mode
+        found_stat = path.stat()
     except OSError:
-        mode = 0  # said below, where it is read
-    if mode & 0o022:  # as ssh's own files: whoever can write it decides where each key is sent
+        found_stat = None  # said below, where it is read
+    # as ssh's own files: whoever can write it decides where each tenant's credentials are sent
+    if found_stat is not None and found_stat.st_uid not in (os.geteuid(), 0):
         raise ConfigurationError(
-            f"the tenants file {path} can be written by others (mode {stat.S_IMODE(mode):04o}): it says "
-            f"where each tenant's credentials are sent; make it the owner's alone (chmod go-w {path})"
+            f"the tenants file {path} belongs to another user (uid {found_stat.st_uid}): it says where each "
+            "tenant's credentials are sent; it must be yours (or root's)"
+        )
+    if found_stat is not None and found_stat.st_mode & 0o022:
+        raise ConfigurationError(
+            f"the tenants file {path} can be written by others (mode {stat.S_IMODE(found_stat.st_mode):04o}): "
+            f"it says where each tenant's credentials are sent; make it the owner's alone (chmod go-w {path})"
         )
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -246,11 +270,23 @@ def tenant(name: str, path: Path | None = None) -> Tenant:
     return found[name]
 
 
+def referenced(env: Mapping[str, str], dotenv: str | Path = ".env") -> dict[str, str]:
+    """Where `{ env = "NAME" }` is looked up: the environment, then `.env` in the working
+    directory for what the environment leaves unset (a schedule's bare environment, as
+    cron's, then finds what `.env` holds), as crmsync.settings reads its own names."""
+    from dotenv import dotenv_values
+
+    found = (
+        {k: v for k, v in dotenv_values(dotenv).items() if v is not None} if Path(dotenv).is_file() else {}
+    )
+    return {**found, **env}
+
+
 def apply(name: str, secrets: bool = True, environ: MutableMapping[str, str] | None = None) -> Tenant:
     """Make this process the tenant's: its settings in the environment, every other account's
     gone (blank, so that `.env` cannot fill them in either)."""
     environ = os.environ if environ is None else environ
     chosen = tenant(name, tenants_file(environ))
-    environ.update(chosen.environment(environ, secrets))
+    environ.update(chosen.environment(referenced(environ), secrets))
     environ["CRMSYNC_TENANT"] = chosen.name
     return chosen

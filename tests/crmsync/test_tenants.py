@@ -130,6 +130,12 @@ BAD = [
     ("[tenants.beta]", "[tenants.Beta Corp]", "is not valid TOML"),
     ("[tenants.beta]", '[tenants."Beta Corp"]', "tenant 'Beta Corp': a tenant's name is lower-case letters"),
     ("[tenants.beta]", "[tenant.beta]", "unknown table 'tenant' (a tenant is [tenants.NAME])"),
+    ("[tenants.beta]", "[tenants.main]", "tenant 'main': a tenant's name is lower-case letters"),
+    # the secret itself where its variable's name goes, or in a URL that does not parse: never echoed
+    ('keap_api_key = { env = "ACME_KEAP_KEY" }', 'keap_api_key = { env = "kp-123-the-key" }',
+     "tenant 'acme', keap_api_key: env names an environment variable"),
+    ('"https://crm.acme.example/api/v1"', '"https://ops:kp-123-the-key x[@crm.acme.example/api/v1"',
+     "tenant 'acme', customcrm_api_url: is not a URL"),
 ]  # fmt: skip
 
 
@@ -145,6 +151,24 @@ def test_a_wrong_tenants_file_is_one_line_naming_the_tenant_and_the_key(
     line = str(raised.value)
     assert message in line and "\n" not in line
     assert "kp-123-the-key" not in line  # a secret written where it must not be is never echoed
+
+
+def test_a_tenants_file_of_another_user_is_refused(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.geteuid() == 0:  # root: the file becomes another user's
+        os.chown(folder / "tenants.toml", 1, -1)
+    else:  # anyone else: this process becomes another user, as far as the check can tell
+        monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    with pytest.raises(ConfigurationError, match=r"tenants\.toml belongs to another user \(uid \d+\)"):
+        load()
+
+
+def test_a_secrets_variable_may_be_in_dotenv(folder: Path) -> None:
+    del os.environ["ACME_KEAP_KEY"]  # a schedule's bare environment: `.env` has it
+    (folder / ".env").write_text(DOTENV + "ACME_KEAP_KEY=acme-key-from-dotenv\n")
+    apply("acme")
+    settings = Settings.from_env()
+    assert settings.keap_api_key == "acme-key-from-dotenv"
+    assert settings.keap_access_token is None  # `.env`'s own KEAP_* names still reach no tenant
 
 
 def test_a_tenants_file_others_can_write_is_refused(folder: Path) -> None:

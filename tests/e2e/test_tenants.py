@@ -58,6 +58,8 @@ keap_api_url = "{sandboxes.keap_url}"
 keap_api_key = {{ env = "ACME_KEAP_KEY" }}
 customcrm_api_url = "{sandboxes.customcrm_url}"
 customcrm_api_token = {{ file = "acme-crm.token" }}
+[tenants.acme.options]
+conflict_policy = "keap"
 
 [tenants.beta]
 keap_api_url = "{beta.keap_url}"
@@ -142,10 +144,20 @@ customcrm_api_token = {{ env = "BETA_CRM_TOKEN" }}
                        'select count(*) from "beta".main.link_contacts where link_status = \'linked\'')  # fmt: skip
         assert one.stdout.splitlines()[1] == "6"
         for refused in ("copy link_contacts to 'out.csv'", "attach 'other.duckdb' as other",
-                        'delete from "acme".main.link_contacts'):  # fmt: skip
+                        'delete from "acme".main.link_contacts', "create table kept as select 1",
+                        f"""detach "acme"; attach '{acme_state}' as again; delete from again.main.link_contacts""",
+                        "select 1; detach beta"):  # fmt: skip
             done = _crmsync(tmp_path, env, "sql", "--all-tenants", refused)
             assert done.returncode == 1 and done.stderr.startswith("crmsync: query refused: "), done.stderr
         assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
+        assert _linked(acme_state) == _keap_ids(sandboxes)  # untouched
+
+        # each tenant's own options: acme's policy lets Keap win every conflict, beta's the newer value
+        winners = "select distinct winner from sync_state.conflicts order by 1"
+        acme = _crmsync(tmp_path, env, "sql", "--tenant", "acme", "--format", "csv", winners)
+        beta_winners = _crmsync(tmp_path, env, "sql", "--tenant", "beta", "--format", "csv", winners)
+        assert acme.stdout.splitlines() == ["winner", "keap"], acme.stdout + acme.stderr
+        assert beta_winners.stdout.splitlines() == ["winner", "customcrm", "keap"], beta_winners.stdout
 
         # one tenant's own commands, as for a single account
         runs = _crmsync(tmp_path, env, "runs", "--tenant", "beta", "--json")
