@@ -7,13 +7,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
+import pytest
 
+from crmsync.readonly import QueryError, run_query
 from sandbox.bundle import Sandboxes
 from tests.conftest import admin, crm_http, keap_http
 
@@ -143,12 +148,14 @@ customcrm_api_token = {{ env = "BETA_CRM_TOKEN" }}
         one = _crmsync(tmp_path, env, "sql", "--all-tenants", "--format", "csv",
                        'select count(*) from "beta".main.link_contacts where link_status = \'linked\'')  # fmt: skip
         assert one.stdout.splitlines()[1] == "6"
-        for refused in ("copy link_contacts to 'out.csv'", "attach 'other.duckdb' as other",
-                        'delete from "acme".main.link_contacts', "create table kept as select 1",
-                        f"""detach "acme"; attach '{acme_state}' as again; delete from again.main.link_contacts""",
-                        "select 1; detach beta"):  # fmt: skip
-            done = _crmsync(tmp_path, env, "sql", "--all-tenants", refused)
-            assert done.returncode == 1 and done.stderr.startswith("crmsync: query refused: "), done.stderr
+        done = _crmsync(tmp_path, env, "sql", "--all-tenants", "copy link_contacts to 'out.csv'")
+        assert done.returncode == 1 and done.stderr.startswith("crmsync: query refused: "), done.stderr
+        states = {"acme": acme_state, "beta": beta_state}  # the rest in this process: the same function
+        for refused in ("attach 'other.duckdb' as other", 'delete from "acme".main.link_contacts',
+                        "create table kept as select 1", "select 1; detach beta",
+                        f"""detach "acme"; attach '{acme_state}' as again; delete from again.main.link_contacts"""):  # fmt: skip
+            with pytest.raises(QueryError, match=r"^query refused: "):
+                run_query(tmp_path / "unused.duckdb", refused, tenants=states)
         assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
         assert _linked(acme_state) == _keap_ids(sandboxes)  # untouched
 
@@ -164,3 +171,55 @@ customcrm_api_token = {{ env = "BETA_CRM_TOKEN" }}
         assert runs.returncode == 0 and [r["status"] for r in json.loads(runs.stdout)] == ["ok"]
     finally:
         beta.stop()
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (from /proc)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def test_stopping_all_tenants_stops_every_tenants_sync(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        (tmp_path / "tenants.toml").write_text(
+            "".join(
+                f"""
+[tenants.{name}]
+keap_api_url = "{url}/crm/rest/v2"
+keap_api_key = {{ env = "A_KEY" }}
+customcrm_api_url = "{url}/api/v1"
+customcrm_api_token = {{ env = "A_KEY" }}
+"""
+                for name in ("one", "two", "three")
+            )
+        )
+        (tmp_path / "tenants.toml").chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KEAP_", "CUSTOMCRM_", "CRMSYNC_"))}
+        env["A_KEY"] = "any"
+        parent = subprocess.Popen([sys.executable, "-m", "crmsync.cli", "sync", "--all-tenants"], cwd=tmp_path,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while len(tenants := _children(parent.pid)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(tenants) == 2, "the first two tenants' syncs never started"
+            time.sleep(3)  # well into their first request, which is never answered
+            parent.send_signal(signal.SIGTERM)
+            out, _ = parent.communicate(timeout=30)
+        finally:
+            parent.kill()
+    assert parent.returncode == 128 + signal.SIGTERM
+    assert not [pid for pid in tenants if Path(f"/proc/{pid}").exists()], (
+        "a tenant's sync outlived its parent"
+    )
+    assert "three" not in out  # never started
