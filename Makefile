@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help sync test lint typecheck sandbox extract plan status docs bench bench-paced clean lock
+.PHONY: help sync test lint typecheck sandbox extract plan status docs bench bench-paced clean lock postgres
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ bench: $(BENCH_STAMP) ## the quick benchmark set: 10,000 records per kind (sync 
 
 bench-paced: $(BENCH_STAMP) ## + the runs at the published limits (1,000 Keap writes, a first sync at 100,000, 20 tenants, the hooks; about 1 h 50 min)
 	$(BIN)/python -m bench.run --paced
+
+postgres: $(STAMP) ## a throwaway PostgreSQL cluster in the foreground, as the tests start theirs (Ctrl-C removes it)
+	$(BIN)/python -m tests.postgres
 
 lock: ## re-pin every dependency into constraints.txt (needs network to PyPI)
 	rm -rf /tmp/crmsync-lock && $(PYTHON) -m venv /tmp/crmsync-lock

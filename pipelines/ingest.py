@@ -21,8 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dlt
+from dlt.common.destination import TLoaderFileFormat
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from connectors.customcrm import CustomcrmClient
@@ -52,7 +54,21 @@ class IngestOptions:
     counts_toward_full_pass: bool = True
 
 
-def _pipeline(name: str, db_path: Path, state_dir: Path, dataset: str) -> dlt.Pipeline:
+def _destination(db_path: Path, warehouse: str | None) -> Any:
+    """The DuckDB file; or, with `warehouse` (a postgresql:// URL), that PostgreSQL database."""
+    if warehouse is None:
+        return dlt.destinations.duckdb(str(db_path))
+    return dlt.destinations.postgres(credentials=warehouse)
+
+
+# what dlt writes its load files as: jsonl for DuckDB (see _load); PostgreSQL takes no jsonl,
+# and csv goes in by COPY, where dlt's default, INSERT statements, would go row by row
+LOADER_FORMAT: dict[str, TLoaderFileFormat] = {"duckdb": "jsonl", "postgres": "csv"}
+
+
+def _pipeline(
+    name: str, db_path: Path, state_dir: Path, dataset: str, warehouse: str | None = None
+) -> dlt.Pipeline:
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     os.environ["DLT_DATA_DIR"] = str(state_dir / "dlt")  # not the home directory
     # merges go through raw_*_staging; without this those tables keep the last load, which
@@ -66,7 +82,7 @@ def _pipeline(name: str, db_path: Path, state_dir: Path, dataset: str) -> dlt.Pi
     return dlt.pipeline(
         pipeline_name=name,
         pipelines_dir=str(state_dir / "dlt" / "pipelines"),
-        destination=dlt.destinations.duckdb(str(db_path)),
+        destination=_destination(db_path, warehouse),
         dataset_name=dataset,
     )
 
@@ -75,7 +91,7 @@ def _load(pipeline: dlt.Pipeline, source: object, report: ExtractReport) -> None
     # jsonl load files, not dlt's default INSERT statements for DuckDB: at 10,000
     # records per kind this cuts the peak memory from 1.2 GB to 0.33 GB (bench/RESULTS.md)
     try:
-        info = pipeline.run(source, loader_file_format="jsonl")
+        info = pipeline.run(source, loader_file_format=LOADER_FORMAT[pipeline.destination.destination_name])
     except PipelineStepFailed as exc:  # a refused credential stops the run with its own one line
         fatal = _fatal_cause(exc)
         if fatal is None:
@@ -109,8 +125,12 @@ def extract(
     customcrm: CustomcrmClient,
     options: IngestOptions | None = None,
     progress: ProgressCallback | None = None,
+    warehouse: str | None = None,
 ) -> list[ExtractReport]:
-    """Read what changed in both systems and merge it into the raw datasets."""
+    """Read what changed in both systems and merge it into the raw datasets: in the DuckDB
+    file, or (`warehouse`, a postgresql:// URL) in that PostgreSQL database's schemas of
+    the same names. The sync runs on DuckDB alone so far: a warehouse is the ingest's
+    (issue 18's first step: tests/pipelines/test_ingest_postgres.py)."""
     options = options or IngestOptions()
     reports = []
     keap_report = ExtractReport("keap")
@@ -125,7 +145,7 @@ def extract(
         progress=progress,
     )
     before = keap.stats.requests, keap.stats.retries, keap.stats.rate_limited
-    _load(_pipeline("crmsync_keap", db_path, state_dir, KEAP_DATASET), source, keap_report)
+    _load(_pipeline("crmsync_keap", db_path, state_dir, KEAP_DATASET, warehouse), source, keap_report)
     keap_report.requests = keap.stats.requests - before[0]
     keap_report.retries = keap.stats.retries - before[1]
     keap_report.rate_limited = keap.stats.rate_limited - before[2]
@@ -134,7 +154,9 @@ def extract(
     crm_report = ExtractReport("customcrm")
     source = customcrm_source(customcrm, crm_report, overlap=options.customcrm_overlap, progress=progress)
     before = customcrm.stats.requests, customcrm.stats.retries, customcrm.stats.rate_limited
-    _load(_pipeline("crmsync_customcrm", db_path, state_dir, CUSTOMCRM_DATASET), source, crm_report)
+    _load(
+        _pipeline("crmsync_customcrm", db_path, state_dir, CUSTOMCRM_DATASET, warehouse), source, crm_report
+    )
     crm_report.requests = customcrm.stats.requests - before[0]
     crm_report.retries = customcrm.stats.retries - before[1]
     crm_report.rate_limited = customcrm.stats.rate_limited - before[2]

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from sandbox.bundle import Sandboxes
+from tests.postgres import cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,3 +61,30 @@ def admin(client: httpx.Client, root: str, path: str, body: dict | None = None) 
     response = client.get(root + path) if body is None else client.post(root + path, json=body)
     response.raise_for_status()
     return response.json()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster per test process (tests/postgres.py): its URL."""
+    with cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def warehouse(postgres_cluster: str) -> Iterator[str]:
+    """A database of its own in that cluster, for one test: its postgresql:// URL."""
+    import uuid
+
+    import psycopg2
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin_connection = psycopg2.connect(postgres_cluster)
+    admin_connection.autocommit = True
+    try:
+        with admin_connection.cursor() as cursor:
+            cursor.execute(f"create database {name}")
+        yield postgres_cluster.rsplit("/", 1)[0] + f"/{name}"
+        with admin_connection.cursor() as cursor:
+            cursor.execute(f"drop database {name} with (force)")
+    finally:
+        admin_connection.close()

@@ -1,0 +1,88 @@
+"""A throwaway PostgreSQL cluster for the tests: `initdb` into a temporary folder, a server on
+a free loopback port, stopped and removed afterwards. The server runs as the `postgres`
+user when the tests run as root (initdb and postgres refuse root), else as the tests' own
+user. PostgreSQL's programs come from Debian's packages (`.ci/run` installs them when they
+are missing)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+USER = "crmsync"  # the cluster's superuser
+PASSWORD = "throwaway"  # for a cluster on loopback that lives as long as the tests (dlt wants one)
+
+
+def bin_dir() -> Path:
+    """The newest PostgreSQL's programs (Debian keeps each version in its own folder)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if found:
+        return found[-1].parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).resolve().parent
+    raise RuntimeError("PostgreSQL is not installed: `.ci/run` installs it (apt-get install postgresql)")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def cluster() -> Iterator[str]:
+    """A running cluster; yields its URL (`postgresql://crmsync:throwaway@127.0.0.1:PORT/postgres`)."""
+    programs = bin_dir()
+    as_root = os.geteuid() == 0
+    folder = Path(tempfile.mkdtemp(prefix="crmsync-pg-"))
+    run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
+    if as_root:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", _free_port()
+
+    def run(*command: str) -> None:
+        done = subprocess.run([*run_as, *command], capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{command[0]} failed: {done.stderr.strip() or done.stdout.strip()}")
+
+    try:
+        secret = folder / "password"
+        secret.write_text(PASSWORD + "\n")
+        secret.chmod(0o644)  # read by initdb, then gone with the folder
+        run(str(programs / "initdb"), "-D", str(data), "-U", USER, "-A", "scram-sha-256", f"--pwfile={secret}",
+            "--no-sync", "-E", "UTF8")  # fmt: skip
+        secret.unlink()
+        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        run(str(programs / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w",
+            "start")  # fmt: skip
+        try:
+            yield f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/postgres"
+        finally:
+            run(str(programs / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    """`make postgres`: a throwaway cluster in the foreground, for a developer's own tries."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # as Ctrl-C: the cluster is stopped and removed either way
+    with cluster() as url:
+        print(f"PostgreSQL at {url} (Ctrl-C stops it and deletes its data)", flush=True)
+        with suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()
