@@ -21,7 +21,7 @@ from typing import Any
 
 import dagster as dg
 
-from crmsync.tenant_runs import sync_tenant
+from crmsync.tenant_runs import others_variables, sync_tenant
 from crmsync.tenants import load, tenants_file
 
 FAILED = {1: "failed", 4: "incomplete"}
@@ -44,7 +44,8 @@ def _metadata(run: Any) -> dict[str, Any]:
 def definitions() -> dg.Definitions:
     """The asset, its job and its schedule, for the tenants of CRMSYNC_TENANTS (or
     tenants.toml) as it reads now."""
-    tenants = dg.StaticPartitionsDefinition(list(load()))
+    found = load()
+    tenants = dg.StaticPartitionsDefinition(list(found))
 
     @dg.asset(
         partitions_def=tenants,
@@ -53,7 +54,8 @@ def definitions() -> dg.Definitions:
         kinds={"python", "duckdb"},
     )
     def crmsync_sync(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        run = sync_tenant(context.partition_key, [])
+        tenant = found[context.partition_key]
+        run = sync_tenant(tenant.name, [], others_variables(found.values(), tenant))
         metadata = _metadata(run)
         if run.exit_code in FAILED or run.exit_code not in (0, 3):
             raise dg.Failure(

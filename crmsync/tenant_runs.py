@@ -63,7 +63,8 @@ def sync_tenant(name: str, arguments: Sequence[str], others: Iterable[str] = ())
     """`crmsync sync --tenant NAME --json` in a process of its own; `others`: environment
     variables that hold other tenants' secrets, left out of its environment."""
     started = time.monotonic()
-    env = {key: value for key, value in os.environ.items() if key not in set(others)}
+    left_out = set(others)
+    env = {key: value for key, value in os.environ.items() if key not in left_out}
     with subprocess.Popen([sys.executable, "-m", "crmsync.cli", "sync", "--tenant", name, "--json", *arguments],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as process:  # fmt: skip
         with _RUNNING_LOCK:
@@ -78,6 +79,14 @@ def sync_tenant(name: str, arguments: Sequence[str], others: Iterable[str] = ())
     except ValueError:
         result = None
     return TenantRun(name, process.returncode, time.monotonic() - started, result, stderr.splitlines())
+
+
+def others_variables(tenants: Iterable[Tenant], tenant: Tenant) -> set[str]:
+    """The environment variables that hold the other tenants' secrets and not this one's:
+    what its process is started without."""
+    return (
+        set().union(*(other.variables for other in tenants if other.name != tenant.name)) - tenant.variables
+    )
 
 
 def stop_all() -> None:
@@ -97,11 +106,9 @@ def sync_all(
     """Every tenant's sync, `parallel` at a time; `on_done` hears each as it ends (one at a
     time); the runs come back in the file's order."""
     heard = threading.Lock()
-    secrets = {tenant.name: tenant.variables for tenant in tenants}
 
     def one(tenant: Tenant) -> TenantRun:
-        others = set().union(*(names for name, names in secrets.items() if name != tenant.name))
-        run = sync_tenant(tenant.name, arguments, others - tenant.variables)
+        run = sync_tenant(tenant.name, arguments, others_variables(tenants, tenant))
         with heard:
             on_done(run)
         return run

@@ -25,6 +25,7 @@ a few at a time (crmsync.tenant_runs).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -131,19 +132,11 @@ class Tenant:
         for key, value in self.entry.get("options", {}).items():
             found[OPTIONS[key]] = _option_text(value)
         found["CRMSYNC_DB"] = str(self.state)
-        if not any(key in self.entry for key in SECRETS if key.startswith("keap_")):
-            raise ConfigurationError(f"{self._where('keap_api_key')}: a tenant needs its Keap credentials "
-                                     "(keap_api_key, or keap_access_token/keap_refresh_token for OAuth)")  # fmt: skip
-        if not ("customcrm_api_url" in self.entry and "customcrm_api_token" in self.entry):
-            raise ConfigurationError(f"{self._where('customcrm_api_url')}: a tenant needs its Customcrm "
-                                     "address and token (customcrm_api_url, customcrm_api_token)")  # fmt: skip
         return found
 
 
 def _option_text(value: Any) -> str:
     """An option as its environment variable spells it."""
-    import json
-
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, dict):
@@ -175,13 +168,18 @@ def _check_entry(name: str, entry: Any, source: Path) -> dict[str, Any]:
         if not (isinstance(reference, dict) and len(reference) == 1 and set(reference) <= {"env", "file"}
                 and isinstance(next(iter(reference.values())), str) and next(iter(reference.values()))):  # fmt: skip
             raise ConfigurationError(f'{where}, {key}: must be {{ env = "VARIABLE" }} or {{ file = "path" }}')
-        if "env" in reference and not VARIABLE.fullmatch(
-            reference["env"]
-        ):  # perhaps the secret itself: not shown
+        named = reference.get("env")
+        if named is not None and not VARIABLE.fullmatch(named):  # perhaps the secret itself: not shown
             raise ConfigurationError(
                 f"{where}, {key}: env names an environment variable (letters, digits and '_'), "
                 "not the secret itself"
             )
+    if not any(key in entry for key in SECRETS if key.startswith("keap_")):
+        raise ConfigurationError(f"{where}, keap_api_key: a tenant needs its Keap credentials "
+                                 "(keap_api_key, or keap_access_token/keap_refresh_token for OAuth)")  # fmt: skip
+    if not ("customcrm_api_url" in entry and "customcrm_api_token" in entry):
+        raise ConfigurationError(f"{where}, customcrm_api_url: a tenant needs its Customcrm address and token "
+                                 "(customcrm_api_url, customcrm_api_token)")  # fmt: skip
     for key in (*ADDRESSES, *PLAIN, "state"):
         if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
             raise ConfigurationError(f"{where}, {key}: must be a non-empty string")

@@ -204,3 +204,40 @@ def test_the_cli_says_in_one_line_what_is_wrong_with_a_tenant(folder: Path) -> N
     ]
     assert [line.split("\t")[0] for line in lines[2:]] == ["acme", "beta"]
     assert all(line.endswith("\tno sync has run yet") for line in lines[2:])
+
+
+def test_each_tenants_process_starts_without_the_other_tenants_variables(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess as real
+
+    from crmsync import tenant_runs
+
+    (folder / "tenants.toml").write_text(TWO.replace('customcrm_api_token = { env = "BETA_CRM_TOKEN" }',
+                                                     'customcrm_api_token = { env = "ACME_KEAP_KEY" }'))  # fmt: skip
+    tenants = load()
+    assert tenant_runs.others_variables(tenants.values(), tenants["acme"]) == {
+        "BETA_REFRESH",
+        "BETA_CLIENT_SECRET",
+    }
+    assert (
+        tenant_runs.others_variables(tenants.values(), tenants["beta"]) == set()
+    )  # ACME_KEAP_KEY is beta's too
+
+    started: list[dict[str, str]] = []
+
+    class Started(real.Popen):  # type: ignore[type-arg]
+        def __init__(self, command: list[str], **options: object) -> None:
+            started.append(dict(options["env"]))  # type: ignore[call-overload]
+            super().__init__([sys.executable, "-c", "print('{}')"], **options)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(tenant_runs.subprocess, "Popen", Started)
+    done = tenant_runs.sync_all(list(tenants.values()), [], 1, lambda run: None)
+    assert [run.exit_code for run in done] == [0, 0]
+    acme_env, beta_env = started
+    assert (
+        "BETA_REFRESH" not in acme_env
+        and "BETA_CLIENT_SECRET" not in acme_env
+        and "ACME_KEAP_KEY" in acme_env
+    )
+    assert {"BETA_REFRESH", "BETA_CLIENT_SECRET", "ACME_KEAP_KEY"} <= set(beta_env)
