@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -59,8 +60,6 @@ def _crmsync(env: dict[str, str], *args: str) -> dict[str, Any]:
     assert process.stdout is not None
     output = process.stdout.read()
     _, status, _ = os.wait4(process.pid, 0)
-    import resource
-
     return {"answer": json.loads(output), "seconds": time.perf_counter() - started,
             "exit": os.waitstatus_to_exitcode(status),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024}  # fmt: skip

@@ -84,6 +84,12 @@ def _tenant_option(secrets: bool) -> Any:
     )
 
 
+def _not_with_tenant() -> None:
+    """--all-tenants: refused when --tenant chose one already."""
+    if os.environ.get("CRMSYNC_TENANT"):
+        raise click.UsageError("--tenant and --all-tenants exclude each other")
+
+
 class CrmsyncGroup(click.Group):
     """Turns domain errors into one line on stderr and exit 1 (traceback with --debug), and a
     closed pipe into a quiet exit 0, as Unix tools do."""
@@ -368,8 +374,7 @@ def sync(
     worst exit code of them all (1, then 4, then 3)."""
     obj: Context = ctx.obj
     if all_tenants:
-        if os.environ.get("CRMSYNC_TENANT"):
-            raise click.UsageError("--tenant and --all-tenants exclude each other")
+        _not_with_tenant()
         passed = [f"--{name.replace('_', '-')}" for name in ("full", "rebuild") if ctx.params[name]]
         for name, flag in (("conflict_policy", "--conflict-policy"), ("raw_vars", "--vars"),
                            ("full_every", "--full-every")):  # fmt: skip
@@ -655,8 +660,7 @@ def status(obj: Context, all_tenants: bool, as_json: bool) -> None:
     from crmsync.run import sync_status
 
     if all_tenants:
-        if os.environ.get("CRMSYNC_TENANT"):
-            raise click.UsageError("--tenant and --all-tenants exclude each other")
+        _not_with_tenant()
         sys.exit(_status_all_tenants(as_json, obj.settings.wait_s))
     settings = obj.settings
     with reading(settings.db_path, settings.wait_s) as con:
@@ -820,15 +824,14 @@ def sql(
 
     tenants = None
     if all_tenants:
-        if os.environ.get("CRMSYNC_TENANT"):
-            raise click.UsageError("--tenant and --all-tenants exclude each other")
+        _not_with_tenant()
         from crmsync.tenants import load
 
         every = load()
         tenants = {name: tenant.state for name, tenant in every.items() if tenant.state.exists()}
         missing = [name for name in every if name not in tenants]
         if missing:
-            say(f"crmsync: not synced yet, left out: {', '.join(missing)}", err=True)
+            _warn(f"not synced yet, left out: {', '.join(missing)}")
         if not tenants:
             raise QueryError("no tenant has synced yet: run `crmsync sync --all-tenants` first")
     settings = obj.settings
