@@ -34,6 +34,7 @@ from crmsync.report import say
 from crmsync.settings import ConfigurationError, Settings
 from registry import mapping_names
 from reverse_etl.state import UnknownRejection
+from support.warehouse import use as use_warehouse
 
 EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_REJECTED, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 
@@ -47,6 +48,7 @@ class Context:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = Settings.from_env()
+            use_warehouse(self._settings.warehouse)  # the DuckDB file, or CRMSYNC_WAREHOUSE's PostgreSQL
             secure_state(self._settings.db_path, create=False, warn=_warn)  # tighten what exists
         return self._settings
 
@@ -442,7 +444,12 @@ def sync(
         if not as_json:
             say(run_line(result), fg=None if outcome.status == "ok" else "yellow")
             if found.sandbox is not None and not quiet:
-                say(NEXT_STEPS.format(db=settings.db_path, me=_me()))
+                where = (
+                    ("the warehouse       ", redact(settings.warehouse))
+                    if settings.warehouse
+                    else ("the DuckDB file     ", settings.db_path)
+                )
+                say(NEXT_STEPS.format(where=where[0], db=where[1], me=_me()))
     sys.exit(outcome.exit_code)
 
 
@@ -553,9 +560,9 @@ def _hooks_line(checked: Any, quiet: bool) -> None:
 
 NEXT_STEPS = """
 Where to look next:
-  the DuckDB file       {db}
+  {where}  {db}
   this run and others   {me} runs
-  link tables           {me} sql "select link_status, count(*) from link_contacts group by all"
+  link tables           {me} sql "select link_status, count(*) from link_contacts group by link_status"
   why not linked        {me} sql "select keap_id, keap_name, status_reason from link_contacts where link_status <> 'linked'"
   what a sync would do  {me} plan
   the mappings' docs    {me} docs"""

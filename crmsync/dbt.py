@@ -1,4 +1,6 @@
-"""dbt in-process (dbtRunner): the run holds no other DuckDB connection meanwhile."""
+"""dbt in-process (dbtRunner): the run holds no other DuckDB connection meanwhile. On a
+PostgreSQL warehouse (CRMSYNC_WAREHOUSE) the profile's `postgres` target, its connection
+taken from the URL (dbt_project/profiles.yml)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from crmsync.filemodes import state_dir
+from support import warehouse
 
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 
@@ -37,9 +40,23 @@ def target_dir(db_path: Path) -> Path:
     return state_dir(Path(db_path).resolve()) / "dbt"
 
 
+def _target() -> list[str]:
+    """The profile's target: `default` (the DuckDB file), or `postgres` with its connection
+    from CRMSYNC_WAREHOUSE (the environment profiles.yml reads; the session's time zone UTC,
+    as the models' dates and times assume)."""
+    url = warehouse.url()
+    if url is None:
+        return []
+    for name, value in warehouse.parts(url).items():
+        os.environ[f"CRMSYNC_PG_{name.upper()}"] = value
+    os.environ["PGOPTIONS"] = "-c timezone=UTC"
+    return ["--target", "postgres"]
+
+
 def _paths(db_path: Path) -> list[str]:
     target = target_dir(db_path)
     return [
+        *_target(),
         "--project-dir",
         str(PROJECT_DIR),
         "--profiles-dir",
@@ -57,7 +74,9 @@ def _manifest(variables_json: str, db_path: Path) -> Any:
     names, and all of the manifest that depends on the file; where the file is comes from
     the profile, read again by each invocation. Two files of one name in two folders (a
     test's worlds, `crmsync plan`'s scratch copy) share one parse."""
-    key = f"{Path(db_path).stem}|{variables_json}"
+    url = warehouse.url()
+    where = f"postgres:{warehouse.parts(url)['database']}" if url else Path(db_path).stem
+    key = f"{where}|{variables_json}"
     if key not in _MANIFESTS:
         command = ["parse", *_paths(db_path), "--quiet"]
         if variables_json != "{}":
@@ -194,8 +213,8 @@ def memory_limit_for(db_path: Path) -> str | None:
     size or smaller ran out of the estimate (a build is not tried twice in every run)."""
     import json
 
-    if "CRMSYNC_DUCKDB_MEMORY_LIMIT" in os.environ:
-        return None  # the operator's choice
+    if "CRMSYNC_DUCKDB_MEMORY_LIMIT" in os.environ or warehouse.url():
+        return None  # the operator's choice; PostgreSQL's memory is its server's
     records, default_mb = account_size(db_path)
     try:
         if records >= json.loads(_ran_short(db_path).read_text())["records"]:
@@ -232,6 +251,15 @@ def built_signatures(db_path: Path) -> set[str | None]:
     from registry.mappings import MAPPINGS
 
     names = [f"int_{mapping.name}__merged" for mapping in MAPPINGS]
+    if warehouse.url():
+        with warehouse.connect(db_path) as con:
+            rows = con.execute(
+                """select c.relname, obj_description(c.oid, 'pg_class') from pg_class as c
+                   join pg_namespace as n on n.oid = c.relnamespace
+                   where n.nspname = 'intermediate' and c.relkind = 'r'"""
+            ).fetchall()
+        comments = dict(rows)
+        return {comments.get(name) or None for name in names}
     try:
         with duckdb.connect(str(db_path), read_only=True) as con:
             rows = con.execute(

@@ -13,11 +13,12 @@ import re
 from pathlib import Path
 
 import duckdb
+import psycopg2
 
 from connectors.errors import ApiError, AuthError
 from crmsync.dbt import DbtError
 
-DOMAIN_ERRORS = (ApiError, DbtError, duckdb.Error)
+DOMAIN_ERRORS = (ApiError, DbtError, duckdb.Error, psycopg2.Error)
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -63,5 +64,12 @@ def failure_line(error: BaseException, db_path: Path) -> str:
         return line
     if isinstance(cause, duckdb.Error):
         return f"the DuckDB file {db_path}: {_first_line(str(cause))}"
+    if isinstance(cause, psycopg2.Error):
+        from support import warehouse
+
+        url = warehouse.url()
+        where = warehouse.parts(url) if url else {"database": "?", "host": "?", "port": "?"}
+        return (f"the PostgreSQL warehouse {where['database']} on {where['host']}:{where['port']} "
+                f"(CRMSYNC_WAREHOUSE): {_first_line(str(cause))}")  # fmt: skip
     # not foreseen: say what it is; `crmsync --debug` shows where
     return f"{type(cause).__name__}: {_first_line(str(cause))} (crmsync --debug shows where)"

@@ -24,10 +24,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from crmsync.dbt import PROJECT_DIR
 from reverse_etl.state import SCHEMA, connect  # the inputs are read here; recorded by reverse_etl.state
+from support.warehouse import Connection, is_postgres
 
 RAW_SCHEMAS = ("raw_keap", "raw_customcrm")
 VOLATILE = ("_extracted_at",)  # plus every _dlt* column
@@ -56,21 +55,26 @@ PROJECT_PARTS = (
 )
 
 
-def _raw_tables(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], list[str]]:
+def _raw_tables(con: Connection) -> dict[tuple[str, str], list[str]]:
     rows = con.execute(
-        f"""select table_schema, table_name, list(column_name order by ordinal_position)
+        f"""select table_schema, table_name, column_name
             from information_schema.columns
             where table_schema in {RAW_SCHEMAS} and table_name not like '\\_dlt%' escape '\\'
-            group by all order by all"""
+            order by table_schema, table_name, ordinal_position"""
     ).fetchall()
-    return {(schema, table): columns for schema, table, columns in rows}
+    tables: dict[tuple[str, str], list[str]] = {}
+    for schema, table, column in rows:
+        tables.setdefault((schema, table), []).append(column)
+    return tables
 
 
-def _data_fingerprint(con: duckdb.DuckDBPyConnection) -> list[Any]:
+def _data_fingerprint(con: Connection) -> list[Any]:
     parts: list[Any] = []
+    # a hash of each value, summed per column: DuckDB's hash, PostgreSQL's hashtext of its text
+    hashed = 'hashtext(cast("{}" as text))' if is_postgres(con) else 'hash("{}")'
     for (schema, table), columns in _raw_tables(con).items():
         kept = [c for c in columns if not c.startswith("_dlt") and c not in VOLATILE]
-        sums = "".join(f', sum(hash("{c}"))' for c in kept)
+        sums = "".join(f", sum({hashed.format(c)})" for c in kept)
         row = con.execute(f'select count(*){sums} from "{schema}"."{table}"').fetchone()
         parts.append([schema, table, *(str(v) for v in row or ())])
     for table, probe in STATE_PROBES.items():

@@ -107,12 +107,41 @@ def exclusive(db_path: Path, command: str, wait_s: float = DEFAULT_WAIT_S) -> It
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "started": started}).encode(), 0)
         try:
-            yield
+            with _warehouse_lock(command):
+                yield
         finally:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+# one writer per PostgreSQL database at a time, whichever machine it runs on
+WAREHOUSE_LOCK = "crmsync: one writer at a time"
+
+
+@contextmanager
+def _warehouse_lock(command: str) -> Iterator[None]:
+    """On a PostgreSQL warehouse (CRMSYNC_WAREHOUSE), a writer also holds a session advisory
+    lock of the database for its whole run, in a connection of its own: crmsync on another
+    machine, whose lock file this one cannot see, waits for nothing and is refused at once.
+    The server releases it when the connection ends, however the process ends."""
+    from support import warehouse
+
+    url = warehouse.url()
+    if url is None:
+        yield
+        return
+    with warehouse.PostgresConnection(url) as con:
+        row = con.execute("select pg_try_advisory_lock(hashtext(?))", [WAREHOUSE_LOCK]).fetchone()
+        if not (row and row[0]):
+            where = warehouse.parts(url)
+            raise StateBusy(
+                f"another crmsync is writing to the PostgreSQL warehouse {where['database']} on "
+                f"{where['host']}:{where['port']} (its advisory lock is held); `{command}` waits for "
+                "nothing: try again when it ends"
+            )
+        yield
 
 
 @contextmanager

@@ -59,10 +59,11 @@ def plan_details(db_path: Path, mappings: tuple[str, ...] | None = None) -> dict
     rows: list[dict[str, Any]] = []
     with connect(db_path) as con:
         merged: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for f in _dicts(con, """select mapping, keap_id, customcrm_id, field, keap_property, customcrm_field,
+        for f in _dicts(con, f"""select mapping, keap_id, customcrm_id, field, keap_property, customcrm_field,
                                         keap_value, customcrm_value, base_value, winner, reason, is_conflict
-                                 from intermediate.int_merged_fields where list_contains(?::varchar[], mapping)
-                                 order by mapping, field_position""", [list(mappings)]):  # fmt: skip
+                                 from intermediate.int_merged_fields
+                                 where mapping in ({", ".join("?" for _ in mappings)})
+                                 order by mapping, field_position""", list(mappings)):  # fmt: skip
             merged.setdefault((f["mapping"], f["keap_id"] or "new:" + str(f["customcrm_id"])), []).append(f)
         for mapping in mappings:
             for target in TARGETS:
@@ -84,15 +85,16 @@ def plan_details(db_path: Path, mappings: tuple[str, ...] | None = None) -> dict
                     rows.append({"mapping": mapping, "target": target, "op": row["op"], "keap_id": row["keap_id"],
                                  "customcrm_id": row["customcrm_id"], "status": status, "reason": reason,
                                  "fields": fields})  # fmt: skip
-        held = _dicts(con, """select mapping, keap_id, null as customcrm_id,
-                                      natural_key || ' ' || natural_key_value || ' is shared by '
-                                      || array_to_string(customcrm_candidates, ', ') as reason
-                               from main.review_ambiguous_matches where list_contains(?::varchar[], mapping)
-                               union all
-                               select mapping, keap_id, customcrm_id, reason
-                               from sync_state.keap_create_intents
-                               where status in ('held', 'unsearchable') and list_contains(?::varchar[], mapping)
-                               order by all""", [list(mappings), list(mappings)])  # fmt: skip
+        chosen = ", ".join("?" for _ in mappings)
+        held = _dicts(con, f"""select mapping, keap_id, cast(null as varchar) as customcrm_id,
+                                       natural_key || ' ' || natural_key_value || ' is shared by '
+                                       || array_to_string(customcrm_candidates, ', ') as reason
+                                from main.review_ambiguous_matches where mapping in ({chosen})
+                                union all
+                                select mapping, keap_id, customcrm_id, reason
+                                from sync_state.keap_create_intents
+                                where status in ('held', 'unsearchable') and mapping in ({chosen})
+                                order by 1, 2, 3, 4""", [*mappings, *mappings])  # fmt: skip
     pending: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in rows:
         counts = pending.setdefault((row["mapping"], row["target"], row["op"]), {

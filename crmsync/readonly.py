@@ -14,6 +14,10 @@ file, `read_text` read any file the process can (the OAuth tokens beside the sta
   `interrupt()`.
 
 Analysts who need more open the file themselves, with a sync not running (README).
+
+On a PostgreSQL warehouse (CRMSYNC_WAREHOUSE) the query runs alone (one statement: none
+can end the transaction and start another) in a read-only transaction, rolled back at
+the end, with the same time limit (the statement cancelled); the memory is the server's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crmsync.lock import DEFAULT_WAIT_S, shared
+from support import warehouse
 
 if TYPE_CHECKING:
     import duckdb
@@ -45,7 +50,7 @@ LOCKED_DOWN: dict[str, Any] = {
     "lock_configuration": True,  # last: nothing after it can be changed
 }
 
-MORE = "open the DuckDB file yourself for more (README: For analysts)"
+MORE = "open the DuckDB file (or the PostgreSQL warehouse) yourself for more (README: For analysts)"
 
 
 class QueryError(Exception):
@@ -58,7 +63,7 @@ def first_line(error: BaseException) -> str:
 
 
 def require(db_path: Path) -> None:
-    if not Path(db_path).exists():
+    if warehouse.url() is None and not Path(db_path).exists():
         raise QueryError(f"{db_path} does not exist yet: run `make sync` first")
 
 
@@ -70,6 +75,15 @@ def connect(
     import duckdb
 
     require(db_path)
+    url = warehouse.url()
+    if url is not None:
+        try:
+            con = warehouse.PostgresConnection(url, read_only=True)
+        except warehouse.errors() as exc:
+            raise QueryError(f"cannot reach the PostgreSQL warehouse: {first_line(exc)}") from None
+        con.execute("begin transaction read only")  # rolled back when the connection closes
+        con.execute("set local search_path = main")  # the marts by their names, as on DuckDB
+        return con  # type: ignore[return-value]
     config = {"memory_limit": memory_limit, "threads": THREADS, **LOCKED_DOWN}
     deadline = time.monotonic() + wait_s
     while True:
@@ -200,7 +214,6 @@ def run_query(
     """The columns, types and rows of `query` (the first `limit` rows), or a QueryError with
     one line. A running sync is waited for up to `wait_s` seconds (StateBusy after). With
     `tenants` (their names and DuckDB files), on all of them at once (reading_tenants)."""
-    import duckdb
 
     opened = (
         reading(db_path, wait_s, memory_limit)
@@ -220,11 +233,15 @@ def run_query(
         try:
             if tenants is not None:
                 refuse_unless_reading(con, query)
+            elif warehouse.is_postgres(con) and len(statements(query)) > 1:
+                raise QueryError(
+                    f"query refused: crmsync sql runs one statement at a time on PostgreSQL; {MORE}"
+                )
             cursor = con.execute(query)
             columns = [d[0] for d in cursor.description or []]
             types = [str(d[1]) for d in cursor.description or []]
             rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit + 1)
-        except duckdb.Error as exc:
+        except warehouse.errors() as exc:
             raise _explain(exc, timed_out.is_set(), timeout, memory_limit) from None
         finally:
             timer.cancel()
@@ -232,10 +249,37 @@ def run_query(
     return QueryResult(columns, types, rows[:limit] if more else rows, more)
 
 
-def _explain(exc: duckdb.Error, timed_out: bool, timeout: float, memory_limit: str) -> QueryError:
+def statements(query: str) -> list[str]:
+    """The statements of `query`, split at the semicolons outside quotes and comments."""
+    found, current = [], ""
+    for piece in re.split(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/)""", query, flags=re.S):
+        if piece[:1] in ("'", '"') or piece.startswith(("--", "/*")):
+            current += piece
+            continue
+        *done, current_tail = (current + piece).split(";")
+        found += done
+        current = current_tail
+    found.append(current)
+    return [statement for statement in found if statement.strip() and not _only_comments(statement)]
+
+
+def _only_comments(statement: str) -> bool:
+    return not re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.S).strip()
+
+
+def _explain(exc: BaseException, timed_out: bool, timeout: float, memory_limit: str) -> QueryError:
     import duckdb
+    import psycopg2.errors
 
     text = first_line(exc)
+    if isinstance(exc, psycopg2.Error):
+        if timed_out or isinstance(exc, psycopg2.errors.QueryCanceled):
+            return QueryError(
+                f"query stopped after {timeout:g} s (--timeout): make it cheaper, or give it longer"
+            )
+        if isinstance(exc, psycopg2.errors.ReadOnlySqlTransaction):
+            return QueryError(f"query refused: crmsync sql only reads; {MORE} ({text})")
+        return QueryError(f"query failed: {text}")
     if timed_out or isinstance(exc, duckdb.InterruptException):
         return QueryError(
             f"query stopped after {timeout:g} s (--timeout): make it cheaper, or give it longer"

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from connectors.customcrm import CustomcrmClient, customcrm_client
 from connectors.errors import redact
 from connectors.keap import KeapClient, keap_client
@@ -48,6 +46,10 @@ from reverse_etl.state import (
     retention,
     start_run,
 )
+from support.warehouse import Connection
+from support.warehouse import errors as warehouse_errors
+from support.warehouse import url as warehouse_url
+from support.warehouse import use as use_warehouse
 
 PUSH_SELECTION = "+exposure:push_customcrm +exposure:push_keap"
 
@@ -117,7 +119,9 @@ def endpoints(settings: Settings) -> Iterator[Endpoints]:
 def run_extract(
     settings: Settings, found: Endpoints, options: IngestOptions, progress: ProgressCallback | None = None
 ) -> list[ExtractReport]:
-    return extract(settings.db_path, settings.state_dir, found.keap, found.customcrm, options, progress)
+    use_warehouse(settings.warehouse)
+    return extract(settings.db_path, settings.state_dir, found.keap, found.customcrm, options, progress,
+                   warehouse=warehouse_url())  # fmt: skip
 
 
 MAX_ROUNDS = 5
@@ -209,6 +213,7 @@ def run_sync(
     operator: before its push, that Keap's daily quota cannot take all its writes today;
     that a build ran out of the memory the account's size suggested and was run again."""
     began = time.monotonic()
+    use_warehouse(settings.warehouse)  # the DuckDB file, or CRMSYNC_WAREHOUSE's PostgreSQL, for every step
     outcome = _run_sync(settings, found, variables, ingest, progress, push_progress, dry_run, rebuild,
                         run_id or new_run_id(), on_phase or (lambda name: None),
                         on_note or (lambda line: None))  # fmt: skip
@@ -355,7 +360,7 @@ def recorded_conflicts(db_path: Path, run_id: str) -> list[dict[str, Any]]:
 
 
 def _retention(db_path: Path, settings: Settings) -> None:
-    with suppress(duckdb.Error):  # the file locked by another program: the next run blanks it
+    with suppress(*warehouse_errors()):  # the file locked by another program: the next run blanks it
         retention(db_path, settings.retention_days, apply=True)
 
 
@@ -368,14 +373,14 @@ def clock_readings(found: Endpoints) -> dict[str, dict[str, float]]:
 def _forget_quiet(db_path: Path, run_id: str) -> None:
     # when the file is locked by another program the mark stays; it is safe: it matches only
     # inputs (raw rows, state) that nothing has changed since, and this run's changes change them
-    with suppress(duckdb.Error):
+    with suppress(*warehouse_errors()):
         record_quiet(db_path, None, run_id)
 
 
 def _close(db_path: Path, run_id: str, status: str, summary: dict[str, Any]) -> None:
     """Close the run's row; when the file cannot be opened now (another program holds it),
     the next run closes it as failed (reverse_etl.state.start_run)."""
-    with suppress(duckdb.Error):
+    with suppress(*warehouse_errors()):
         finish_run(db_path, run_id, status, summary)
 
 
@@ -389,6 +394,20 @@ def scratch_copy(settings: Settings, purpose: str = "plan") -> Iterator[Settings
     raw rows and dlt's cursors, the sync_* marts, the quiet-run fingerprint, dbt's
     artifacts) is touched in the real file. dlt restores its cursors from the copy.
     `crmsync docs` builds the docs site from one."""
+    if settings.warehouse:
+        # PostgreSQL: no copy of a database another program may be connected to. The plan
+        # works in place, holding the writers' lock (no sync meanwhile): its extract only
+        # adds what the systems hold now, its build is rebuilt whole by the next sync (the
+        # vars' signature), and the quiet-run mark is forgotten, so that sync builds anew.
+        from crmsync.lock import exclusive
+
+        with exclusive(settings.db_path, purpose, settings.wait_s):
+            try:
+                yield settings
+            finally:
+                ensure_state(settings.db_path)
+                record_quiet(settings.db_path, None, purpose)
+        return
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder = Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=settings.state_dir))  # 0700
     copy = folder / settings.db_path.name
@@ -483,12 +502,13 @@ def pending_writes(db_path: Path) -> list[dict[str, object]]:
         rows = con.execute(
             f"""select mapping, target, op, count(*) filter (where status = 'ready') as ready,
                        count(*) filter (where status = 'waiting') as waiting
-                from ({union}) group by all order by all"""
+                from ({union}) as pending
+                group by mapping, target, op order by mapping, target, op"""
         ).fetchall()
     return [dict(zip(("mapping", "target", "op", "ready", "waiting"), r, strict=True)) for r in rows]
 
 
-def sync_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+def sync_status(con: Connection) -> dict[str, Any]:
     """Per mapping: links (all of them), orphaned, pending, waiting, conflicts, open rejections
     and those a person set aside; and the last run (crmsync.run.run_history). `con`: a
     read-only connection taken while no crmsync writes (crmsync.readonly.reading)."""
@@ -526,7 +546,7 @@ def sync_status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     return {"mappings": mappings, "last_run": last[0] if last else None}
 
 
-def run_history(con: duckdb.DuckDBPyConnection, limit: int = 20) -> list[dict[str, Any]]:
+def run_history(con: Connection, limit: int = 20) -> list[dict[str, Any]]:
     """The last `limit` runs of `crmsync sync`, newest first: id, start, end, seconds, outcome,
     exit code, counts per mapping, and the error or the run it was quiet since. A row still
     `running` seen by a reader belongs to a run that died (readers never overlap a sync:

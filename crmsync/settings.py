@@ -8,6 +8,7 @@
 | KEAP_TOKEN_URL | OAuth token endpoint (default https://api.infusionsoft.com/token) |
 | CUSTOMCRM_API_URL, CUSTOMCRM_API_TOKEN | the Customcrm API and its bearer token |
 | CRMSYNC_DB | the DuckDB file (default data/crmsync.duckdb) |
+| CRMSYNC_WAREHOUSE | postgresql://user:password@host:port/database: the sync's data there instead of the DuckDB file (the local state folder stays beside CRMSYNC_DB) |
 | CRMSYNC_RETENTION_DAYS | days the payloads written to each system are kept in sync_state (default 30) |
 | CRMSYNC_ALLOW_INSECURE_HTTP | 1: accept plain http:// endpoints beyond loopback (warned on every run) |
 | CRMSYNC_RUN_DEADLINE_MINUTES | a run sends no request after this many minutes (default 120): a stalled API cannot keep it alive |
@@ -95,6 +96,7 @@ class Settings:
     customcrm_api_url: str | None = None
     customcrm_api_token: str | None = _secret()
     db_path: Path = Path(DEFAULT_DB)
+    warehouse: str | None = None  # CRMSYNC_WAREHOUSE: a postgresql:// URL (its password redacted in a repr)
     keap_configured: bool = False
     customcrm_configured: bool = False
     retention_days: int = DEFAULT_RETENTION_DAYS
@@ -164,6 +166,9 @@ class Settings:
                 f"CRMSYNC_KEAP_QUOTA_RESERVE must be a whole number of requests (got {reserve})"
             )
         sandbox = get("CRMSYNC_SANDBOX_DIR")
+        warehouse = get("CRMSYNC_WAREHOUSE")
+        if warehouse is not None:
+            check_warehouse(warehouse)
         keap_configured = any(get(n) for n in ("KEAP_API_URL", *KEAP_SECRETS))
         customcrm_configured = any(get(n) for n in ("CUSTOMCRM_API_URL", "CUSTOMCRM_API_TOKEN"))
         return cls(
@@ -177,6 +182,7 @@ class Settings:
             customcrm_api_url=(get("CUSTOMCRM_API_URL") or "").rstrip("/") or None,
             customcrm_api_token=get("CUSTOMCRM_API_TOKEN"),
             db_path=Path(get("CRMSYNC_DB") or DEFAULT_DB),
+            warehouse=warehouse,
             keap_configured=keap_configured,
             customcrm_configured=customcrm_configured,
             retention_days=int(retention),
@@ -260,3 +266,25 @@ class Settings:
             raise ConfigurationError(
                 (f"tenant {self.tenant!r}: " if self.tenant else "") + "; ".join(problems)
             )
+
+
+def check_warehouse(url: str) -> None:
+    """CRMSYNC_WAREHOUSE must be a postgresql:// URL with a host and a database; the message
+    never shows its password."""
+    try:
+        found = urlsplit(url)
+        found.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigurationError(
+            "CRMSYNC_WAREHOUSE is not a URL: postgresql://user:password@host:port/database"
+        ) from None
+    if found.scheme not in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            f"CRMSYNC_WAREHOUSE must be a postgresql:// URL (got {found.scheme or 'no'} scheme); "
+            "unset it for the DuckDB file"
+        )
+    if not found.hostname or not found.path.strip("/"):
+        raise ConfigurationError(
+            f"CRMSYNC_WAREHOUSE needs a host and a database: postgresql://user:password@host:port/database "
+            f"(got {redact(url)})"
+        )

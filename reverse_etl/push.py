@@ -42,7 +42,7 @@ from reverse_etl.keap_target import KeapTarget
 from reverse_etl.results import MAPPINGS, MappingSummary, ProgressCallback, PushResult, merge_results
 from reverse_etl.state import Outcome, Recorder
 from reverse_etl.targets import STOP_THE_RUN, Decision, Decisions, PushContext, Target, query
-from support.duck import connect
+from support.warehouse import connect
 
 __all__ = [
     "MAPPINGS",

@@ -1,4 +1,5 @@
-"""The sync's own state, in schema `sync_state` of the DuckDB file. This module
+"""The sync's own state, in schema `sync_state` of the warehouse (the DuckDB file, or
+PostgreSQL: support/warehouse.py). This module
 alone creates and writes it; dbt reads it as sources and never writes it, so
 `dbt build --full-refresh` can never lose a link.
 
@@ -26,12 +27,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
-import duckdb
-
-from support.duck import connect
+from support.warehouse import Connection, connect, is_postgres
 
 SCHEMA = "sync_state"
 
@@ -148,11 +147,11 @@ create table if not exists {SCHEMA}.runs (
 create table if not exists {SCHEMA}.clock_offsets (
     run_id         varchar     not null,
     system         varchar     not null,    -- keap, customcrm
-    offset_s       double      not null,    -- the server's clock less ours (positive: it is ahead)
-    uncertainty_s  double      not null,    -- the offset is known to lie within offset_s +- this
+    offset_s       double precision not null,  -- the server's clock less ours (positive: it is ahead)
+    uncertainty_s  double precision not null,  -- the offset is known to lie within offset_s +- this
     samples        integer     not null,    -- answers whose Date header was read
-    lowest_s       double,                  -- the smallest and largest single estimates
-    highest_s      double,
+    lowest_s       double precision,        -- the smallest and largest single estimates
+    highest_s      double precision,
     measured_at    timestamptz not null,
     primary key (run_id, system)
 );
@@ -170,8 +169,8 @@ def ensure_state(db_path: Path | str) -> None:
     created here is readable by its owner only (it holds customers' personal data)."""
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     new = not Path(db_path).exists()
-    with duckdb.connect(str(db_path)) as con:
-        if new:
+    with connect(db_path) as con:
+        if new and not is_postgres(con):
             os.chmod(db_path, 0o600)
         con.execute(DDL)
         for table, column in BLANKABLE:  # created NOT NULL before retention existed
@@ -207,6 +206,7 @@ class RetentionRule:
     assign: str  # the SET clause
     age: str  # the timestamp a row's age is counted from
     holds: str  # the rows that still hold something to blank
+    postgres: tuple[str, str] | None = None  # (assign, holds) where PostgreSQL spells them otherwise
 
 
 RETENTION = (
@@ -226,7 +226,10 @@ RETENTION = (
                   "(base_value is not null or keap_value is not null or customcrm_value is not null)"),
     RetentionRule(f"{SCHEMA}.runs", "summary: the rejections listed",
                   """summary = json_merge_patch(summary, '{"push": {"rejections": null}}')""", "started_at",
-                  "coalesce(json_array_length(summary, '$.push.rejections'), 0) > 0"),
+                  "coalesce(json_array_length(summary, '$.push.rejections'), 0) > 0",
+                  postgres=("summary = cast(cast(summary as jsonb) #- '{push,rejections}' as json)",
+                            "json_typeof(summary -> 'push' -> 'rejections') = 'array' "
+                            "and json_array_length(summary -> 'push' -> 'rejections') > 0")),
     RetentionRule("raw_keap.ingest_rejections", "record", "record = null", "rejected_at", "record is not null"),
     RetentionRule("raw_customcrm.ingest_rejections", "record", "record = null", "rejected_at", "record is not null"),
 )  # fmt: skip
@@ -259,12 +262,15 @@ def retention(db_path: Path | str, days: int, apply: bool = False) -> list[Expir
             for rule in RETENTION:
                 if f"{rule.table}.{rule.age}" not in present:
                     continue
-                where = f"{rule.holds} and {rule.age} < now() - to_days(?::integer)"
+                assign, holds = (
+                    rule.postgres if rule.postgres and is_postgres(con) else (rule.assign, rule.holds)
+                )
+                where = f"{holds} and {rule.age} < now() - cast(? as integer) * interval '1 day'"
                 rows, oldest = con.execute(  # type: ignore[misc]
                     f"select count(*), min({rule.age}) from {rule.table} where {where}", [days]
                 ).fetchone()
                 if rows and apply:
-                    con.execute(f"update {rule.table} set {rule.assign} where {where}", [days])
+                    con.execute(f"update {rule.table} set {assign} where {where}", [days])
                 found.append(Expiring(rule.table, rule.blanks, rows, oldest))
             con.execute("commit")
         except BaseException:
@@ -292,12 +298,15 @@ def start_run(db_path: Path | str, run_id: str) -> None:
     import json
 
     with connect(db_path) as con:
-        con.execute(
-            f"""update {SCHEMA}.runs set status = 'interrupted', finished_at = now(),
-                    summary = json_merge_patch(coalesce(summary, '{{}}'), ?)
-                where status = 'running'""",
-            [json.dumps({"error": INTERRUPTED, "closed_by": run_id})],
-        )
+        for stale, summary in con.execute(
+            f"select run_id, summary from {SCHEMA}.runs where status = 'running'"
+        ).fetchall():
+            closed = {**(json.loads(summary) if summary else {}), "error": INTERRUPTED, "closed_by": run_id}
+            con.execute(
+                f"""update {SCHEMA}.runs set status = 'interrupted', finished_at = now(), summary = ?
+                    where run_id = ?""",
+                [json.dumps(closed), stale],
+            )
         con.execute(
             f"insert into {SCHEMA}.runs (run_id, started_at, status) values (?, now(), 'running')", [run_id]
         )
@@ -423,7 +432,7 @@ class Recorder:
                 con.execute("rollback")
                 raise
 
-    def _reject(self, con: duckdb.DuckDBPyConnection, outcome: Outcome) -> None:
+    def _reject(self, con: Connection, outcome: Outcome) -> None:
         """Record the refusal with a digest of what was sent: the same write is sent again only
         after a wait that doubles with every refusal (1 h up to 24 h, RETRY_HOURS) or when a
         person asks (`crmsync rejections retry`); a changed one at once. A person's decision to
@@ -433,13 +442,13 @@ class Recorder:
         con.execute(
             f"""insert into {SCHEMA}.rejections (mapping, target, record_key, op, reason, field_errors,
                     http_status, first_seen, last_seen, attempts, resolved_at, payload_digest, retry_after)
-                values (?, ?, ?, ?, ?, ?, ?, now(), now(), 1, null, ?, now() + to_hours({RETRY_HOURS[0]}))
+                values (?, ?, ?, ?, ?, ?, ?, now(), now(), 1, null, ?, now() + {RETRY_HOURS[0]} * interval '1 hour')
                 on conflict (mapping, target, record_key, op) do update set
                     reason = excluded.reason, field_errors = excluded.field_errors,
                     http_status = excluded.http_status, last_seen = now(),
                     attempts = {SCHEMA}.rejections.attempts + 1, resolved_at = null,
-                    retry_after = now() + to_hours(least({RETRY_HOURS[0]} * pow(2, {SCHEMA}.rejections.attempts),
-                                                         {RETRY_HOURS[1]})::integer),
+                    retry_after = now() + cast(least({RETRY_HOURS[0]} * pow(2, {SCHEMA}.rejections.attempts),
+                                                   {RETRY_HOURS[1]}) as integer) * interval '1 hour',
                     ignored_at = case when {SCHEMA}.rejections.payload_digest = excluded.payload_digest
                                       then {SCHEMA}.rejections.ignored_at end,
                     ignored_by = case when {SCHEMA}.rejections.payload_digest = excluded.payload_digest
@@ -525,15 +534,20 @@ class Recorder:
 
 
 OPERATION_TYPES = ("varchar", "bigint", "varchar", "varchar", "varchar", "varchar", "varchar", "varchar[]",
-                   "varchar", "varchar", "integer", "varchar")  # fmt: skip
+                   "json", "varchar", "integer", "varchar")  # fmt: skip
 
 
-def _insert(con: duckdb.DuckDBPyConnection, head: str, rows: Sequence[Sequence[object]], types: Sequence[str],
+def _insert(con: Connection, head: str, rows: Sequence[Sequence[object]], types: Sequence[str],
             suffix: str = "", leading: list[object] | None = None) -> None:  # fmt: skip
     """`head (select unnest(?) as col0, unnest(?) as col1, ...) as v suffix`: the rows go in as
     one typed list per column, so a statement binds a handful of parameters whatever the
-    batch's size (DuckDB's executemany goes row by row; a VALUES list binds every cell)."""
+    batch's size (DuckDB's executemany goes row by row; a VALUES list binds every cell).
+    PostgreSQL's unnest flattens a list of lists: there the rows go in as pages of a VALUES
+    list (PostgresConnection.insert_rows)."""
     if not rows:
+        return
+    if is_postgres(con):
+        con.insert_rows(head, rows, types, suffix, leading or [])
         return
     columns = ", ".join(f"unnest(?::{kind}[]) as col{n}" for n, kind in enumerate(types))
     params = [*(leading or []), *(list(column) for column in zip(*rows, strict=True))]
@@ -554,7 +568,15 @@ def record_clocks(db_path: Path | str, run_id: str, readings: dict[str, dict[str
             con,
             f"insert into {SCHEMA}.clock_offsets select *, now() from",
             rows,
-            ["varchar", "varchar", "double", "double", "integer", "double", "double"],
+            [
+                "varchar",
+                "varchar",
+                "double precision",
+                "double precision",
+                "integer",
+                "double precision",
+                "double precision",
+            ],
             suffix="""on conflict (run_id, system) do update set offset_s = excluded.offset_s,
                 uncertainty_s = excluded.uncertainty_s, samples = excluded.samples,
                 lowest_s = excluded.lowest_s, highest_s = excluded.highest_s, measured_at = excluded.measured_at""",
@@ -598,14 +620,15 @@ def set_aside(db_path: Path | str, mapping: str, target: str) -> dict[tuple[str,
     with connect(db_path) as con:
         rows = con.execute(
             f"""select record_key, op, payload_digest, ignored_at is not null, ignored_by, ignore_reason,
-                       attempts, strftime(retry_after at time zone 'UTC', '%Y-%m-%d %H:%M:%SZ')
+                       attempts, retry_after
                 from {SCHEMA}.rejections
                 where mapping = ? and target = ? and resolved_at is null and payload_digest is not null
                     and (ignored_at is not null or retry_after > now())""",
             [mapping, target],
         ).fetchall()
     found = {}
-    for key, op, digest, ignored, by, reason, attempts, after in rows:
+    for key, op, digest, ignored, by, reason, attempts, retry_after in rows:
+        after = retry_after.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if retry_after else None
         why = (f"ignored by {by or 'someone'}: {reason}" if ignored
                else f"refused {attempts} time{'s' if attempts != 1 else ''}; sent again after {after}")  # fmt: skip
         found[(str(key), str(op))] = SetAside(str(digest), why)
@@ -617,7 +640,7 @@ REJECTION_COLUMNS = ("key", "mapping", "target", "op", "record_key", "state", "a
                      "ignore_reason", "ignored_at", "resolved_at")  # fmt: skip
 
 
-def rejections(con: duckdb.DuckDBPyConnection, everything: bool = False) -> list[dict[str, object]]:
+def rejections(con: Connection, everything: bool = False) -> list[dict[str, object]]:
     """The rejections people see (`crmsync rejections`), open ones first; `everything`: resolved
     ones too. key: `mapping/target/record_key`, what `crmsync rejections retry|ignore` take.
     state: open (sent again when its values change or after retry_after), ignored, resolved."""
@@ -638,7 +661,7 @@ class UnknownRejection(Exception):
     """A key that names no open rejection; the message says which and what to do."""
 
 
-def _match(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> list[tuple[str, str, str, str]]:
+def _match(con: Connection, keys: Sequence[str]) -> list[tuple[str, str, str, str]]:
     """(mapping, target, record_key, op) of the open rejections the keys name: the whole key
     `mapping/target/record_key`, or a record key alone when it names one rejection."""
     open_rows = con.execute(
@@ -697,19 +720,20 @@ def ignore_rejections(db_path: Path | str, keys: Sequence[str], by: str, reason:
 RUN_COLUMNS = ("run_id", "started_at", "finished_at", "seconds", "status", "summary")
 
 
-def runs(con: duckdb.DuckDBPyConnection, limit: int) -> list[dict[str, object]]:
+def runs(con: Connection, limit: int) -> list[dict[str, object]]:
     """The last `limit` runs, newest first, with their summary parsed."""
     import json
 
     rows = con.execute(
-        f"""select run_id, started_at, finished_at, round(epoch(finished_at) - epoch(started_at), 1),
-                   status, summary
+        f"""select run_id, started_at, finished_at, null, status, summary
             from {SCHEMA}.runs order by started_at desc, run_id desc limit ?""",
         [limit],
     ).fetchall()
     found = []
     for row in rows:
         run = dict(zip(RUN_COLUMNS, row, strict=True))
+        if run["started_at"] and run["finished_at"]:
+            run["seconds"] = round((run["finished_at"] - run["started_at"]).total_seconds(), 1)  # type: ignore[operator]
         run["summary"] = json.loads(str(run["summary"])) if run["summary"] else {}
         found.append(run)
     return found

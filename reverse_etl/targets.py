@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Protocol
 from connectors.errors import FatalError, QuotaExhausted
 from reverse_etl.results import ProgressCallback, PushResult
 from reverse_etl.state import Outcome, Recorder, payload_digest, set_aside
-from support.duck import connect
+from support.warehouse import connect
 
 # what stops the whole push at once: credentials, the run's deadline, a spent daily quota (every
 # later request would be refused; the run says when to try again)

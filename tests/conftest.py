@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sandbox.bundle import Sandboxes
-from tests.postgres import cluster
+from tests.postgres import cluster, create_database
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 def sandboxes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sandboxes]:
     data = tmp_path / "sandbox"
     if request.node.get_closest_marker("synced"):  # the two systems as the demo's first sync left them
-        shutil.copytree(request.getfixturevalue("synced_demo") / "sandbox", data)
+        postgres = "engine" in request.fixturenames and request.getfixturevalue("engine") == "postgres"
+        made = (
+            request.getfixturevalue("synced_demo_postgres")[0]
+            if postgres
+            else request.getfixturevalue("synced_demo")
+        )
+        shutil.copytree(made / "sandbox", data)
     boxes = Sandboxes(data).start()
     try:
         yield boxes
@@ -72,19 +78,6 @@ def postgres_cluster() -> Iterator[str]:
 
 @pytest.fixture
 def warehouse(postgres_cluster: str) -> Iterator[str]:
-    """A database of its own in that cluster, for one test: its postgresql:// URL."""
-    import uuid
-
-    import psycopg2
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin_connection = psycopg2.connect(postgres_cluster)
-    admin_connection.autocommit = True
-    try:
-        with admin_connection.cursor() as cursor:
-            cursor.execute(f"create database {name}")
-        yield postgres_cluster.rsplit("/", 1)[0] + f"/{name}"
-        with admin_connection.cursor() as cursor:
-            cursor.execute(f"drop database {name} with (force)")
-    finally:
-        admin_connection.close()
+    """A database of its own in that cluster, for one test: its postgresql:// URL (dropped by
+    the cluster's end)."""
+    yield create_database(postgres_cluster)

@@ -70,6 +70,23 @@ def cluster() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def create_database(cluster_url: str, name: str | None = None, template: str | None = None) -> str:
+    """A new database in the cluster (a copy of `template`'s, when given): its URL."""
+    import uuid
+
+    import psycopg2
+
+    name = name or f"t_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(cluster_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'create database "{name}"' + (f' template "{template}"' if template else ""))
+    finally:
+        admin.close()
+    return cluster_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 def main() -> None:
     """`make postgres`: a throwaway cluster in the foreground, for a developer's own tries."""
     import signal

@@ -15,34 +15,38 @@
     such a field alone (neither side is written, no base moves) and review_unparseable_values
     lists it, so one record's bad value never fails the build for everyone. -#}
 {% macro canon_money(expression) -%}
-    try_cast({{ expression }} as decimal(18, 2))
+    {{ try_cast_to(expression, 'decimal') }}
 {%- endmacro %}
 
 {% macro canon_date(expression) -%}
-    try_cast({{ expression }} as date)
+    {{ try_cast_to(expression, 'date') }}
 {%- endmacro %}
 
 {% macro canon_boolean(expression) -%}
-    try_cast({{ expression }} as boolean)
+    {{ try_cast_to(expression, 'boolean') }}
 {%- endmacro %}
 
 {#- The mapped fields whose raw value is there but did not parse: `checks` is a list of
     (field, raw expression, parsed expression). -#}
 {% macro unparseable(checks) -%}
     {%- if checks -%}
-    list_filter([
-        {%- for field, raw, parsed in checks %}
-        case when ({{ raw }}) is not null and ({{ parsed }}) is null then '{{ field }}' end{{ "," if not loop.last }}
-        {%- endfor %}
-    ], lambda field: field is not null)
+    {%- set named = [] -%}
+    {%- for field, raw, parsed in checks -%}
+        {%- do named.append("case when (" ~ raw ~ ") is not null and (" ~ parsed ~ ") is null then '" ~ field ~ "' end") -%}
+    {%- endfor -%}
+    {{ text_list_without_nulls(named) }}
     {%- else -%}
-    cast([] as varchar[])
+    {{ empty_text_list() }}
     {%- endif -%}
 {%- endmacro %}
 
 {#- Keap timestamps come as `...Z` and as `...000+0000`; both parse to UTC. -#}
 {% macro keap_timestamp(expression) -%}
     {{ return(adapter.dispatch('keap_timestamp', 'crmsync')(expression)) }}
+{%- endmacro %}
+
+{% macro postgres__keap_timestamp(expression) -%}
+    {{ try_cast_to(expression, 'timestamptz') }}
 {%- endmacro %}
 
 {% macro duckdb__keap_timestamp(expression) -%}
@@ -55,7 +59,7 @@
 {#- A canonical value as text, by its type, so values of any field compare in one column. -#}
 {% macro canonical_text(expression, data_type) -%}
     {%- if data_type == 'decimal' -%} cast(cast({{ expression }} as decimal(18, 2)) as varchar)
-    {%- elif data_type == 'date' -%} strftime(cast({{ expression }} as date), '%Y-%m-%d')
+    {%- elif data_type == 'date' -%} {{ date_text('cast(' ~ expression ~ ' as date)') }}
     {%- elif data_type == 'boolean' -%} case when {{ expression }} then 'true' when not {{ expression }} then 'false' end
     {%- else -%} cast({{ expression }} as varchar)
     {%- endif -%}

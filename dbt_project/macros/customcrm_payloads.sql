@@ -85,7 +85,7 @@
             end as waiting_reason,
             case
                 when compare_as like 'reference%' and merged_value is not null and parent_customcrm_id is null
-                    then json_object('mapping', replace(compare_as, 'reference_', ''), 'keap_id', merged_value)
+                    then {{ json_object_of(["'mapping'", "replace(compare_as, 'reference_', '')", "'keap_id'", 'merged_value']) }}
             end as unlinked_parent
         from writes
         left join stages
@@ -112,12 +112,10 @@
         select
             keap_id,
             customcrm_id,
-            json_group_object(customcrm_field, value_json) as changes,
-            list(customcrm_field order by field_position, customcrm_field) as fields,
-            string_agg(waiting_reason, '; ') as waiting_reason,
-            to_json(map_from_entries(
-                list((customcrm_field, unlinked_parent)) filter (where unlinked_parent is not null)
-            )) as unlinked_parents
+            {{ json_agg_object('customcrm_field', 'value_json') }} as changes,
+            {{ agg_list('customcrm_field', order_by='field_position, ' ~ text_order('customcrm_field')) }} as fields,
+            string_agg(waiting_reason, '; ' order by field_position, {{ text_order('customcrm_field') }}) as waiting_reason,
+            {{ json_agg_object_of_non_null('customcrm_field', 'unlinked_parent') }} as unlinked_parents
         from valued
         group by keap_id, customcrm_id
     ),
@@ -134,13 +132,13 @@
             end as idempotency_key,
             case
                 when pairs.customcrm_id is null
-                    then json_merge_patch(
-                        coalesce(per_pair.changes, '{}'::json),
-                        json_object('ExternalRefs', json_object('keap', pairs.keap_id))
-                    )
+                    then {{ json_patch(
+                        "coalesce(per_pair.changes, '{}'::json)",
+                        json_object_of(["'ExternalRefs'", json_object_of(["'keap'", 'pairs.keap_id'])])
+                    ) }}
                 else per_pair.changes
             end as payload,
-            coalesce(per_pair.fields, []::varchar[]) as fields,
+            coalesce(per_pair.fields, {{ empty_text_list() }}) as fields,
             case when per_pair.waiting_reason is null then 'ready' else 'waiting' end as status,
             per_pair.waiting_reason,
             per_pair.unlinked_parents,
@@ -162,7 +160,7 @@
             '"' || links.version || '"' as if_match,
             cast(null as varchar) as idempotency_key,
             cast(null as json) as payload,
-            []::varchar[] as fields,
+            {{ empty_text_list() }} as fields,
             'ready' as status,
             cast(null as varchar) as waiting_reason,
             cast(null as json) as unlinked_parents,

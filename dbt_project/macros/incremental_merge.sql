@@ -21,7 +21,7 @@
 
 {#- Which pair a row belongs to: unambiguous, and never null (either side may be). -#}
 {% macro pair_key(keap_id, customcrm_id) -%}
-    cast(to_json([{{ keap_id }}, {{ customcrm_id }}]) as varchar)
+    {{ json_pair_text(keap_id, customcrm_id) }}
 {%- endmacro %}
 
 
@@ -29,7 +29,7 @@
 {% macro keyed_pairs(paired_model) -%}
     select
         {{ pair_key('record.keap_id', 'record.customcrm_id') }} as pair_key,
-        hash(record) as pair_hash,
+        {{ row_hash('record') }} as pair_hash,
         record.*
     from {{ ref(paired_model) }} as record
 {%- endmacro %}
@@ -47,7 +47,7 @@
     merged_before as (
         select
             pair_key,
-            any_value(pair_hash) as pair_hash,
+            {{ any_value_of('pair_hash') }} as pair_hash,
             bool_and(has_base and keap_value is not distinct from customcrm_value
                 and base_value is not distinct from keap_value) as is_settled
         from {{ this }}

@@ -5,7 +5,7 @@
 {%- endmacro %}
 
 {% macro default__json_text(column, path) -%}
-    json_extract_path_text({{ column }}, {{ "'" ~ path.split('.') | join("', '") ~ "'" }})
+    json_extract_path_text(cast({{ column }} as json), {{ "'" ~ path.split('.') | join("', '") ~ "'" }})
 {%- endmacro %}
 
 {% macro duckdb__json_text(column, path) -%}
@@ -25,19 +25,32 @@
     )[1]
 {%- endmacro %}
 
-
-{#- The array without the item for `slot`, and with `new_item` (JSON, may be null) in front:
-    what a Keap PATCH must send so that the other items survive. -#}
-{% macro json_array_replace_item(column, array_name, slot, new_item) -%}
-    {{ return(adapter.dispatch('json_array_replace_item', 'crmsync')(column, array_name, slot, new_item)) }}
+{% macro postgres__json_array_item(column, array_name, slot) -%}
+    {{ json_array_item_by('cast(' ~ column ~ " as json) -> '" ~ array_name ~ "'", "'" ~ slot ~ "'") }}
 {%- endmacro %}
 
-{% macro duckdb__json_array_replace_item(column, array_name, slot, new_item) -%}
-    to_json(list_concat(
-        case when {{ new_item }} is null then []::json[] else [{{ new_item }}::json] end,
-        list_filter(
-            coalesce(json_extract({{ column }}, '$.{{ array_name }}[*]'), []::json[]),
-            lambda item: (item ->> '$.field') is distinct from '{{ slot }}'
-        )
-    ))
+
+{#- The first item of a JSON array (an SQL expression; null or not an array: none) whose
+    `field` is `slot_expression`, as JSON. -#}
+{% macro json_array_item_by(array_expression, slot_expression) -%}
+    {{ return(adapter.dispatch('json_array_item_by', 'crmsync')(array_expression, slot_expression)) }}
+{%- endmacro %}
+
+{% macro duckdb__json_array_item_by(array_expression, slot_expression) -%}
+    list_filter(
+        coalesce(cast({{ array_expression }} as json[]), []::json[]),
+        lambda item: (item ->> '$.field') = {{ slot_expression }}
+    )[1]
+{%- endmacro %}
+
+{% macro postgres__json_array_item_by(array_expression, slot_expression) -%}
+    (
+        select items.item
+        from json_array_elements(
+            case when json_typeof({{ array_expression }}) = 'array' then {{ array_expression }} end
+        ) with ordinality as items(item, position)
+        where (items.item ->> 'field') = {{ slot_expression }}
+        order by items.position
+        limit 1
+    )
 {%- endmacro %}

@@ -66,15 +66,15 @@
             case merged.field
                 {%- for field, target in targets.items() %}
                 when '{{ field }}' then
-                    {%- if target.json == 'number' %} coalesce(to_json(cast(merged.merged_value as double)), 'null'::json)
+                    {%- if target.json == 'number' %} coalesce(to_json(cast(merged.merged_value as double precision)), 'null'::json)
                     {%- elif target.json == 'minor_units' %} coalesce(to_json(cast(round(cast(merged.merged_value as decimal(18, 2)) * 100) as bigint)), 'null'::json)
                     {%- elif target.json == 'boolean' %} coalesce(to_json(merged.merged_value = 'true'), 'null'::json)
                     {%- elif target.json == 'country' %} coalesce(to_json(countries.alpha3), 'null'::json)
                     {%- elif target.json == 'close_time' %}
                     coalesce(to_json(merged.merged_value || 'T'
-                        || coalesce(strftime(timezone('UTC', keap.estimated_close_time), '%H:%M:%S.000'), '00:00:00.000')
+                        || coalesce({{ utc_time_text('keap.estimated_close_time') }}, '00:00:00.000')
                         || 'Z'), 'null'::json)
-                    {%- elif target.kind == 'reference' %} case when merged.merged_value is null then 'null'::json else json_object('id', merged.merged_value) end
+                    {%- elif target.kind == 'reference' %} case when merged.merged_value is null then 'null'::json else {{ json_object_of(["'id'", 'merged.merged_value']) }} end
                     {%- else %} coalesce(to_json(merged.merged_value), 'null'::json)
                     {%- endif %}
                 {%- endfor %}
@@ -101,9 +101,9 @@
             property,
             kind,
             slot,
-            any_value(item_key) as main_key,
-            any_value(keap_payload) as keap_payload,
-            json_group_object(item_key, value_json) as patch
+            {{ any_value_of('item_key') }} as main_key,
+            {{ any_value_of('keap_payload') }} as keap_payload,
+            {{ json_agg_object('item_key', 'value_json') }} as patch
         from changed
         where kind in ('object_key', 'array_item')
         group by keap_id, property, kind, slot
@@ -113,19 +113,16 @@
         select
             *,
             -- what Keap has now, with the mapped keys patched in (a null removes a key)
-            json_merge_patch(
-                coalesce(
+            {{ json_patch(
+                "coalesce(
                     case kind
-                        when 'object_key' then json_extract(keap_payload, '$.' || property)
-                        else list_filter(
-                            coalesce(cast(json_extract(keap_payload, '$.' || property) as json[]), []::json[]),
-                            lambda item: (item ->> '$.field') = slot
-                        )[1]
+                        when 'object_key' then " ~ json_get('keap_payload', 'property') ~ "
+                        else " ~ json_array_item_by(json_get('keap_payload', 'property'), 'slot') ~ "
                     end,
-                    case kind when 'object_key' then '{}'::json else json_object('field', slot) end
-                ),
-                patch
-            ) as merged_object
+                    case kind when 'object_key' then '{}'::json else " ~ json_object_of(["'field'", 'slot']) ~ " end
+                )",
+                'patch'
+            ) }} as merged_object
         from item_patches
     ),
 
@@ -138,10 +135,10 @@
             keap_payload,
             case
                 -- an email or phone emptied takes its object or item with it
-                when kind = 'object_key' and json_extract(merged_object, '$.' || main_key) is null then null
-                when kind = 'array_item' and slot like 'EMAIL%' and (merged_object ->> '$.email') is null then null
-                when kind = 'array_item' and slot like 'PHONE%' and (merged_object ->> '$.number') is null then null
-                when json_keys(merged_object) = ['field'] then null
+                when kind = 'object_key' and {{ json_get('merged_object', 'main_key') }} is null then null
+                when kind = 'array_item' and slot like 'EMAIL%' and {{ json_text('merged_object', 'email') }} is null then null
+                when kind = 'array_item' and slot like 'PHONE%' and {{ json_text('merged_object', 'number') }} is null then null
+                when {{ json_has_only_key('merged_object', 'field') }} then null
                 else merged_object
             end as new_value
         from nested_merged
@@ -161,20 +158,7 @@
             property,
             -- the whole array: the new item first, every other item as Keap has it, less what
             -- Keap answers with but a write may not carry (an email's opt-in status)
-            to_json(list_transform(
-                list_concat(
-                    case when new_value is null then []::json[] else [new_value] end,
-                    list_filter(
-                        coalesce(cast(json_extract(keap_payload, '$.' || property) as json[]), []::json[]),
-                        lambda item: (item ->> '$.field') is distinct from slot
-                    )
-                ),
-                lambda item: case
-                    when property = 'email_addresses'
-                        then json_merge_patch(item, '{"is_opt_in": null, "email_opt_status": null}')
-                    else item
-                end
-            ))
+            {{ keap_array_with_item('keap_payload', 'property', 'slot', 'new_value') }}
         from nested_values
         where kind = 'array_item'
     ),
@@ -183,10 +167,10 @@
         select
             changed.keap_id,
             bool_or(changed.is_create) as is_create,
-            any_value(changed.customcrm_id) as customcrm_id,
-            any_value(changed.keap_updated_at) as keap_updated_at,
-            list(distinct changed.field) as fields,
-            string_agg(changed.waiting_reason, '; ') as waiting_reason
+            {{ any_value_of('changed.customcrm_id') }} as customcrm_id,
+            {{ any_value_of('changed.keap_updated_at') }} as keap_updated_at,
+            {{ agg_list('changed.field', distinct=true) }} as fields,
+            string_agg(changed.waiting_reason, '; ' order by changed.field_position) as waiting_reason
         from changed
         group by changed.keap_id
     ),
@@ -194,8 +178,8 @@
     bodies as (
         select
             keap_id,
-            json_group_object(property, value_json) as payload,
-            list(property order by property) as update_mask
+            {{ json_agg_object('property', 'value_json') }} as payload,
+            {{ agg_list('property', order_by=text_order('property')) }} as update_mask
         from top_values
         group by keap_id
     ),
@@ -207,7 +191,7 @@
             bodies.update_mask,
             case when per_pair.is_create then concat_ws('; ',
                 {%- for group in create_requires %}
-                case when {% for property in group %}coalesce(cast(json_extract(bodies.payload, '$.{{ property }}') as varchar), 'null') in ('null', '[]', '""'){{ " and " if not loop.last }}{% endfor %}
+                case when {% for property in group %}coalesce(cast({{ json_get('bodies.payload', "'" ~ property ~ "'") }} as varchar), 'null') in ('null', '[]', '""'){{ " and " if not loop.last }}{% endfor %}
                     then 'Keap needs {{ group | join(" or ") }} to create it: set it in Customcrm' end,
                 {%- endfor %}
                 null
@@ -225,7 +209,7 @@
             customcrm_id,
             case when not is_create then update_mask end as update_mask,
             payload,
-            list_sort(fields) as fields,
+            {{ list_sorted('fields') }} as fields,
             case when waiting_reason is null and nullif(missing_reason, '') is null then 'ready' else 'waiting' end as status,
             nullif(concat_ws('; ', waiting_reason, nullif(missing_reason, '')), '') as waiting_reason,
             keap_updated_at
@@ -242,7 +226,7 @@
             links.customcrm_id,
             cast(null as varchar[]) as update_mask,
             cast(null as json) as payload,
-            []::varchar[] as fields,
+            {{ empty_text_list() }} as fields,
             'ready' as status,
             cast(null as varchar) as waiting_reason,
             links.updated_at as keap_updated_at
@@ -269,3 +253,52 @@
         {%- endif %}
     )
 {% endmacro %}
+
+
+{#- Keap's array `property` of `payload` with the item for `slot` replaced by `new_item` (JSON,
+    null: removed) in front, every other item as Keap has it, less what Keap answers with but
+    a write may not carry (an email's opt-in status). -#}
+{% macro keap_array_with_item(payload, property, slot, new_item) -%}
+    {{ return(adapter.dispatch('keap_array_with_item', 'crmsync')(payload, property, slot, new_item)) }}
+{%- endmacro %}
+
+{% macro duckdb__keap_array_with_item(payload, property, slot, new_item) -%}
+    to_json(list_transform(
+                list_concat(
+                    case when {{ new_item }} is null then []::json[] else [{{ new_item }}] end,
+                    list_filter(
+                        coalesce(cast(json_extract({{ payload }}, '$.' || {{ property }}) as json[]), []::json[]),
+                        lambda item: (item ->> '$.field') is distinct from {{ slot }}
+                    )
+                ),
+                lambda item: case
+                    when {{ property }} = 'email_addresses'
+                        then json_merge_patch(item, '{"is_opt_in": null, "email_opt_status": null}')
+                    else item
+                end
+            ))
+{%- endmacro %}
+
+{% macro postgres__keap_array_with_item(payload, property, slot, new_item) -%}
+    (
+        select coalesce(json_agg(items.item order by items.position), '[]'::json)
+        from (
+            select cast({{ new_item }} as json) as item, 0 as position
+            where {{ new_item }} is not null
+            union all
+            select elements.item, elements.position
+            from json_array_elements(
+                case when json_typeof(cast({{ payload }} as json) -> {{ property }}) = 'array'
+                    then cast({{ payload }} as json) -> {{ property }} end
+            ) with ordinality as elements(item, position)
+            where (elements.item ->> 'field') is distinct from {{ slot }}
+        ) as kept
+        cross join lateral (
+            select case
+                when {{ property }} = 'email_addresses'
+                    then crmsync_support.json_merge_patch(kept.item, '{"is_opt_in": null, "email_opt_status": null}')
+                else kept.item
+            end as item, kept.position as position
+        ) as items
+    )
+{%- endmacro %}

@@ -28,14 +28,14 @@
     held_for_review as (
         select
             candidate as customcrm_id,
-            any_value(natural_key) as held_key,
-            any_value(natural_key_value) as held_key_value,
-            list(keap_id order by keap_id) as keap_candidates
+            {{ any_value_of('natural_key') }} as held_key,
+            {{ any_value_of('natural_key_value') }} as held_key_value,
+            {{ agg_list('keap_id', order_by=text_order('keap_id')) }} as keap_candidates
         from (
             select unnest(customcrm_candidates) as candidate, natural_key, natural_key_value, keap_id
             from matched
             where link_rule = 'ambiguous' and customcrm_candidates is not null
-        )
+        ) as candidates
         group by candidate
     ),
 
@@ -164,10 +164,10 @@
                 when recorded_link_rule is not null and keap_deleted and customcrm_deleted
                     then 'deleted on both sides; the link is kept for the record'
                 when recorded_link_rule is not null and keap_deleted
-                    then 'deleted in Keap on ' || strftime(keap_deleted_at, '%Y-%m-%d')
+                    then 'deleted in Keap on ' || {{ date_text('keap_deleted_at') }}
                         || '; the Customcrm record is kept (deleting counterparts is off by default)'
                 when recorded_link_rule is not null and customcrm_deleted
-                    then 'deleted in Customcrm on ' || strftime(customcrm_deleted_at, '%Y-%m-%d')
+                    then 'deleted in Customcrm on ' || {{ date_text('customcrm_deleted_at') }}
                         || '; the Keap record is kept (deleting counterparts is off by default)'
                 when rejection_reason is not null then rejection_reason
                     || ' (sent again once its values change, or after a wait; `crmsync rejections`)'

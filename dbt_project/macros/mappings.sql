@@ -78,8 +78,8 @@
         {{ canonical_text('keap_' ~ f.field, f.compare_as) }} as keap_value,
         {{ canonical_text('customcrm_' ~ f.field, f.compare_as) }} as customcrm_value
     from {{ paired }}
-    where not list_contains(coalesce(keap_unparseable_fields, cast([] as varchar[])), '{{ f.field }}')
-        and not list_contains(coalesce(customcrm_unparseable_fields, cast([] as varchar[])), '{{ f.field }}')
+    where not {{ list_has('coalesce(keap_unparseable_fields, ' ~ empty_text_list() ~ ')', "'" ~ f.field ~ "'") }}
+        and not {{ list_has('coalesce(customcrm_unparseable_fields, ' ~ empty_text_list() ~ ')', "'" ~ f.field ~ "'") }}
     {{ "union all" if not loop.last }}
     {%- endfor %}
 {% endmacro %}
@@ -126,27 +126,22 @@
         from {{ ref('stg_sync_state__clock_offsets') }}
     ),
 
-    timed as (
-        select
-            with_base.*,
-            epoch(with_base.customcrm_updated_at) - clocks.customcrm_offset_s
-                - (epoch(with_base.keap_updated_at) - clocks.keap_offset_s) as customcrm_lead_s,
-            clocks.uncertainty_s as clock_uncertainty_s
-        from with_base
-        cross join clocks
-    ),
-
+    {%- set customcrm_lead_s -%}
+        ({{ epoch_seconds('with_base.customcrm_updated_at') }} - clocks.customcrm_offset_s
+            - ({{ epoch_seconds('with_base.keap_updated_at') }} - clocks.keap_offset_s))
+    {%- endset %}
     changes as (
         select
-            * exclude (customcrm_lead_s, clock_uncertainty_s),
+            with_base.*,
             has_base and keap_value is distinct from base_value as keap_changed,
             has_base and customcrm_value is distinct from base_value as customcrm_changed,
             -- equal values decide nothing: the times are compared only where the sides differ
             case when keap_value is distinct from customcrm_value
-                then coalesce(customcrm_lead_s > clock_uncertainty_s, false) end as customcrm_is_newer,
+                then coalesce({{ customcrm_lead_s }} > clocks.uncertainty_s, false) end as customcrm_is_newer,
             case when keap_value is distinct from customcrm_value
-                then coalesce(abs(customcrm_lead_s) <= clock_uncertainty_s, false) end as is_clock_tie
-        from timed
+                then coalesce(abs({{ customcrm_lead_s }}) <= clocks.uncertainty_s, false) end as is_clock_tie
+        from with_base
+        cross join clocks
     ),
 
     decided as (

@@ -44,13 +44,17 @@
     -- rule 2: the sync created it (perhaps in a run that crashed before recording the link);
     -- two Customcrm records claiming one Keap id link nothing
     by_external_ref as (
-        select
-            keap_open_0.keap_id,
-            customcrm_open_0.customcrm_id
-        from keap_open_0
-        inner join customcrm_open_0
-            on customcrm_open_0.keap_ref = keap_open_0.keap_id
-        qualify count(*) over (partition by keap_open_0.keap_id) = 1
+        select keap_id, customcrm_id
+        from (
+            select
+                keap_open_0.keap_id,
+                customcrm_open_0.customcrm_id,
+                count(*) over (partition by keap_open_0.keap_id) as claims
+            from keap_open_0
+            inner join customcrm_open_0
+                on customcrm_open_0.keap_ref = keap_open_0.keap_id
+        ) as claimed
+        where claims = 1
     ),
 
     keap_open_1 as (
@@ -138,7 +142,7 @@
             ambiguous_{{ n }}.natural_key,
             ambiguous_{{ n }}.key_value,
             (
-                select list(customcrm_keys_{{ n }}.customcrm_id order by customcrm_keys_{{ n }}.customcrm_id)
+                select {{ agg_list('customcrm_keys_' ~ n ~ '.customcrm_id', order_by=text_order('customcrm_keys_' ~ n ~ '.customcrm_id')) }}
                 from customcrm_keys_{{ n }}
                 where customcrm_keys_{{ n }}.key_value = keap_keys_{{ n }}.key_value
             ) as customcrm_candidates
@@ -178,7 +182,13 @@
             ambiguous_first.customcrm_candidates
         from keap_open_{{ last }}
         left join (
-            select * from ambiguous_keap qualify row_number() over (partition by keap_id order by natural_key) = 1
+            select * from (
+                select
+                    *,
+                    row_number() over (partition by keap_id order by {{ text_order('natural_key') }}) as key_rank
+                from ambiguous_keap
+            ) as ranked
+            where key_rank = 1
         ) as ambiguous_first
             on ambiguous_first.keap_id = keap_open_{{ last }}.keap_id
     ),

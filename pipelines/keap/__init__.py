@@ -134,9 +134,15 @@ def _ids(resource: str, deleted: bool) -> set[str]:
                 rows = sql.execute_sql(marked, resource)
             else:
                 table = sql.make_qualified_table_name(resource)
-                try:
+                # asked, not tried: a failed statement would abort PostgreSQL's transaction
+                found = sql.execute_sql(
+                    "select count(*) from information_schema.tables where table_schema = %s and table_name = %s",
+                    sql.dataset_name,
+                    "deletions",
+                )
+                if found and found[0][0]:
                     rows = sql.execute_sql(f"select id from {table} where id not in ({marked})", resource)
-                except Exception:  # no deletions table yet
+                else:  # no deletions table yet
                     rows = sql.execute_sql(f"select id from {table}")
     except Exception:  # nothing loaded yet
         return set()

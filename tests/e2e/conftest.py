@@ -1,4 +1,7 @@
-"""A whole sync against both sandboxes, as the product runs it (configured endpoints)."""
+"""A whole sync against both sandboxes, as the product runs it (configured endpoints), on
+each engine: every test that takes a `world` runs on the DuckDB file and on a PostgreSQL
+warehouse (a database of its own in the tests' throwaway cluster), unless its module says
+otherwise (`ENGINES`: a test of the DuckDB file itself)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 import pytest
 
@@ -17,7 +19,9 @@ from connectors.keap import KeapPacer, keap_client
 from crmsync.run import Endpoints, SyncOutcome, run_sync
 from crmsync.settings import Settings
 from sandbox.bundle import Sandboxes
+from support.warehouse import ENV, connect
 from tests.conftest import admin, crm_http, keap_http
+from tests.postgres import create_database
 
 
 def no_sleep(seconds: float) -> None:
@@ -88,13 +92,15 @@ class World:
             "CUSTOMCRM_API_URL": self.boxes.customcrm_url,
             "CUSTOMCRM_API_TOKEN": self.boxes.customcrm.credentials.token,
             "CRMSYNC_DB": str(self.settings.db_path),
+            **({"CRMSYNC_WAREHOUSE": self.settings.warehouse} if self.settings.warehouse else {}),
             "PYTHONUNBUFFERED": "1",
             **extra,
         }
 
-    def sql(self, query: str) -> list[tuple]:
-        with duckdb.connect(str(self.settings.db_path)) as con:
-            return con.execute(query).fetchall()
+    def sql(self, query: str, params: list[Any] | None = None) -> list[tuple]:
+        """A query on the world's warehouse (`?` placeholders), whichever engine it is."""
+        with connect(self.settings.db_path) as con:
+            return con.execute(query, params).fetchall()  # type: ignore[no-any-return]
 
     # the two systems as a user sees them
     def keap_all(self, resource: str) -> list[dict[str, Any]]:
@@ -112,8 +118,39 @@ class World:
 DEMO = {"size": 25, "seed": 11}
 
 
-def _settings(folder: Path) -> Settings:
-    return Settings(db_path=folder / "crmsync.duckdb", keap_configured=True, customcrm_configured=True)
+ENGINES = ("duckdb", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test with a `world`, once per engine: those its `engines` mark names, else its
+    module's ENGINES, else both."""
+    if "world" in metafunc.fixturenames:
+        marked = metafunc.definition.get_closest_marker("engines")
+        engines = marked.args if marked else getattr(metafunc.module, "ENGINES", ENGINES)
+        metafunc.parametrize("engine", engines, indirect=True)
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "duckdb")
+
+
+def _settings(folder: Path, warehouse: str | None = None) -> Settings:
+    return Settings(db_path=folder / "crmsync.duckdb", warehouse=warehouse, keap_configured=True,
+                    customcrm_configured=True)  # fmt: skip
+
+
+def _first_sync(folder: Path, warehouse: str | None) -> Path:
+    boxes = Sandboxes(folder / "sandbox").start()
+    try:
+        boxes.seed_demo(**DEMO)
+        with keap_http(boxes) as keap, crm_http(boxes) as crm:
+            admin(crm, boxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
+            first = World(boxes, _settings(folder, warehouse), keap, crm).sync()
+        assert first.status == "ok", first.error or first.problems
+    finally:
+        boxes.stop()  # the stores closed: their files are whole, ready to copy
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -122,17 +159,18 @@ def synced_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (a first sync is ~20 s): a test marked `synced` starts from a copy of all three
     (tests/conftest.py's `sandboxes` copies the systems, `world` the state). The first sync
     itself is what test_sync.py's first test and others check, each on its own world."""
-    folder = tmp_path_factory.mktemp("synced-demo")
-    boxes = Sandboxes(folder / "sandbox").start()
-    try:
-        boxes.seed_demo(**DEMO)
-        with keap_http(boxes) as keap, crm_http(boxes) as crm:
-            admin(crm, boxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
-            first = World(boxes, _settings(folder), keap, crm).sync()
-        assert first.status == "ok", first.error or first.problems
-    finally:
-        boxes.stop()  # the stores closed: their files are whole, ready to copy
-    return folder
+    return _first_sync(tmp_path_factory.mktemp("synced-demo"), None)
+
+
+@pytest.fixture(scope="session")
+def synced_demo_postgres(tmp_path_factory: pytest.TempPathFactory, postgres_cluster: str) -> tuple[Path, str]:
+    """The same on PostgreSQL: the folder (the systems, the local state) and the database the
+    first sync wrote, which each `synced` test's database is created from (as a template)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(ENV, raising=False)  # restored after the sync, which sets it
+        url = create_database(postgres_cluster, "synced_demo")
+        folder = _first_sync(tmp_path_factory.mktemp("synced-demo-pg"), url)
+    return folder, "synced_demo"
 
 
 @pytest.fixture
@@ -142,14 +180,28 @@ def world(
     crm: httpx.Client,
     tmp_path: Path,
     request: pytest.FixtureRequest,
+    engine: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[World]:
     """The demo in both sandboxes and no state yet; marked `synced`: right after the demo's
-    first sync (a copy of `synced_demo`)."""
-    if request.node.get_closest_marker("synced"):
-        made = request.getfixturevalue("synced_demo")
-        shutil.copy2(made / "crmsync.duckdb", tmp_path / "crmsync.duckdb")
+    first sync (a copy of `synced_demo`, or of `synced_demo_postgres`). On PostgreSQL the
+    world's database is CRMSYNC_WAREHOUSE for the test (the process's steps read it)."""
+    synced = request.node.get_closest_marker("synced")
+    warehouse = None
+    if engine == "postgres":
+        cluster_url = request.getfixturevalue("postgres_cluster")
+        template = request.getfixturevalue("synced_demo_postgres")[1] if synced else None
+        warehouse = create_database(cluster_url, template=template)
+        monkeypatch.setenv(ENV, warehouse)
+    else:
+        monkeypatch.delenv(ENV, raising=False)
+    if synced:
+        made = request.getfixturevalue("synced_demo" if engine == "duckdb" else "synced_demo_postgres")
+        made = made if engine == "duckdb" else made[0]
+        if engine == "duckdb":
+            shutil.copy2(made / "crmsync.duckdb", tmp_path / "crmsync.duckdb")
         shutil.copytree(made / "crmsync.state", tmp_path / "crmsync.state")
     else:
         sandboxes.seed_demo(**DEMO)
     admin(crm, sandboxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
-    yield World(sandboxes, _settings(tmp_path), keap, crm)
+    yield World(sandboxes, _settings(tmp_path, warehouse), keap, crm)

@@ -8,16 +8,16 @@ import re
 import time
 from typing import Any
 
-import duckdb
 import pytest
 
 from pipelines.ingest import IngestOptions
+from support.warehouse import connect
 from tests.conftest import REPO
 from tests.e2e.conftest import World
 
 
 def _rows(world: World, model: str, where: str = "true") -> list[dict[str, Any]]:
-    with duckdb.connect(str(world.settings.db_path)) as con:
+    with connect(world.settings.db_path) as con:
         cursor = con.execute(f"select * from main.{model} where {where}")
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
@@ -142,7 +142,7 @@ def test_the_readme_queries_run_and_answer(world: World) -> None:
     section = readme[start : readme.index("\n## ", start + 1)]
     queries = re.findall(r"```sql\n(.*?)```", section, re.S)
     assert len(queries) == 3
-    with duckdb.connect(str(world.settings.db_path)) as con:
+    with connect(world.settings.db_path) as con:
         unlinked = con.execute(queries[0]).fetchall()
         assert any(row[2] == "unlinked@x.example" and row[3] == "to_be_created" for row in unlinked)
         last_writes = con.execute(queries[1]).fetchall()

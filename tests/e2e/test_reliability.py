@@ -200,7 +200,7 @@ def _kill_at_held_write(world: World, cwd: Path, system: str, nth: int, when: st
 
 def _marts(world: World) -> dict[str, list[tuple]]:
     tables = [t for (t,) in world.sql(
-        "select table_name from information_schema.tables where table_schema = 'main' order by all")]  # fmt: skip
+        "select table_name from information_schema.tables where table_schema = 'main' order by table_name")]  # fmt: skip
     return {t: sorted(world.sql(f"select * from main.{t}"), key=repr) for t in tables}
 
 

@@ -6,7 +6,7 @@ matched as (
     {%- for mapping in registry_mappings() %}
     select * from {{ ref('int_' ~ mapping ~ '__matched') }}
     {%- if not loop.last %}
-    union all by name
+    {{ union_all_by_name() }}
     {%- endif %}
     {%- endfor %}
 ),

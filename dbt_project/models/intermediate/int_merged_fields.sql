@@ -14,7 +14,7 @@ final as (
     {%- for mapping in registry_mappings() %}
     select * from {{ mapping }}
     {%- if not loop.last %}
-    union all by name
+    {{ union_all_by_name() }}
     {%- endif %}
     {%- endfor %}
 )

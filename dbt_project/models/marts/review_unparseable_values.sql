@@ -29,7 +29,7 @@ final as (
         unnest(unparseable_fields) as field,
         record
     from records
-    where len(unparseable_fields) > 0
+    where unparseable_fields <> {{ empty_text_list() }}
 )
 
 select * from final

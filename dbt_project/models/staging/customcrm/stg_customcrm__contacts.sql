@@ -24,8 +24,8 @@ records as (
         upper({{ canon_text(json_text('payload', 'Country')) }}) as country,
         {{ canon_date(canon_text(json_text('payload', 'BirthDate'))) }} as birth_date,
         {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
-        try_cast({{ json_text('payload', 'Version') }} as integer) as version,
-        try_cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
+        {{ try_cast_to(json_text('payload', 'Version'), 'integer') }} as version,
+        {{ try_cast_to(json_text('payload', 'UpdatedAt'), 'timestamptz') }} as updated_at,
         cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source

@@ -19,8 +19,8 @@ records as (
         upper({{ canon_text(json_text('payload', 'Currency')) }}) as currency,
         {{ canon_boolean(json_text('payload', 'Active')) }} as active,
         {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
-        try_cast({{ json_text('payload', 'Version') }} as integer) as version,
-        try_cast({{ json_text('payload', 'UpdatedAt') }} as timestamptz) as updated_at,
+        {{ try_cast_to(json_text('payload', 'Version'), 'integer') }} as version,
+        {{ try_cast_to(json_text('payload', 'UpdatedAt'), 'timestamptz') }} as updated_at,
         cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source

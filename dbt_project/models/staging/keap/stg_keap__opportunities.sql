@@ -16,7 +16,7 @@ opportunities as (
         {{ canon_text(json_text('payload', 'stage.id')) }} as stage_id,
         {{ canon_text(json_text('payload', 'stage.name')) }} as stage_name,
         {{ json_text('payload', 'projected_revenue_high') }} as amount_text,
-        {{ canon_money("json_extract(payload, '$.projected_revenue_high')") }} as amount,
+        {{ canon_money(json_get('payload', "'projected_revenue_high'")) }} as amount,
         {{ canon_text(json_text('payload', 'estimated_close_time')) }} as estimated_close_time_text,
         {{ keap_timestamp(json_text('payload', 'estimated_close_time')) }} as estimated_close_time,
         {{ canon_text(json_text('payload', 'opportunity_notes')) }} as description,

@@ -17,7 +17,7 @@ products as (
         {{ canon_text(json_text('payload', 'short_description')) }} as short_description,
         -- Keap reads a price back as an object whose amount is in minor units (1250 = 12.50)
         {{ json_text('payload', 'price.amount') }} as price_text,
-        try_cast(try_cast({{ json_text('payload', 'price.amount') }} as bigint) as decimal(18, 2)) / 100 as price,
+        {{ try_cast_to(try_cast_to(json_text('payload', 'price.amount'), 'bigint'), 'decimal') }} / 100 as price,
         upper({{ canon_text(json_text('payload', 'price.currency_code')) }}) as currency,
         {{ json_text('payload', 'active') }} as active_text,
         {{ canon_boolean(json_text('payload', 'active')) }} as active,

@@ -9,7 +9,7 @@ final as (
         id as stage_id,
         {{ canon_text(json_text('payload', 'name')) }} as stage_name,
         cast({{ json_text('payload', 'order') }} as integer) as stage_order,
-        try_cast({{ json_text('payload', 'probability') }} as integer) as stage_probability
+        {{ try_cast_to(json_text('payload', 'probability'), 'integer') }} as stage_probability
     from source
 )
 

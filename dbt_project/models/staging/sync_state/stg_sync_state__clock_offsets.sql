@@ -5,14 +5,21 @@ offsets as (
     select * from {{ source('sync_state', 'clock_offsets') }}
 ),
 
+ranked as (
+    select
+        *,
+        row_number() over (partition by system order by measured_at desc, run_id desc) as recency
+    from offsets
+),
+
 final as (
     select
         system,
         offset_s,
         uncertainty_s,
         measured_at
-    from offsets
-    qualify row_number() over (partition by system order by measured_at desc, run_id desc) = 1
+    from ranked
+    where recency = 1
 )
 
 select * from final

@@ -1,0 +1,184 @@
+"""Where the sync keeps its data: the DuckDB file (the default), or a PostgreSQL database
+when CRMSYNC_WAREHOUSE is a postgresql:// URL. Every step opens a short connection, does
+its work and closes it again (a DuckDB file takes one writing process at a time).
+
+Both connections answer the same calls: `execute(sql, params)` with `?` placeholders,
+then `fetchone`, `fetchall` and `description`. On PostgreSQL the connection runs in
+autocommit, so `begin` ... `commit` in the SQL are the transaction, as on DuckDB; its
+session's time zone is UTC, as DuckDB's is here; and JSON comes back as text, as DuckDB
+gives it. The SQL the Python modules send is written to run on both (`is_postgres` where
+it cannot be)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import duckdb
+
+ENV = "CRMSYNC_WAREHOUSE"
+
+
+def url() -> str | None:
+    """The PostgreSQL warehouse's URL, or None for the DuckDB file."""
+    return os.environ.get(ENV) or None
+
+
+def use(warehouse: str | None) -> None:
+    """Make `warehouse` (Settings.warehouse: a postgresql:// URL, or None for the DuckDB file)
+    the one this process's steps connect to, dbt and dlt included."""
+    if warehouse:
+        os.environ[ENV] = warehouse
+    else:
+        os.environ.pop(ENV, None)
+
+
+def parts(warehouse: str) -> dict[str, str]:
+    """host, port, user, password, database of a postgresql:// URL (dbt's profile takes them
+    apart: dbt_project/profiles.yml)."""
+    found = urlsplit(warehouse)
+    return {
+        "host": found.hostname or "127.0.0.1",
+        "port": str(found.port or 5432),
+        "user": unquote(found.username or ""),
+        "password": unquote(found.password or ""),
+        "database": unquote(found.path.lstrip("/")) or "postgres",
+    }
+
+
+_QUOTED = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")""")
+
+
+def _pyformat(sql: str) -> str:
+    """`?` placeholders as psycopg2's `%s` (not inside a quoted literal or name), and every
+    literal % doubled."""
+    pieces = _QUOTED.split(sql)
+    return "".join(
+        piece.replace("%", "%%") if piece[:1] in ("'", '"') else piece.replace("%", "%%").replace("?", "%s")
+        for piece in pieces
+    )
+
+
+class PostgresConnection:
+    """A psycopg2 connection that answers as a DuckDB connection does (see the module)."""
+
+    dialect = "postgres"
+
+    def __init__(self, warehouse: str, read_only: bool = False) -> None:
+        import psycopg2
+        import psycopg2.extensions
+        import psycopg2.extras
+
+        options = "-c timezone=UTC" + (" -c default_transaction_read_only=on" if read_only else "")
+        self._con = psycopg2.connect(warehouse, options=options, connect_timeout=10)
+        self._con.autocommit = True
+        psycopg2.extras.register_default_json(self._con, loads=lambda text: text)
+        psycopg2.extras.register_default_jsonb(self._con, loads=lambda text: text)
+        self._cursor = self._con.cursor()
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> PostgresConnection:
+        if params is None:
+            self._cursor.execute(sql)
+        else:
+            self._cursor.execute(_pyformat(sql), [_adapt(p) for p in params])
+        return self
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._cursor.fetchone()  # type: ignore[no-any-return]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._cursor.fetchall()  # type: ignore[no-any-return]
+
+    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
+        return self._cursor.fetchmany(size)  # type: ignore[no-any-return]
+
+    def insert_rows(
+        self,
+        head: str,
+        rows: Sequence[Sequence[Any]],
+        types: Sequence[str],
+        suffix: str,
+        leading: Sequence[Any],
+    ) -> None:
+        """`head (values ...) as v(col0, col1, ...) suffix`, a page of rows per statement, each
+        cell cast to its column's type (reverse_etl.state._insert: `head` may bind `leading`)."""
+        from psycopg2.extras import execute_values
+
+        prefix = (
+            self._cursor.mogrify(_pyformat(head), [_adapt(v) for v in leading]).decode() if leading else head
+        )
+        names = ", ".join(f"col{n}" for n in range(len(types)))
+        statement = prefix.replace("%", "%%") + f" (values %s) as v({names}) " + suffix.replace("%", "%%")
+        template = "(" + ", ".join(f"%s::{kind}" for kind in types) + ")"
+        execute_values(self._cursor, statement, [tuple(_adapt(c) for c in row) for row in rows],
+                       template=template, page_size=1000)  # fmt: skip
+
+    @property
+    def description(self) -> Any:
+        """(name, type, ...) per column, the type named as DuckDB names it (crmsync sql shows
+        a JSON column as JSON by it)."""
+        if self._cursor.description is None:
+            return None
+        return [(d.name, TYPE_NAMES.get(d.type_code, str(d.type_code))) for d in self._cursor.description]
+
+    def interrupt(self) -> None:
+        """Cancel the statement running now (crmsync sql's time limit), from another thread."""
+        self._con.cancel()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> PostgresConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# PostgreSQL's type oids, by DuckDB's names
+TYPE_NAMES = {16: "BOOLEAN", 20: "BIGINT", 21: "SMALLINT", 23: "INTEGER", 25: "VARCHAR", 114: "JSON",
+              700: "FLOAT", 701: "DOUBLE", 1009: "VARCHAR[]", 1015: "VARCHAR[]", 1043: "VARCHAR",
+              1082: "DATE", 1114: "TIMESTAMP", 1184: "TIMESTAMP WITH TIME ZONE", 1700: "DECIMAL",
+              3802: "JSON"}  # fmt: skip
+
+
+def _adapt(value: Any) -> Any:
+    """A tuple goes in as an array, as a list does (psycopg2 makes a tuple a row)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def is_postgres(con: Any) -> bool:
+    return getattr(con, "dialect", "duckdb") == "postgres"
+
+
+Connection = Any  # duckdb.DuckDBPyConnection or PostgresConnection
+
+
+@contextmanager
+def connect(db_path: Path | str, read_only: bool = False) -> Iterator[Connection]:
+    """A short-lived connection to the warehouse: the DuckDB file at `db_path`, or the
+    PostgreSQL database of CRMSYNC_WAREHOUSE (then `db_path` only names the local state's
+    folder). While a DuckDB connection is open in this process, the next ones reuse its
+    database instance instead of opening the file again."""
+    warehouse = url()
+    con: Any = (
+        PostgresConnection(warehouse, read_only=read_only)
+        if warehouse
+        else duckdb.connect(str(db_path), read_only=read_only)
+    )
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def errors() -> tuple[type[BaseException], ...]:
+    """What either engine raises for a statement or a connection that failed."""
+    import psycopg2
+
+    return (duckdb.Error, psycopg2.Error)
