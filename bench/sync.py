@@ -3,6 +3,7 @@ scenario needs.
 
     python -m bench.sync --size 10000                 # Keap at its published key limits
     python -m bench.sync --size 100000 --limits off   # request counts and local cost, unpaced
+    python -m bench.sync --size 10000 --limits off --warehouse postgres   # the same on PostgreSQL
 
 Each scenario is one `crmsync sync --json` in a process of its own (its wall time and
 its own peak memory, read with wait4), against sandboxes in another process.
@@ -18,6 +19,11 @@ operations. `minimum_with_echo` adds the pages that the records the sync itself 
 take when they are read back (their update times are past the cursor, so any
 incremental reader reads them once). The Keap floor is what its limits impose on the
 requests made: a bucket of 240, then 4 a second.
+
+`--warehouse postgres`: the sync's data in a PostgreSQL database (CRMSYNC_WAREHOUSE) of a
+throwaway cluster on this machine (tests/postgres.py, as the tests start theirs); the
+server's memory is not in the sync process's peak, so it is printed beside it
+(`server_rss_mib`: the cluster's processes, summed, at the end of each scenario).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from typing import Any
 import httpx
 
 from bench.common import RunningSandboxes, emit, main_for, sandboxes
+from support.warehouse import ENV
+from support.warehouse import url as warehouse_url
 
 KEAP = {"customers": "companies", "contacts": "contacts", "orders": "opportunities", "products": "products"}
 
@@ -72,7 +80,8 @@ print(json.dumps(outcome.as_dict(), default=str))
 
 def sync_process(boxes: RunningSandboxes, db: Path, paced: bool = True) -> dict[str, Any]:
     """One `crmsync sync --json` in a process of its own (`paced` False: the Keap client's
-    own pacing lifted too): its answer, wall time and peak resident memory."""
+    own pacing lifted too): its answer, wall time and peak resident memory. The warehouse
+    is this process's CRMSYNC_WAREHOUSE, if any."""
     env = {**os.environ, "CRMSYNC_DB": str(db), "KEAP_API_URL": boxes.keap_url, "KEAP_API_KEY": boxes.keap_key,
            "CUSTOMCRM_API_URL": boxes.customcrm_url, "CUSTOMCRM_API_TOKEN": boxes.customcrm_token}  # fmt: skip
     command = (
@@ -102,7 +111,7 @@ def written(db: Path, run_id: str) -> dict[str, dict[str, int]]:
             """select target, mapping, count(distinct coalesce(keap_id, customcrm_id))
                from sync_state.operations
                where run_id = ? and op <> 'link' and status in ('ok', 'rejected')
-               group by all""",
+               group by target, mapping""",
             [run_id],
         ).fetchall()
     found: dict[str, dict[str, int]] = {"keap": {}, "customcrm": {}}
@@ -133,7 +142,7 @@ def measure(
     minimum = minimum_keap + minimum_crm
     total = keap["total"] + crm["total"]
     emit("sync", {
-        "size_per_kind": size, "scenario": name, "status": answer.get("status"), "rounds": answer.get("rounds"),
+        "size_per_kind": size, "scenario": name, "warehouse": "postgres" if warehouse_url() else "duckdb", "status": answer.get("status"), "rounds": answer.get("rounds"),
         "quiet_since": answer.get("quiet_since"),
         "seconds": round(run["seconds"], 1), "phases": answer.get("seconds"), "peak_rss_mib": run["peak_rss_mib"],
         "keap_requests": keap["total"], "keap_writes": keap["writes"],
@@ -143,6 +152,7 @@ def measure(
         "minimum_with_echo": minimum + echo, "ratio_with_echo": round(total / max(1, minimum + echo), 2),
         "keap_floor_seconds": keap_floor_seconds(keap["total"]),
         "keap_429": keap["by_status"].get("429", 0), "customcrm_429": crm["by_status"].get("429", 0),
+        **({"server_rss_mib": server_rss_mib()} if warehouse_url() else {}),
     })  # fmt: skip
 
 
@@ -192,7 +202,37 @@ def restore(boxes: RunningSandboxes, limits: str) -> None:
     boxes.admin("customcrm", "/_sandbox/config", {"limits": "default" if limits == "published" else "off"})
 
 
-def run(size: int, limits: str = "published", keep: Path | None = None) -> None:
+def server_rss_mib() -> int:
+    """The resident memory of the PostgreSQL server's processes, summed (shared buffers
+    counted once per process that touched them: an upper bound)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        if "\nName:\tpostgres" in "\n" + text:
+            total += next(
+                (int(line.split()[1]) for line in text.splitlines() if line.startswith("VmRSS:")), 0
+            )
+    return total // 1024
+
+
+def run(size: int, limits: str = "published", keep: Path | None = None, warehouse: str = "duckdb") -> None:
+    if warehouse == "postgres":
+        from tests.postgres import cluster, create_database
+
+        with cluster() as url:
+            os.environ[ENV] = create_database(url)
+            try:
+                _run(size, limits, keep)
+            finally:
+                del os.environ[ENV]
+        return
+    _run(size, limits, keep)
+
+
+def _run(size: int, limits: str, keep: Path | None) -> None:
     nothing = {"keap": {r: 0 for r in KEAP.values()}, "customcrm": {m: 0 for m in KEAP}}
     paced = limits == "published"
     with tempfile.TemporaryDirectory(prefix="crmsync-bench-") as tmp:
@@ -205,7 +245,7 @@ def run(size: int, limits: str = "published", keep: Path | None = None) -> None:
             measure("initial sync", size, boxes, db, everything, paced)
             measure("the run after it", size, boxes, db, nothing, paced)
             if (
-                keep is not None
+                keep is not None and not warehouse_url()
             ):  # a synced account of this size, settled: what bench.dbt_incremental starts from
                 keep.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(db, keep / f"synced-{size}.duckdb")
@@ -219,7 +259,9 @@ def run(size: int, limits: str = "published", keep: Path | None = None) -> None:
 
 def main() -> None:
     main_for(run, __doc__, limits={"choices": ["published", "off"], "default": "published"},
-             keep={"type": Path, "help": "keep the DuckDB file of the synced account here"})  # fmt: skip
+             keep={"type": Path, "help": "keep the DuckDB file of the synced account here"},
+             warehouse={"choices": ["duckdb", "postgres"], "default": "duckdb",
+                        "help": "where the sync keeps its data (postgres: a throwaway local cluster)"})  # fmt: skip
 
 
 if __name__ == "__main__":

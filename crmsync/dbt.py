@@ -75,7 +75,7 @@ def _manifest(variables_json: str, db_path: Path) -> Any:
     the profile, read again by each invocation. Two files of one name in two folders (a
     test's worlds, `crmsync plan`'s scratch copy) share one parse."""
     url = warehouse.url()
-    where = f"postgres:{warehouse.parts(url)['database']}" if url else Path(db_path).stem
+    where = f"postgres:{warehouse.parts(url)['database']}:{warehouse.prefix()}" if url else Path(db_path).stem
     key = f"{where}|{variables_json}"
     if key not in _MANIFESTS:
         command = ["parse", *_paths(db_path), "--quiet"]

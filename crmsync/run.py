@@ -393,22 +393,13 @@ def scratch_copy(settings: Settings, purpose: str = "plan") -> Iterator[Settings
     `crmsync plan` extracts and builds there, with its own vars: nothing a sync reads (the
     raw rows and dlt's cursors, the sync_* marts, the quiet-run fingerprint, dbt's
     artifacts) is touched in the real file. dlt restores its cursors from the copy.
-    `crmsync docs` builds the docs site from one."""
-    if settings.warehouse:
-        # PostgreSQL: no copy of a database another program may be connected to. The plan
-        # works in place, holding the writers' lock (no sync meanwhile): its extract only
-        # adds what the systems hold now, its build is rebuilt whole by the next sync (the
-        # vars' signature), and the quiet-run mark is forgotten, so that sync builds anew.
-        from crmsync.lock import exclusive
-
-        with exclusive(settings.db_path, purpose, settings.wait_s):
-            try:
-                yield settings
-            finally:
-                ensure_state(settings.db_path)
-                record_quiet(settings.db_path, None, purpose)
-        return
+    `crmsync docs` builds the docs site from one. On PostgreSQL the copy is of the schemas,
+    in the same database (_scratch_schemas)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if settings.warehouse:
+        with _scratch_schemas(settings, purpose) as scratch:
+            yield scratch
+        return
     folder = Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=settings.state_dir))  # 0700
     copy = folder / settings.db_path.name
     try:
@@ -423,6 +414,35 @@ def scratch_copy(settings: Settings, purpose: str = "plan") -> Iterator[Settings
                 _private_copy(ran_short, target_dir(copy) / RAN_SHORT)
         yield dataclasses.replace(settings, db_path=copy)
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _scratch_schemas(settings: Settings, purpose: str) -> Iterator[Settings]:
+    """scratch_copy on PostgreSQL: the raw schemas and sync_state copied on the server into
+    schemas of a prefix of their own (`plan_1a2b3c_raw_keap`, ...: support.warehouse), from
+    one snapshot, while no crmsync writes; the steps then run on those (CRMSYNC_SCHEMA_PREFIX),
+    with a local state folder of their own; everything under the prefix is dropped at the end."""
+    import os
+    import uuid
+
+    from support import warehouse
+
+    assert settings.warehouse
+    scratch_prefix = f"{purpose}_{uuid.uuid4().hex[:8]}_"
+    folder = Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=settings.state_dir))  # 0700
+    try:
+        with (
+            shared(settings.db_path, settings.wait_s),
+            warehouse.PostgresConnection(settings.warehouse) as con,
+        ):
+            warehouse.copy_schemas(con, ("raw_keap", "raw_customcrm", "sync_state"), scratch_prefix)
+        os.environ[warehouse.PREFIX_ENV] = scratch_prefix
+        yield dataclasses.replace(settings, db_path=folder / settings.db_path.name)
+    finally:
+        os.environ.pop(warehouse.PREFIX_ENV, None)
+        with suppress(*warehouse_errors()), warehouse.PostgresConnection(settings.warehouse) as con:
+            warehouse.drop_schemas(con, scratch_prefix)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -33,6 +33,7 @@ from connectors.keap import KeapClient
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.customcrm import customcrm_source
 from pipelines.keap import keap_source
+from support.warehouse import PREFIX_ENV
 
 KEAP_DATASET = "raw_keap"
 CUSTOMCRM_DATASET = "raw_customcrm"
@@ -83,7 +84,8 @@ def _pipeline(
         pipeline_name=name,
         pipelines_dir=str(state_dir / "dlt" / "pipelines"),
         destination=_destination(db_path, warehouse),
-        dataset_name=dataset,
+        # on PostgreSQL, a plan's scratch copy of the schemas (support.warehouse.prefix)
+        dataset_name=(os.environ.get(PREFIX_ENV, "") if warehouse else "") + dataset,
     )
 
 

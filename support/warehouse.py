@@ -5,8 +5,8 @@ its work and closes it again (a DuckDB file takes one writing process at a time)
 Both connections answer the same calls: `execute(sql, params)` with `?` placeholders,
 then `fetchone`, `fetchall` and `description`. On PostgreSQL the connection runs in
 autocommit, so `begin` ... `commit` in the SQL are the transaction, as on DuckDB; its
-session's time zone is UTC, as DuckDB's is here; and JSON comes back as text, as DuckDB
-gives it. The SQL the Python modules send is written to run on both (`is_postgres` where
+session's time zone is UTC, as DuckDB's is here; its search path starts with `main`, as
+DuckDB's default schema is; and JSON comes back as text, as DuckDB gives it. The SQL the Python modules send is written to run on both (`is_postgres` where
 it cannot be)."""
 
 from __future__ import annotations
@@ -22,6 +22,30 @@ from urllib.parse import unquote, urlsplit
 import duckdb
 
 ENV = "CRMSYNC_WAREHOUSE"
+
+# The schemas the sync's SQL names. On PostgreSQL a prefix (CRMSYNC_SCHEMA_PREFIX, e.g.
+# `plan_1a2b3c_`) moves all of them at once: `crmsync plan` works in a scratch copy of them
+# (crmsync.run.scratch_copy). The connection maps the names the SQL says to the prefixed
+# ones; dbt (generate_schema_name, the sources) and dlt (the datasets) read the prefix too.
+SCHEMAS = ("raw_keap", "raw_customcrm", "staging", "intermediate", "main", "reference", "sync_state")
+PREFIX_ENV = "CRMSYNC_SCHEMA_PREFIX"
+_SCHEMA_NAMES = re.compile(
+    r"""(?<![\w."])(""" + "|".join(SCHEMAS) + r")(?=\.)|'(" + "|".join(SCHEMAS) + r"(?:_staging)?)'"
+)
+
+
+def prefix() -> str:
+    """The schemas' prefix on PostgreSQL ('' but in a plan's scratch copy)."""
+    return os.environ.get(PREFIX_ENV, "") if url() else ""
+
+
+def physical(sql: str) -> str:
+    """`sql` with the sync's schema names (`main.link_contacts`, `table_schema = 'main'`)
+    prefixed, when a prefix is set."""
+    found = prefix()
+    if not found:
+        return sql
+    return _SCHEMA_NAMES.sub(lambda m: found + m.group(1) if m.group(1) else f"'{found}{m.group(2)}'", sql)
 
 
 def url() -> str | None:
@@ -74,7 +98,10 @@ class PostgresConnection:
         import psycopg2.extensions
         import psycopg2.extras
 
-        options = "-c timezone=UTC" + (" -c default_transaction_read_only=on" if read_only else "")
+        # unqualified names find the marts, as on DuckDB, whose default schema is main
+        options = "-c timezone=UTC -c search_path=main,public" + (
+            " -c default_transaction_read_only=on" if read_only else ""
+        )
         self._con = psycopg2.connect(warehouse, options=options, connect_timeout=10)
         self._con.autocommit = True
         psycopg2.extras.register_default_json(self._con, loads=lambda text: text)
@@ -82,6 +109,7 @@ class PostgresConnection:
         self._cursor = self._con.cursor()
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> PostgresConnection:
+        sql = physical(sql)
         if params is None:
             self._cursor.execute(sql)
         else:
@@ -89,9 +117,13 @@ class PostgresConnection:
         return self
 
     def fetchone(self) -> tuple[Any, ...] | None:
+        if self._cursor.description is None:  # a statement without rows (psycopg2 would raise)
+            return None
         return self._cursor.fetchone()  # type: ignore[no-any-return]
 
     def fetchall(self) -> list[tuple[Any, ...]]:
+        if self._cursor.description is None:
+            return []
         return self._cursor.fetchall()  # type: ignore[no-any-return]
 
     def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
@@ -109,11 +141,12 @@ class PostgresConnection:
         cell cast to its column's type (reverse_etl.state._insert: `head` may bind `leading`)."""
         from psycopg2.extras import execute_values
 
-        prefix = (
+        head, suffix = physical(head), physical(suffix)
+        start = (
             self._cursor.mogrify(_pyformat(head), [_adapt(v) for v in leading]).decode() if leading else head
         )
         names = ", ".join(f"col{n}" for n in range(len(types)))
-        statement = prefix.replace("%", "%%") + f" (values %s) as v({names}) " + suffix.replace("%", "%%")
+        statement = start.replace("%", "%%") + f" (values %s) as v({names}) " + suffix.replace("%", "%%")
         template = "(" + ", ".join(f"%s::{kind}" for kind in types) + ")"
         execute_values(self._cursor, statement, [tuple(_adapt(c) for c in row) for row in rows],
                        template=template, page_size=1000)  # fmt: skip
@@ -182,3 +215,38 @@ def errors() -> tuple[type[BaseException], ...]:
     import psycopg2
 
     return (duckdb.Error, psycopg2.Error)
+
+
+def copy_schemas(con: PostgresConnection, names: Sequence[str], into_prefix: str) -> None:
+    """The tables of the schemas `names` (as they are, unprefixed) copied into schemas of the
+    same names with `into_prefix`, from one snapshot (a writer's commit between two tables is
+    in both or in neither), with their keys and defaults."""
+    con.execute("begin isolation level repeatable read")
+    try:
+        for schema in names:
+            tables = con.execute(
+                "select table_name from information_schema.tables "
+                "where table_schema = ? and table_type = 'BASE TABLE'",
+                [schema],
+            ).fetchall()
+            if not tables:
+                continue
+            con.execute(f'create schema "{into_prefix}{schema}"')
+            for (table,) in tables:
+                target, source = f'"{into_prefix}{schema}"."{table}"', f'"{schema}"."{table}"'
+                con.execute(f"create table {target} (like {source} including all)")
+                con.execute(f"insert into {target} select * from {source}")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+
+
+def drop_schemas(con: PostgresConnection, with_prefix: str) -> None:
+    """Every schema whose name starts with `with_prefix` (a plan's scratch copy), with all in it."""
+    if not with_prefix:
+        raise ValueError("no prefix: that would be every schema")
+    for (schema,) in con.execute(
+        "select nspname from pg_namespace where starts_with(nspname, ?)", [with_prefix]
+    ).fetchall():
+        con.execute(f'drop schema "{schema}" cascade')

@@ -1,10 +1,10 @@
 """A whole sync against both sandboxes, as the product runs it (configured endpoints), on
-each engine: every test that takes a `world` runs on the DuckDB file and on a PostgreSQL
-warehouse (a database of its own in the tests' throwaway cluster), unless its module says
-otherwise (`ENGINES`: a test of the DuckDB file itself)."""
+the DuckDB file or on a PostgreSQL warehouse (a database of its own in the tests'
+throwaway cluster): see pytest_generate_tests for which tests run on which."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,15 +118,20 @@ class World:
 DEMO = {"size": 25, "seed": 11}
 
 
-ENGINES = ("duckdb", "postgres")
+BOTH = ("duckdb", "postgres")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test with a `world`, once per engine: those its `engines` mark names, else its
-    module's ENGINES, else both."""
+    module's ENGINES, else DuckDB alone. `make test` runs the modules whose subject is the
+    warehouse on both (ENGINES = BOTH: the sync's state, the merge, the models, the CLI that
+    reads them, crash and concurrency recovery); CRMSYNC_E2E_ENGINES=all runs every module
+    on both (`make test-engines`), but those that name DuckDB alone (a test of the file)."""
     if "world" in metafunc.fixturenames:
         marked = metafunc.definition.get_closest_marker("engines")
-        engines = marked.args if marked else getattr(metafunc.module, "ENGINES", ENGINES)
+        engines = marked.args if marked else getattr(metafunc.module, "ENGINES", None)
+        if engines is None:
+            engines = BOTH if os.environ.get("CRMSYNC_E2E_ENGINES") == "all" else ("duckdb",)
         metafunc.parametrize("engine", engines, indirect=True)
 
 

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import World
+from tests.e2e.conftest import BOTH, World
 
 CRMSYNC = Path(sys.executable).parent / "crmsync"  # what `make sync` installs: .venv/bin/crmsync
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ run=(\d{8}T\d{6}Z-[0-9a-f]{6}) ")
+
+ENGINES = BOTH  # the warehouse is what this module's subject rests on
 
 
 def _cli(world: World, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -141,7 +143,9 @@ def test_a_refused_row_is_listed_set_aside_by_a_person_and_retried(world: World,
         m for m in _json(_cli(world, tmp_path, "status", "--json"))["mappings"] if m["mapping"] == "contacts"
     )
     assert (contacts["rejected"], contacts["ignored"]) == (0, 1)
-    world.sql("update sync_state.rejections set retry_after = now() - interval 1 hour")  # due, but set aside
+    world.sql(
+        "update sync_state.rejections set retry_after = now() - interval '1 hour'"
+    )  # due, but set aside
     aside = world.sync()
     assert aside.status == "ok" and [r["keap_id"] for r in aside.push.set_aside] == [twin["id"]]
     assert aside.push.set_aside[0]["why"] == "ignored by ops-anna: a duplicate: merging by hand"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import admin
-from tests.e2e.conftest import World
+from tests.e2e.conftest import BOTH, World
 
 MAPPINGS = {
     "customers": "companies",
@@ -23,6 +23,8 @@ MAPPINGS = {
     "orders": "opportunities",
     "products": "products",
 }
+
+ENGINES = BOTH  # the warehouse is what this module's subject rests on
 
 
 def _edit_both_sides(world: World) -> dict[str, str]:

@@ -217,9 +217,9 @@ def test_the_state_is_readable_by_its_owner_only(scan: Scanned) -> None:
 
 @pytest.mark.synced  # the first sync's writes, their payloads kept
 def test_a_sync_blanks_the_payloads_older_than_the_retention(world: World) -> None:
-    old = "attempted_at < now() - interval 30 day"
+    old = "attempted_at < now() - interval '30 day'"
     assert world.sql("select count(*) from sync_state.operations where payload is not null")[0][0] > 0
-    world.sql("update sync_state.operations set attempted_at = attempted_at - interval 31 day")
+    world.sql("update sync_state.operations set attempted_at = attempted_at - interval '31 day'")
     rows = world.sql("select count(*) from sync_state.operations")[0][0]
     assert (
         world.sql(f"select count(*) from sync_state.operations where {old} and payload is not null")[0][0] > 0

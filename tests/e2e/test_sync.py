@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import World
+from tests.e2e.conftest import BOTH, World
 
 RESOURCES = {
     "customers": "companies",
@@ -14,6 +14,8 @@ RESOURCES = {
     "orders": "opportunities",
     "products": "products",
 }
+
+ENGINES = BOTH  # the warehouse is what this module's subject rests on
 
 
 def _by_keap_ref(records: list[dict]) -> dict[str, list[dict]]:
