@@ -36,13 +36,41 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_orphans(programs: Path, run_as: list[str]) -> None:
+    """Clusters whose test process is gone (killed hard: pg_ctl's server outlives it) are
+    stopped and removed before a new one starts."""
+    for folder in Path(tempfile.gettempdir()).glob("crmsync-pg-*"):
+        try:
+            owner = int((folder / "owner").read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        if (folder / "data" / "postmaster.pid").exists():
+            subprocess.run([*run_as, str(programs / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate",
+                            "-w", "stop"], capture_output=True, check=False, timeout=60)  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextmanager
 def cluster() -> Iterator[str]:
     """A running cluster; yields its URL (`postgresql://crmsync:throwaway@127.0.0.1:PORT/postgres`)."""
     programs = bin_dir()
     as_root = os.geteuid() == 0
-    folder = Path(tempfile.mkdtemp(prefix="crmsync-pg-"))
     run_as = ["runuser", "-u", "postgres", "--"] if as_root else []
+    _stop_orphans(programs, run_as)
+    folder = Path(tempfile.mkdtemp(prefix="crmsync-pg-"))
+    (folder / "owner").write_text(str(os.getpid()))
     if as_root:
         shutil.chown(folder, "postgres", "postgres")
     data, port = folder / "data", _free_port()
