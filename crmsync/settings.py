@@ -32,7 +32,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from dotenv import dotenv_values
 
@@ -167,8 +167,9 @@ class Settings:
             )
         sandbox = get("CRMSYNC_SANDBOX_DIR")
         warehouse = get("CRMSYNC_WAREHOUSE")
+        allow_insecure = (get("CRMSYNC_ALLOW_INSECURE_HTTP") or "").lower() in ("1", "true", "yes")
         if warehouse is not None:
-            check_warehouse(warehouse)
+            check_warehouse(warehouse, allow_insecure)
         keap_configured = any(get(n) for n in ("KEAP_API_URL", *KEAP_SECRETS))
         customcrm_configured = any(get(n) for n in ("CUSTOMCRM_API_URL", "CUSTOMCRM_API_TOKEN"))
         return cls(
@@ -186,7 +187,7 @@ class Settings:
             keap_configured=keap_configured,
             customcrm_configured=customcrm_configured,
             retention_days=int(retention),
-            allow_insecure_http=(get("CRMSYNC_ALLOW_INSECURE_HTTP") or "").lower() in ("1", "true", "yes"),
+            allow_insecure_http=allow_insecure,
             run_deadline_s=deadline_minutes * 60,
             wait_s=wait_s,
             keap_quota_reserve=int(reserve),
@@ -268,9 +269,12 @@ class Settings:
             )
 
 
-def check_warehouse(url: str) -> None:
-    """CRMSYNC_WAREHOUSE must be a postgresql:// URL with a host and a database; the message
-    never shows its password."""
+def check_warehouse(url: str, allow_insecure: bool = False) -> None:
+    """CRMSYNC_WAREHOUSE must be a postgresql:// URL with a host and a database, and beyond
+    loopback it must ask for TLS (`sslmode=require`, `verify-ca` or `verify-full`: the
+    password and the customers' data would otherwise cross the network in the clear),
+    unless CRMSYNC_ALLOW_INSECURE_HTTP=1 says unencrypted connections are accepted. The
+    message never shows the password."""
     try:
         found = urlsplit(url)
         found.port  # noqa: B018 - raises on a port that is not a number
@@ -287,4 +291,13 @@ def check_warehouse(url: str) -> None:
         raise ConfigurationError(
             f"CRMSYNC_WAREHOUSE needs a host and a database: postgresql://user:password@host:port/database "
             f"(got {redact(url)})"
+        )
+    sslmode = dict(parse_qsl(found.query)).get("sslmode", "")
+    if not (
+        is_loopback(found.hostname) or sslmode in ("require", "verify-ca", "verify-full") or allow_insecure
+    ):
+        raise ConfigurationError(
+            f"CRMSYNC_WAREHOUSE connects to {found.hostname} without TLS, which would send its password and "
+            "the customers' data unencrypted: add ?sslmode=verify-full (or require) to the URL "
+            "(plain connections are accepted for 127.0.0.1/localhost only, or with CRMSYNC_ALLOW_INSECURE_HTTP=1)"
         )

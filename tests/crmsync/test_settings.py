@@ -148,3 +148,33 @@ def test_the_keap_quota_reserve_is_a_whole_number_of_requests() -> None:
             ConfigurationError, match="CRMSYNC_KEAP_QUOTA_RESERVE must be a whole number of requests"
         ):
             Settings.from_env({"CRMSYNC_KEAP_QUOTA_RESERVE": bad})
+
+
+def test_the_warehouse_is_a_postgresql_url_its_password_never_shown() -> None:
+    url = "postgresql://crmsync:s3cret-pw@127.0.0.1:5432/analytics"
+    settings = Settings.from_env({"CRMSYNC_WAREHOUSE": url}, dotenv="/nonexistent")
+    assert settings.warehouse == url
+    assert "s3cret-pw" not in repr(settings) and "***@127.0.0.1" in repr(settings)
+    assert Settings.from_env({}, dotenv="/nonexistent").warehouse is None
+    for wrong, says in [
+        ("mysql://u:s3cret-pw@127.0.0.1/db", "must be a postgresql:// URL"),
+        ("postgresql://u:s3cret-pw@127.0.0.1", "needs a host and a database"),
+        ("postgresql://u:s3cret-pw@127.0.0.1:port/db", "is not a URL"),
+    ]:
+        with pytest.raises(ConfigurationError, match=says) as refused:
+            Settings.from_env({"CRMSYNC_WAREHOUSE": wrong}, dotenv="/nonexistent")
+        assert "s3cret-pw" not in str(refused.value)
+
+
+def test_a_warehouse_beyond_loopback_needs_tls_unless_plain_connections_are_allowed() -> None:
+    remote = "postgresql://crmsync:s3cret-pw@db.example.internal:5432/analytics"
+    with pytest.raises(ConfigurationError, match=r"without TLS.*sslmode=verify-full") as refused:
+        Settings.from_env({"CRMSYNC_WAREHOUSE": remote}, dotenv="/nonexistent")
+    assert "s3cret-pw" not in str(refused.value)
+    with pytest.raises(ConfigurationError, match="without TLS"):
+        Settings.from_env({"CRMSYNC_WAREHOUSE": remote + "?sslmode=prefer"}, dotenv="/nonexistent")
+    for fine in (remote + "?sslmode=require", remote + "?sslmode=verify-full"):
+        assert Settings.from_env({"CRMSYNC_WAREHOUSE": fine}, dotenv="/nonexistent").warehouse == fine
+    allowed = Settings.from_env({"CRMSYNC_WAREHOUSE": remote, "CRMSYNC_ALLOW_INSECURE_HTTP": "1"},
+                                dotenv="/nonexistent")  # fmt: skip
+    assert allowed.warehouse == remote
