@@ -63,7 +63,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) ## the quick benchmark set: 10,000 records per kind (sync scenarios unpaced, a first sync at the limits, drt side by side)
 	$(BIN)/python -m bench.run
 
-bench-paced: $(BENCH_STAMP) ## + the runs at the published limits (1,000 Keap writes, a first sync at 100,000, 20 tenants, the hooks; about 1 h 50 min)
+bench-paced: $(BENCH_STAMP) ## + the runs at the published limits (1,000 Keap writes, a first sync at 100,000, 20 tenants, the hooks), the sync on PostgreSQL; about 2 h
 	$(BIN)/python -m bench.run --paced
 
 postgres: $(STAMP) ## a throwaway PostgreSQL cluster in the foreground, as the tests start theirs (Ctrl-C removes it)

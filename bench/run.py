@@ -6,6 +6,7 @@
     python -m bench.run --paced    # + the runs at Keap's limits (their floor is minutes by design),
                                    #   the first sync at 100,000 per kind at the limits (about 10 min),
                                    #   20 tenants of 1,000 with --all-tenants (about 7 min),
+                                   #   the sync scenarios unpaced on PostgreSQL (about 6 min),
                                    #   and the hooks' latency (100 edits per delay in 4 and 5 lanes,
                                    #   about 70 min: bench/hooks.py)
     python -m bench.run --size 100000
@@ -53,6 +54,7 @@ def main() -> None:
     if args.paced:
         first_sync.run(100_000, limits="published")
         tenants.run(1_000, 20, parallel=2, limits="published")  # 20 accounts with --all-tenants (~7 min)
+        sync.run(args.size, limits="off", warehouse="postgres")  # the scenarios on PostgreSQL (~6 min)
         keap_floor.run(1_000, 1_000)
         keap_reread.run(300, 300)
         sync.run(args.size, limits="published")
