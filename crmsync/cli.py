@@ -460,7 +460,7 @@ def _sync_all_tenants(passed: list[str], parallel: int, as_json: bool, quiet: bo
     import time
 
     from crmsync.report import emit_json, run_line, stamped
-    from crmsync.tenant_runs import overall_exit, stop_all, sync_all
+    from crmsync.tenant_runs import overall_exit, stop_all, sync_all, tenant_views
     from crmsync.tenants import load, tenants_file
 
     try:
@@ -501,9 +501,14 @@ def _sync_all_tenants(passed: list[str], parallel: int, as_json: bool, quiet: bo
     finally:
         signal.signal(signal.SIGTERM, previous)
     code = overall_exit(done)
+    views = tenant_views(tenants)  # PostgreSQL: all_tenants.<table> across the tenants' marts
     if as_json:
-        emit_json({"exit_code": code, "tenants": [run.as_dict() for run in done]})
+        emit_json({"exit_code": code, "tenants": [run.as_dict() for run in done], "views": views})
         return code
+    if not quiet:
+        for line in views:
+            with stamped("all-tenants"):
+                say(line, err=True)
     failed = [run.tenant for run in done if run.exit_code != 0]
     tail = f"; not ok: {', '.join(failed)}" if failed else ""
     with stamped("all-tenants"):
@@ -518,17 +523,18 @@ def _status_all_tenants(as_json: bool, wait_s: float) -> int:
     from crmsync.readonly import reading
     from crmsync.report import emit_json, run_history_line, table
     from crmsync.run import sync_status
-    from crmsync.tenants import load
+    from crmsync.tenants import load, reading_as
 
     counts = ["linked", "orphaned", "pending", "waiting", "conflicts", "rejected", "ignored"]
     found: list[dict[str, Any]] = []
     for tenant in load().values():
-        row: dict[str, Any] = {"tenant": tenant.name, "state": str(tenant.state), "error": None}
-        if not tenant.state.exists():
+        where = f"schemas {tenant.schema_prefix}*" if tenant.schema_prefix else str(tenant.state)
+        row: dict[str, Any] = {"tenant": tenant.name, "state": where, "error": None}
+        if not tenant.synced():
             found.append({**row, **dict.fromkeys(counts, 0), "last_run": None})
             continue
         try:
-            with reading(tenant.state, wait_s) as con:
+            with reading_as(tenant), reading(tenant.state, wait_s) as con:
                 one = sync_status(con)
         except Exception as exc:  # this tenant's line says it; the others are shown
             from crmsync.failures import failure_line
@@ -777,6 +783,24 @@ def rejections_ignore(obj: Context, keys: tuple[str, ...], reason: str) -> None:
     say(f"set aside by {by} until their records change: {', '.join(done)}")
 
 
+def _one_warehouse(tenants: list[Any]) -> str:
+    """`sql --all-tenants` on PostgreSQL: every tenant on one warehouse, whose all_tenants
+    views the query reads: its URL."""
+    from crmsync.tenants import referenced
+
+    urls = set()
+    for tenant in tenants:
+        if tenant.schema_prefix is None:
+            raise QueryError(
+                f"tenant {tenant.name!r} keeps its state in a DuckDB file and others in PostgreSQL: "
+                "--all-tenants reads all of them in one place, either DuckDB files or one warehouse"
+            )
+        urls.add(tenant.environment(referenced(dict(os.environ)), secrets=False)["CRMSYNC_WAREHOUSE"])
+    if len(urls) > 1:
+        raise QueryError("the tenants are on several PostgreSQL warehouses: --all-tenants reads one")
+    return urls.pop()
+
+
 @main.command()
 @_tenant_option(secrets=False)
 @click.argument("query")
@@ -830,21 +854,40 @@ def sql(
     from crmsync.report import delimited, emit_json, is_terminal, json_value, table
 
     tenants = None
+    on_warehouse: str | None = None  # the tenants' warehouse: the query reads its all_tenants views
     if all_tenants:
         _not_with_tenant()
         from crmsync.tenants import load
 
         every = load()
-        tenants = {name: tenant.state for name, tenant in every.items() if tenant.state.exists()}
-        missing = [name for name in every if name not in tenants]
-        if missing:
-            _warn(f"not synced yet, left out: {', '.join(missing)}")
-        if not tenants:
-            raise QueryError("no tenant has synced yet: run `crmsync sync --all-tenants` first")
+        warehoused = [tenant for tenant in every.values() if tenant.schema_prefix]
+        if warehoused:
+            on_warehouse = _one_warehouse(list(every.values()))
+        else:
+            tenants = {name: tenant.state for name, tenant in every.items() if tenant.state.exists()}
+            missing = [name for name in every if name not in tenants]
+            if missing:
+                _warn(f"not synced yet, left out: {', '.join(missing)}")
+            if not tenants:
+                raise QueryError("no tenant has synced yet: run `crmsync sync --all-tenants` first")
     settings = obj.settings
     shape = "json" if as_json else shape or ("table" if is_terminal() else "tsv")
-    found = run_query(settings.db_path, query, timeout=timeout, memory_limit=memory_limit, limit=limit,
-                      wait_s=settings.wait_s, tenants=tenants)  # fmt: skip
+    if on_warehouse is not None:
+        from crmsync.tenant_runs import VIEWS_SCHEMA
+        from support import warehouse
+
+        before = warehouse.url(), os.environ.pop(warehouse.PREFIX_ENV, None)
+        warehouse.use(on_warehouse)
+        try:
+            found = run_query(settings.db_path, query, timeout=timeout, limit=limit, wait_s=settings.wait_s,
+                              search_path=VIEWS_SCHEMA)  # fmt: skip
+        finally:
+            warehouse.use(before[0])
+            if before[1] is not None:
+                os.environ[warehouse.PREFIX_ENV] = before[1]
+    else:
+        found = run_query(settings.db_path, query, timeout=timeout, memory_limit=memory_limit, limit=limit,
+                          wait_s=settings.wait_s, tenants=tenants)  # fmt: skip
     if shape == "json":
         emit_json([{c: json_value(v, t) for c, t, v in zip(found.columns, found.types, row, strict=True)}
                    for row in found.rows])  # fmt: skip

@@ -123,7 +123,7 @@ WAREHOUSE_LOCK = "crmsync: one writer at a time"
 @contextmanager
 def _warehouse_lock(command: str) -> Iterator[None]:
     """On a PostgreSQL warehouse (CRMSYNC_WAREHOUSE), a writer also holds a session advisory
-    lock of the database for its whole run, in a connection of its own: crmsync on another
+    lock of the database (of its schemas, for a tenant) for its whole run, in a connection of its own: crmsync on another
     machine, whose lock file this one cannot see, waits for nothing and is refused at once.
     The server releases it when the connection ends, however the process ends."""
     from support import warehouse
@@ -133,12 +133,15 @@ def _warehouse_lock(command: str) -> Iterator[None]:
         yield
         return
     with warehouse.PostgresConnection(url) as con:
-        row = con.execute("select pg_try_advisory_lock(hashtext(?))", [WAREHOUSE_LOCK]).fetchone()
+        # one per set of schemas: tenants of one warehouse (their own prefixes) do not wait for each other
+        scope = warehouse.prefix()
+        row = con.execute("select pg_try_advisory_lock(hashtext(?))", [WAREHOUSE_LOCK + scope]).fetchone()
         if not (row and row[0]):
             where = warehouse.parts(url)
+            schemas = f" (schemas {scope}*)" if scope else ""
             raise StateBusy(
                 f"another crmsync is writing to the PostgreSQL warehouse {where['database']} on "
-                f"{where['host']}:{where['port']} (its advisory lock is held); `{command}` waits for "
+                f"{where['host']}:{where['port']}{schemas} (its advisory lock is held); `{command}` waits for "
                 "nothing: try again when it ends"
             )
         yield

@@ -68,7 +68,10 @@ def require(db_path: Path) -> None:
 
 
 def connect(
-    db_path: Path, memory_limit: str = DEFAULT_MEMORY_LIMIT, wait_s: float = 0.0
+    db_path: Path,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    wait_s: float = 0.0,
+    search_path: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """The locked-down, read-only connection; another program that holds the file for writing
     is waited for up to `wait_s` seconds, then named."""
@@ -82,7 +85,8 @@ def connect(
         except warehouse.errors() as exc:
             raise QueryError(f"cannot reach the PostgreSQL warehouse: {first_line(exc)}") from None
         con.execute("begin transaction read only")  # rolled back when the connection closes
-        con.execute("set local search_path = main")  # the marts by their names, as on DuckDB
+        # the marts by their names, as on DuckDB (a tenant's own; all_tenants: the views across them)
+        con.execute(f'set local search_path = "{search_path or warehouse.prefix() + "main"}"')
         return con  # type: ignore[return-value]
     config = {"memory_limit": memory_limit, "threads": THREADS, **LOCKED_DOWN}
     deadline = time.monotonic() + wait_s
@@ -106,13 +110,16 @@ def connect(
 
 @contextmanager
 def reading(
-    db_path: Path, wait_s: float = DEFAULT_WAIT_S, memory_limit: str = DEFAULT_MEMORY_LIMIT
+    db_path: Path,
+    wait_s: float = DEFAULT_WAIT_S,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    search_path: str | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection while no crmsync writes the state (crmsync.lock.shared): a running
     sync is waited for up to `wait_s` seconds, then named in one line (StateBusy)."""
     require(db_path)
     with shared(db_path, wait_s):
-        con = connect(db_path, memory_limit, wait_s)
+        con = connect(db_path, memory_limit, wait_s, search_path)
         try:
             yield con
         finally:
@@ -210,13 +217,15 @@ def run_query(
     limit: int | None = None,
     wait_s: float = DEFAULT_WAIT_S,
     tenants: dict[str, Path] | None = None,
+    search_path: str | None = None,
 ) -> QueryResult:
     """The columns, types and rows of `query` (the first `limit` rows), or a QueryError with
     one line. A running sync is waited for up to `wait_s` seconds (StateBusy after). With
-    `tenants` (their names and DuckDB files), on all of them at once (reading_tenants)."""
+    `tenants` (their names and DuckDB files), on all of them at once (reading_tenants). On
+    PostgreSQL, `search_path`: the schema the query's names are looked up in (all_tenants)."""
 
     opened = (
-        reading(db_path, wait_s, memory_limit)
+        reading(db_path, wait_s, memory_limit, search_path)
         if tenants is None
         else reading_tenants(tenants, wait_s, memory_limit)
     )

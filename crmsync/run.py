@@ -429,6 +429,7 @@ def _scratch_schemas(settings: Settings, purpose: str) -> Iterator[Settings]:
     from support import warehouse
 
     assert settings.warehouse
+    tenant_prefix = warehouse.prefix()
     scratch_prefix = f"{purpose}_{uuid.uuid4().hex[:8]}_"
     folder = Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=settings.state_dir))  # 0700
     try:
@@ -436,11 +437,13 @@ def _scratch_schemas(settings: Settings, purpose: str) -> Iterator[Settings]:
             shared(settings.db_path, settings.wait_s),
             warehouse.PostgresConnection(settings.warehouse) as con,
         ):
-            warehouse.copy_schemas(con, ("raw_keap", "raw_customcrm", "sync_state"), scratch_prefix)
-        os.environ[warehouse.PREFIX_ENV] = scratch_prefix
+            warehouse.copy_schemas(
+                con, ("raw_keap", "raw_customcrm", "sync_state"), tenant_prefix, scratch_prefix
+            )
+        os.environ[warehouse.PREFIX_ENV] = scratch_prefix + tenant_prefix
         yield dataclasses.replace(settings, db_path=folder / settings.db_path.name)
     finally:
-        os.environ.pop(warehouse.PREFIX_ENV, None)
+        os.environ[warehouse.PREFIX_ENV] = tenant_prefix
         with suppress(*warehouse_errors()), warehouse.PostgresConnection(settings.warehouse) as con:
             warehouse.drop_schemas(con, scratch_prefix)
         shutil.rmtree(folder, ignore_errors=True)

@@ -115,3 +115,77 @@ def sync_all(
 
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="tenant") as pool:
         return list(pool.map(one, tenants))
+
+
+VIEWS_SCHEMA = "all_tenants"
+
+
+def tenant_views(tenants: Sequence[Tenant], env: dict[str, str] | None = None) -> list[str]:
+    """On each PostgreSQL warehouse that tenants share, a view per table of their marts in
+    schema `all_tenants` (`all_tenants.link_contacts`: the tenant's name, then the columns
+    all of them have, in the first one's order) across the tenants whose marts exist:
+    what analysts query all tenants by, in the warehouse itself. Re-created after each
+    `sync --all-tenants`, in one transaction per warehouse. Returns one line per warehouse
+    and table set: what was made, or why not."""
+    from crmsync.settings import ConfigurationError
+    from crmsync.tenants import referenced
+    from support import warehouse
+
+    by_url: dict[str, list[Tenant]] = {}
+    lines: list[str] = []
+    for tenant in tenants:
+        if tenant.schema_prefix is None:
+            continue
+        try:
+            found = tenant.environment(
+                referenced(env if env is not None else dict(os.environ)), secrets=False
+            )
+        except ConfigurationError as exc:
+            lines.append(f"{tenant.name}: left out of the {VIEWS_SCHEMA} views: {exc}")
+            continue
+        by_url.setdefault(found["CRMSYNC_WAREHOUSE"], []).append(tenant)
+    for url, members in by_url.items():
+        where = warehouse.parts(url)
+        try:
+            lines.append(_views(url, members) + f" on {where['database']} at {where['host']}:{where['port']}")
+        except warehouse.errors() as exc:
+            lines.append(f"the {VIEWS_SCHEMA} views on {where['database']} were not made: {str(exc).strip()}")
+    return lines
+
+
+def _views(url: str, members: Sequence[Tenant]) -> str:
+    from support import warehouse
+
+    with warehouse.PostgresConnection(url) as con:
+        columns: dict[str, dict[str, list[str]]] = {}  # table -> tenant -> its columns
+        for tenant in members:
+            schema = f"{tenant.schema_prefix}main"
+            for table, column in con.execute(
+                "select table_name, column_name from information_schema.columns where table_schema = ? "
+                "order by table_name, ordinal_position",
+                [schema],
+            ).fetchall():
+                columns.setdefault(table, {}).setdefault(tenant.name, []).append(column)
+        con.execute("begin")
+        try:
+            con.execute(f'create schema if not exists "{VIEWS_SCHEMA}"')
+            for (view,) in con.execute(
+                "select table_name from information_schema.views where table_schema = ?", [VIEWS_SCHEMA]
+            ).fetchall():
+                con.execute(f'drop view "{VIEWS_SCHEMA}"."{view}"')
+            for table, found in sorted(columns.items()):
+                first = next(iter(found.values()))
+                shared = [c for c in first if all(c in other for other in found.values())]
+                chosen = ", ".join(f'"{c}"' for c in shared)
+                parts = [
+                    f'select \'{name}\' as tenant, {chosen} from "{tenant.schema_prefix}main"."{table}"'
+                    for tenant in members
+                    if (name := tenant.name) in found
+                ]
+                con.execute(f'create view "{VIEWS_SCHEMA}"."{table}" as ' + " union all ".join(parts))
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+    synced = sorted({name for found in columns.values() for name in found})
+    return f"{VIEWS_SCHEMA}: {len(columns)} views across {', '.join(synced) or 'no tenant yet'}"

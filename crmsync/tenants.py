@@ -4,13 +4,17 @@
 where its credentials come from, never the secrets themselves: a secret is
 `{ env = "NAME" }` (an environment variable) or `{ file = "path" }` (a file whose
 content is the secret, such as a container's secret). It also names its state, a
-DuckDB file of its own, and its options:
+DuckDB file of its own, or schemas of its own in a PostgreSQL warehouse, and its options:
 
     [tenants.acme]
     keap_api_key = { env = "ACME_KEAP_API_KEY" }
     customcrm_api_url = "https://crm.acme.example/api/v1"
     customcrm_api_token = { file = "/run/secrets/acme_customcrm" }
     state = "data/tenants/acme.duckdb"        # the default; relative to this file's folder
+    # or, instead of the DuckDB file, schemas acme_raw_keap, acme_main, ... in PostgreSQL
+    # (the URL holds a password: a reference, as a secret); `state` then names the local
+    # state folder only (acme.state/ beside it)
+    warehouse = { env = "WAREHOUSE_URL" }
     [tenants.acme.options]
     conflict_policy = "keap"
     vars = { create_in_keap = true }
@@ -30,7 +34,8 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,9 +73,13 @@ OPTIONS = {
     "duckdb_memory_limit": "CRMSYNC_DUCKDB_MEMORY_LIMIT",
     "duckdb_threads": "CRMSYNC_DUCKDB_THREADS",
 }
+# where a tenant's data is when not in its DuckDB file: a reference (the URL holds a password),
+# read even by the commands that read no secret (they read the state there)
+WAREHOUSE = {"warehouse": "CRMSYNC_WAREHOUSE"}
 # what belongs to one account alone: never inherited from the process or `.env`
-OWN = [*ADDRESSES.values(), *PLAIN.values(), *SECRETS.values(), "CRMSYNC_DB", "CRMSYNC_SANDBOX_DIR"]
-KEYS = {*ADDRESSES, *PLAIN, *SECRETS, "state", "options"}
+OWN = [*ADDRESSES.values(), *PLAIN.values(), *SECRETS.values(), *WAREHOUSE.values(), "CRMSYNC_SCHEMA_PREFIX",
+       "CRMSYNC_DB", "CRMSYNC_SANDBOX_DIR"]  # fmt: skip
+KEYS = {*ADDRESSES, *PLAIN, *SECRETS, *WAREHOUSE, "state", "options"}
 
 
 def tenants_file(env: Mapping[str, str] | None = None) -> Path:
@@ -112,10 +121,24 @@ class Tenant:
 
     @property
     def variables(self) -> set[str]:
-        """The environment variables its secrets are in."""
+        """The environment variables its secrets (and its warehouse's URL) are in."""
         return {
-            ref["env"] for key in SECRETS if isinstance(ref := self.entry.get(key), dict) and "env" in ref
+            ref["env"]
+            for key in (*SECRETS, *WAREHOUSE)
+            if isinstance(ref := self.entry.get(key), dict) and "env" in ref
         }
+
+    def synced(self) -> bool:
+        """Whether it has synced: its DuckDB file, or on a warehouse its local state folder."""
+        from crmsync.filemodes import state_dir
+
+        return (state_dir(self.state) if "warehouse" in self.entry else self.state).exists()
+
+    @property
+    def schema_prefix(self) -> str | None:
+        """On a PostgreSQL warehouse, what its schemas' names start with (`acme_`: acme_main,
+        acme_sync_state, ...); None for a DuckDB file."""
+        return self.name.replace("-", "_") + "_" if "warehouse" in self.entry else None
 
     def environment(self, env: Mapping[str, str], secrets: bool = True) -> dict[str, str]:
         """The settings' names this tenant sets (crmsync.settings), its secrets read from
@@ -132,6 +155,9 @@ class Tenant:
         for key, value in self.entry.get("options", {}).items():
             found[OPTIONS[key]] = _option_text(value)
         found["CRMSYNC_DB"] = str(self.state)
+        if "warehouse" in self.entry:
+            found["CRMSYNC_WAREHOUSE"] = self._secret("warehouse", env)
+            found["CRMSYNC_SCHEMA_PREFIX"] = self.schema_prefix or ""
         return found
 
 
@@ -156,7 +182,7 @@ def _check_entry(name: str, entry: Any, source: Path) -> dict[str, Any]:
     unknown = sorted(set(entry) - KEYS)
     if unknown:
         raise ConfigurationError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(KEYS))})")
-    for key in SECRETS:
+    for key in (*SECRETS, *WAREHOUSE):
         reference = entry.get(key)
         if reference is None:
             continue
@@ -245,8 +271,21 @@ def load(path: Path | None = None) -> dict[str, Tenant]:
         raise ConfigurationError(f"{path}: no tenant in it (a tenant is [tenants.NAME])")
     found: dict[str, Tenant] = {}
     states: dict[Path, str] = {}
+    prefixes: dict[str, str] = {}
     for name, entry in entries.items():
         checked = _check_entry(name, entry, path)
+        if "warehouse" in checked:  # acme-co and acme_co would share acme_co_main
+            prefix = name.replace("-", "_") + "_"
+            if prefix.startswith("pg_"):
+                raise ConfigurationError(
+                    f"{path}: tenant {name!r}, warehouse: PostgreSQL keeps the schemas pg_* for itself: rename it"
+                )
+            if prefix in prefixes:
+                raise ConfigurationError(
+                    f"{path}: tenants {prefixes[prefix]!r} and {name!r} would share the schemas {prefix}*: "
+                    "rename one"
+                )
+            prefixes[prefix] = name
         state = Path(checked.get("state") or f"data/tenants/{name}.duckdb").expanduser()
         state = (state if state.is_absolute() else path.parent / state).resolve()
         if state in states:
@@ -288,3 +327,27 @@ def apply(name: str, secrets: bool = True, environ: MutableMapping[str, str] | N
     environ.update(chosen.environment(referenced(environ), secrets))
     environ["CRMSYNC_TENANT"] = chosen.name
     return chosen
+
+
+@contextmanager
+def reading_as(chosen: Tenant, environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
+    """This process reads as the tenant for the block (crmsync status --all-tenants): its
+    warehouse and schemas, or none for its DuckDB file; no secret but the warehouse's URL
+    is read. The process's own values are back afterwards."""
+    environ = os.environ if environ is None else environ
+    names = ("CRMSYNC_WAREHOUSE", "CRMSYNC_SCHEMA_PREFIX")
+    before = {name: environ.get(name) for name in names}
+    found = chosen.environment(referenced(environ), secrets=False)
+    try:
+        for name in names:
+            if found.get(name):
+                environ[name] = found[name]
+            else:
+                environ.pop(name, None)
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                environ.pop(name, None)
+            else:
+                environ[name] = value

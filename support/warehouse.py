@@ -30,7 +30,15 @@ ENV = "CRMSYNC_WAREHOUSE"
 SCHEMAS = ("raw_keap", "raw_customcrm", "staging", "intermediate", "main", "reference", "sync_state")
 PREFIX_ENV = "CRMSYNC_SCHEMA_PREFIX"
 _SCHEMA_NAMES = re.compile(
-    r"""(?<![\w."])(""" + "|".join(SCHEMAS) + r")(?=\.)|'(" + "|".join(SCHEMAS) + r"(?:_staging)?)'"
+    r"""(?<![\w."])("""
+    + "|".join(SCHEMAS)
+    + r")(?=\.)"  # main.link_contacts
+    + r"|'((?:"
+    + "|".join(SCHEMAS)
+    + r")(?:_staging)?)'"  # table_schema = 'main'
+    + r"|(?<=create schema if not exists )("
+    + "|".join(SCHEMAS)
+    + r")\b"  # the state's DDL
 )
 
 
@@ -45,7 +53,9 @@ def physical(sql: str) -> str:
     found = prefix()
     if not found:
         return sql
-    return _SCHEMA_NAMES.sub(lambda m: found + m.group(1) if m.group(1) else f"'{found}{m.group(2)}'", sql)
+    return _SCHEMA_NAMES.sub(
+        lambda m: f"'{found}{m.group(2)}'" if m.group(2) else found + (m.group(1) or m.group(3)), sql
+    )
 
 
 def url() -> str | None:
@@ -217,13 +227,13 @@ def errors() -> tuple[type[BaseException], ...]:
     return (duckdb.Error, psycopg2.Error)
 
 
-def copy_schemas(con: PostgresConnection, names: Sequence[str], into_prefix: str) -> None:
-    """The tables of the schemas `names` (as they are, unprefixed) copied into schemas of the
-    same names with `into_prefix`, from one snapshot (a writer's commit between two tables is
-    in both or in neither), with their keys and defaults."""
+def copy_schemas(con: PostgresConnection, names: Sequence[str], from_prefix: str, into_prefix: str) -> None:
+    """The tables of the schemas `names` (with `from_prefix`, a tenant's, or none) copied into
+    schemas of the same names with `into_prefix`, from one snapshot (a writer's commit
+    between two tables is in both or in neither), with their keys and defaults."""
     con.execute("begin isolation level repeatable read")
     try:
-        for schema in names:
+        for schema in (from_prefix + name for name in names):
             tables = con.execute(
                 "select table_name from information_schema.tables "
                 "where table_schema = ? and table_type = 'BASE TABLE'",

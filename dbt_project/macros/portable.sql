@@ -315,6 +315,9 @@
 {%- endmacro %}
 
 {% macro postgres__create_support_functions() -%}
+-- tenants of one warehouse build at the same time: one creates or replaces, the others wait
+select pg_advisory_lock(hashtext('crmsync_support'));
+
 create schema if not exists crmsync_support;
 
 -- DuckDB's try_cast(x as decimal(18, 2)): digits, a sign, a point, an exponent, nothing else
@@ -413,7 +416,9 @@ begin
         end if;
     end loop;
     return cast(merged as json);
-end $$
+end $$;
+
+select pg_advisory_unlock(hashtext('crmsync_support'))
 {%- endmacro %}
 
 

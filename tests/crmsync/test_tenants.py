@@ -5,6 +5,7 @@ the key (crmsync.tenants)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,11 @@ BAD = [
      "tenant 'acme', keap_api_key: env names an environment variable"),
     ('"https://crm.acme.example/api/v1"', '"https://ops:kp-123-the-key x[@crm.acme.example/api/v1"',
      "tenant 'acme', customcrm_api_url: is not a URL"),
+    # a warehouse's URL holds its password: a reference, as a secret
+    ("retention_days = 7\n", 'retention_days = 7\n[tenants.acme.x]\n',
+     "tenant 'acme': unknown key 'x'"),
+    ('state = "/srv/beta/state.duckdb"', 'warehouse = "postgresql://u:kp-123-the-key@db.example/w"',
+     "tenant 'beta', warehouse: a secret is never written in the tenants file"),
 ]  # fmt: skip
 
 
@@ -241,3 +247,34 @@ def test_each_tenants_process_starts_without_the_other_tenants_variables(
         and "ACME_KEAP_KEY" in acme_env
     )
     assert {"BETA_REFRESH", "BETA_CLIENT_SECRET", "ACME_KEAP_KEY"} <= set(beta_env)
+
+
+def test_a_tenant_on_a_warehouse_has_schemas_of_its_own_and_never_the_operators_warehouse(
+    folder: Path,
+) -> None:
+    warehouse = "postgresql://crmsync:pw@127.0.0.1:5432/analytics"
+    os.environ.update({"WAREHOUSE_URL": warehouse, "CRMSYNC_WAREHOUSE": "postgresql://op:pw@127.0.0.1/op",
+                       "CRMSYNC_SCHEMA_PREFIX": "operator_"})  # fmt: skip
+    (folder / "tenants.toml").write_text(
+        TWO.replace('state = "/srv/beta/state.duckdb"', 'warehouse = { env = "WAREHOUSE_URL" }')
+    )
+    beta = load()["beta"]
+    assert beta.schema_prefix == "beta_" and load()["acme"].schema_prefix is None
+    assert "WAREHOUSE_URL" in beta.variables  # left out of the other tenants' processes
+    apply("beta", secrets=False)  # a command that only reads still finds the warehouse
+    assert (os.environ["CRMSYNC_WAREHOUSE"], os.environ["CRMSYNC_SCHEMA_PREFIX"]) == (warehouse, "beta_")
+    assert os.environ["KEAP_REFRESH_TOKEN"] == ""  # no secret read
+    apply("acme")  # a tenant of a DuckDB file gets no warehouse, not even the operator's
+    assert (os.environ["CRMSYNC_WAREHOUSE"], os.environ["CRMSYNC_SCHEMA_PREFIX"]) == ("", "")
+    assert Settings.from_env().warehouse is None
+
+    def on_warehouse(name: str) -> str:
+        return (f'[tenants.{name}]\nkeap_api_key = {{ env = "ACME_KEAP_KEY" }}\n'
+                f'customcrm_api_url = "https://crm.acme.example/api/v1"\ncustomcrm_api_token = {{ env = "X" }}\n'
+                f'warehouse = {{ env = "WAREHOUSE_URL" }}\nstate = "{name}.duckdb"\n')  # fmt: skip
+
+    for names, message in ((("acme-co", "acme_co"), "would share the schemas acme_co_*"),
+                           (("pg",), "PostgreSQL keeps the schemas pg_* for itself")):  # fmt: skip
+        (folder / "tenants.toml").write_text("".join(on_warehouse(name) for name in names))
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
+            load()

@@ -223,3 +223,105 @@ customcrm_api_token = {{ env = "A_KEY" }}
         "a tenant's sync outlived its parent"
     )
     assert "three" not in out  # never started
+
+
+def _linked_on(warehouse: str, schema: str) -> dict[str, set[str]]:
+    import psycopg2
+
+    with psycopg2.connect(warehouse) as con, con.cursor() as cursor:
+        found = {}
+        for mapping in KINDS:
+            cursor.execute(f"select keap_id from {schema}.link_{mapping} where link_status = 'linked'")
+            found[mapping] = {row[0] for row in cursor.fetchall()}
+        return found
+
+
+def test_tenants_on_one_postgresql_warehouse_keep_schemas_of_their_own_and_views_across_them(
+    sandboxes: Sandboxes, tmp_path: Path, warehouse: str
+) -> None:
+    """Two tenants with `warehouse`: each syncs into schemas of its own prefix (acme_main,
+    beta_co_main, ...), at once (their advisory locks are their own), the process's own
+    warehouse unused; the all_tenants views show both; status and sql --all-tenants read
+    them; a plan of one leaves nothing behind."""
+    import psycopg2
+
+    beta = Sandboxes(tmp_path / "sandbox-beta").start()
+    try:
+        sandboxes.seed_demo(size=8, seed=3)
+        beta.seed_demo(size=6, seed=5)
+        for boxes in (sandboxes, beta):
+            with crm_http(boxes) as crm:
+                admin(crm, boxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
+        entries = []
+        for name, boxes in (("acme", sandboxes), ("beta-co", beta)):
+            key = name.upper().replace("-", "_")
+            entries.append(f"""
+[tenants.{name}]
+keap_api_url = "{boxes.keap_url}"
+keap_api_key = {{ env = "{key}_KEAP_KEY" }}
+customcrm_api_url = "{boxes.customcrm_url}"
+customcrm_api_token = {{ env = "{key}_CRM_TOKEN" }}
+warehouse = {{ env = "WAREHOUSE_URL" }}
+""")
+        (tmp_path / "tenants.toml").write_text("".join(entries))
+        (tmp_path / "tenants.toml").chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KEAP_", "CUSTOMCRM_", "CRMSYNC_"))}
+        env.update({
+            "ACME_KEAP_KEY": sandboxes.keap.credentials.api_key,
+            "ACME_CRM_TOKEN": sandboxes.customcrm.credentials.token,
+            "BETA_CO_KEAP_KEY": beta.keap.credentials.api_key,
+            "BETA_CO_CRM_TOKEN": beta.customcrm.credentials.token,
+            "WAREHOUSE_URL": warehouse,
+            # the operator's own warehouse, which no tenant may use: not even reachable
+            "CRMSYNC_WAREHOUSE": "postgresql://nobody:nothing@127.0.0.1:1/nowhere",
+        })  # fmt: skip
+
+        done = _crmsync(tmp_path, env, "sync", "--all-tenants", "--parallel", "2")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "all_tenants: " in done.stderr and "views across acme, beta-co" in done.stderr, done.stderr
+
+        assert _linked_on(warehouse, "acme_main") == _keap_ids(sandboxes)  # each account linked whole
+        assert _linked_on(warehouse, "beta_co_main") == _keap_ids(beta)
+        assert [len(ids) for ids in _linked_on(warehouse, "beta_co_main").values()] == [6, 6, 6, 6]
+        assert not (tmp_path / "data" / "tenants" / "acme.duckdb").exists()  # no DuckDB file: the warehouse
+        with psycopg2.connect(warehouse) as con, con.cursor() as cursor:
+            cursor.execute("select nspname from pg_namespace where nspname like any(array['acme%', 'beta%', 'all%',"
+                           " 'plan%', 'main', 'sync_state'])")  # fmt: skip
+            schemas = {row[0] for row in cursor.fetchall()}
+            cursor.execute("select tenant, count(*) from all_tenants.link_contacts where link_status = 'linked' "
+                           "group by tenant order by tenant")  # fmt: skip
+            across = cursor.fetchall()
+        assert {"acme_main", "acme_sync_state", "acme_raw_keap", "beta_co_main", "beta_co_sync_state",
+                "all_tenants"} <= schemas, schemas  # fmt: skip
+        assert not {"main", "sync_state"} & schemas  # no tenant wrote unprefixed schemas
+        assert [tenant for tenant, _ in across] == ["acme", "beta-co"]
+        assert dict(across) == {
+            "acme": len(_linked_on(warehouse, "acme_main")["contacts"]),
+            "beta-co": len(_linked_on(warehouse, "beta_co_main")["contacts"]),
+        }
+
+        status = _crmsync(tmp_path, env, "status", "--all-tenants", "--json")
+        assert status.returncode == 0, status.stderr
+        rows = {row["tenant"]: row for row in json.loads(status.stdout)}
+        assert rows["acme"]["linked"] > 0 and rows["beta-co"]["linked"] > 0
+        assert rows["acme"]["state"] == "schemas acme_*" and rows["acme"]["last_run"]["status"] == "ok"
+
+        query = "select tenant, count(*) from link_contacts group by tenant order by tenant"
+        answered = _crmsync(tmp_path, env, "sql", "--all-tenants", "--format", "json", query)
+        assert answered.returncode == 0, answered.stderr
+        assert [row["tenant"] for row in json.loads(answered.stdout)] == ["acme", "beta-co"]
+        refused = _crmsync(tmp_path, env, "sql", "--all-tenants", "delete from acme_sync_state.runs")
+        assert refused.returncode == 1 and "query refused" in refused.stderr, refused.stderr
+
+        planned = _crmsync(
+            tmp_path, env, "plan", "--tenant", "acme", "--json", "--vars", '{"create_in_keap": true}'
+        )
+        assert planned.returncode in (0, 2), planned.stderr
+        with psycopg2.connect(warehouse) as con, con.cursor() as cursor:
+            cursor.execute("select count(*) from pg_namespace where nspname like 'plan%'")
+            assert cursor.fetchone() == (0,)  # the plan's scratch schemas are gone
+        again = _crmsync(tmp_path, env, "sync", "--tenant", "acme", "--json")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["quiet_since"], again.stdout  # the plan touched nothing it reads
+    finally:
+        beta.stop()
