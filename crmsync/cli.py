@@ -34,6 +34,7 @@ from crmsync.report import say
 from crmsync.settings import ConfigurationError, Settings
 from registry import mapping_names
 from reverse_etl.state import UnknownRejection
+from support.warehouse import errors as warehouse_errors
 from support.warehouse import use as use_warehouse
 
 EXIT_OK, EXIT_FAILED, EXIT_PENDING, EXIT_REJECTED, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
@@ -917,8 +918,6 @@ def retention(obj: Context, apply: bool, days: int | None) -> None:
     Payloads written, API answers, conflicting values, resolved rejections' reasons, records
     that could not be loaded: set to null after N days; the rows stay as the audit. Every
     sync applies this at its end."""
-    import duckdb
-
     from crmsync.lock import shared
     from crmsync.readonly import first_line, require
     from crmsync.report import table
@@ -937,7 +936,7 @@ def retention(obj: Context, apply: bool, days: int | None) -> None:
         with held:
             ensure_state(settings.db_path)
             found = expire(settings.db_path, days, apply=apply)
-    except duckdb.Error as exc:  # e.g. another program holds the file
+    except warehouse_errors() as exc:  # e.g. another program holds the file
         raise QueryError(f"retention: {first_line(exc)}") from None
     table(
         f"personal data older than {days} days",

@@ -50,6 +50,9 @@ def _target() -> list[str]:
     for name, value in warehouse.parts(url).items():
         os.environ[f"CRMSYNC_PG_{name.upper()}"] = value
     os.environ["PGOPTIONS"] = "-c timezone=UTC"
+    # the URL's TLS settings, which the profile has no key for: libpq reads them from here
+    for name, value in warehouse.tls(url).items():
+        os.environ[f"PG{name.upper()}"] = value
     return ["--target", "postgres"]
 
 

@@ -85,6 +85,7 @@ def connect(
         except warehouse.errors() as exc:
             raise QueryError(f"cannot reach the PostgreSQL warehouse: {first_line(exc)}") from None
         con.execute("begin transaction read only")  # rolled back when the connection closes
+        con.execute("select 1")  # a query: the transaction can no longer be made read-write
         # the marts by their names, as on DuckDB (a tenant's own; all_tenants: the views across them)
         con.execute(f'set local search_path = "{search_path or warehouse.prefix() + "main"}"')
         return con  # type: ignore[return-value]
@@ -242,10 +243,9 @@ def run_query(
         try:
             if tenants is not None:
                 refuse_unless_reading(con, query)
-            elif warehouse.is_postgres(con) and len(statements(query)) > 1:
-                raise QueryError(
-                    f"query refused: crmsync sql runs one statement at a time on PostgreSQL; {MORE}"
-                )
+            elif warehouse.is_postgres(con):
+                query = reading_statement(query)
+                con.execute(f"set local statement_timeout = {int(timeout * 1000)}")
             cursor = con.execute(query)
             columns = [d[0] for d in cursor.description or []]
             types = [str(d[1]) for d in cursor.description or []]
@@ -258,22 +258,30 @@ def run_query(
     return QueryResult(columns, types, rows[:limit] if more else rows, more)
 
 
-def statements(query: str) -> list[str]:
-    """The statements of `query`, split at the semicolons outside quotes and comments."""
-    found, current = [], ""
-    for piece in re.split(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/)""", query, flags=re.S):
-        if piece[:1] in ("'", '"') or piece.startswith(("--", "/*")):
-            current += piece
-            continue
-        *done, current_tail = (current + piece).split(";")
-        found += done
-        current = current_tail
-    found.append(current)
-    return [statement for statement in found if statement.strip() and not _only_comments(statement)]
+# what a query on PostgreSQL may start with: statements that only read
+READING_WORDS = ("select", "with", "values", "table", "show")
 
 
-def _only_comments(statement: str) -> bool:
-    return not re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.S).strip()
+def reading_statement(query: str) -> str:
+    """`query` if it is one statement that only reads, without its trailing semicolons; else a
+    QueryError. PostgreSQL separates statements by `;` alone, so a query with no `;` but
+    trailing ones is one statement whatever its quotes, comments or line ends; and a
+    statement that begins with one of READING_WORDS reads (in the read-only transaction
+    it runs in, and with its first query already run, it cannot turn read-write). A `;`
+    inside a text literal is refused too: a rare price for a rule with no parser."""
+    text = query.strip().rstrip(";").rstrip()
+    if ";" in text:
+        raise QueryError(
+            "query refused: crmsync sql runs one statement on PostgreSQL, and no ';' inside it "
+            f"(not even in a quoted text); {MORE}"
+        )
+    words = re.sub(r"--[^\r\n]*|/\*.*?\*/", " ", text, flags=re.S).split()
+    if not words or words[0].lower() not in READING_WORDS:
+        raise QueryError(
+            f"query refused: crmsync sql only reads (a statement that starts with "
+            f"{', '.join(w.upper() for w in READING_WORDS)}); {MORE}"
+        )
+    return text
 
 
 def _explain(exc: BaseException, timed_out: bool, timeout: float, memory_limit: str) -> QueryError:

@@ -46,6 +46,10 @@ from crmsync.settings import ConfigurationError
 DEFAULT_FILE = "tenants.toml"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 RESERVED = {"main", "memory", "system", "temp"}  # DuckDB's own catalogs (crmsync sql --all-tenants)
+# a warehouse tenant's name becomes its schemas' prefix: dlt would rewrite a leading digit or a
+# doubled `_` (two tenants in one schema), and PostgreSQL cuts names at 63 bytes (raw_customcrm_staging
+# and a plan's `plan_1a2b3c4d_` come on top)
+WAREHOUSE_NAME = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 # the tenant's keys and the settings they stand for (crmsync.settings names them all)
@@ -276,6 +280,12 @@ def load(path: Path | None = None) -> dict[str, Tenant]:
         checked = _check_entry(name, entry, path)
         if "warehouse" in checked:  # acme-co and acme_co would share acme_co_main
             prefix = name.replace("-", "_") + "_"
+            if not WAREHOUSE_NAME.fullmatch(name) or len(name) > 27:
+                raise ConfigurationError(
+                    f"{path}: tenant {name!r}, warehouse: a tenant on a warehouse is named by letters and digits "
+                    "in words joined by one '-' or '_', starting with a letter, at most 27 characters "
+                    "(its schemas' names, and dlt's, are made from it)"
+                )
             if prefix.startswith("pg_"):
                 raise ConfigurationError(
                     f"{path}: tenant {name!r}, warehouse: PostgreSQL keeps the schemas pg_* for itself: rename it"

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from support.warehouse import Connection, connect, is_postgres
+from support.warehouse import prefix as warehouse_prefix
 
 SCHEMA = "sync_state"
 
@@ -251,11 +252,13 @@ def retention(db_path: Path | str, days: int, apply: bool = False) -> list[Expir
     transaction."""
     found: list[Expiring] = []
     with connect(db_path) as con:
+        prefix = warehouse_prefix()  # a tenant's schemas on PostgreSQL: named here without it
         present = {  # raw_*.ingest_rejections exist once dlt created them
-            f"{schema}.{table}.{column}"
+            f"{schema[len(prefix) :]}.{table}.{column}"
             for schema, table, column in con.execute(
                 "select table_schema, table_name, column_name from information_schema.columns"
             ).fetchall()
+            if schema.startswith(prefix)
         }
         con.execute("begin transaction")
         try:

@@ -72,6 +72,17 @@ def use(warehouse: str | None) -> None:
         os.environ.pop(ENV, None)
 
 
+TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+
+def tls(warehouse: str) -> dict[str, str]:
+    """The URL's TLS parameters (`?sslmode=verify-full&sslrootcert=...`), for dbt's connection,
+    whose profile takes them apart from the URL."""
+    from urllib.parse import parse_qsl
+
+    return {k: v for k, v in parse_qsl(urlsplit(warehouse).query) if k in TLS_PARAMETERS}
+
+
 def parts(warehouse: str) -> dict[str, str]:
     """host, port, user, password, database of a postgresql:// URL (dbt's profile takes them
     apart: dbt_project/profiles.yml)."""
@@ -112,7 +123,8 @@ class PostgresConnection:
         options = "-c timezone=UTC -c search_path=main,public" + (
             " -c default_transaction_read_only=on" if read_only else ""
         )
-        self._con = psycopg2.connect(warehouse, options=options, connect_timeout=10)
+        self._con = psycopg2.connect(warehouse, options=options, connect_timeout=10, keepalives=1,
+                                     keepalives_idle=30, keepalives_interval=10, keepalives_count=3)  # fmt: skip
         self._con.autocommit = True
         psycopg2.extras.register_default_json(self._con, loads=lambda text: text)
         psycopg2.extras.register_default_jsonb(self._con, loads=lambda text: text)

@@ -336,7 +336,9 @@ end $$;
 create or replace function crmsync_support.try_date(value text) returns date
 language plpgsql immutable as $$
 declare
-    parts text[] := regexp_match(value, '^\s*(\d{1,4})[-/](\d{1,2})[-/](\d{1,2})([T ].*)?\s*$');
+    parts text[] := regexp_match(
+        value, '^\s*(\d{1,4})[-/](\d{1,2})[-/](\d{1,2})([T ]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?\s*$'
+    );
 begin
     if parts is null then
         return null;
@@ -371,7 +373,7 @@ end $$;
 create or replace function crmsync_support.try_integer(value text) returns integer
 language plpgsql immutable as $$
 begin
-    if value is null or value !~ '^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$' then
+    if value is null or value !~ '^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$' then
         return null;
     end if;
     return cast(round(cast(value as numeric)) as integer);
@@ -383,7 +385,7 @@ end $$;
 create or replace function crmsync_support.try_bigint(value text) returns bigint
 language plpgsql immutable as $$
 begin
-    if value is null or value !~ '^\s*[+-]?(\d+\.?\d*|\.\d+)\s*$' then
+    if value is null or value !~ '^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$' then
         return null;
     end if;
     return cast(round(cast(value as numeric)) as bigint);

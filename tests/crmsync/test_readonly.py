@@ -167,3 +167,34 @@ def test_the_command_as_users_run_it(state: Path, tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("crmsync: query refused: ")
     assert "Traceback" not in done.stderr and SECRET not in done.stderr + done.stdout
     assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "set transaction read write; --\rdelete from main.link_contacts; --\rcommit",  # \r ends a comment
+        "commit; begin read write; delete from sync_state.runs",
+        "select 1; delete from sync_state.runs",
+        "select 'a;b'",  # a ';' in a text too: no parser to tell them apart
+        "delete from sync_state.runs",
+        "copy (select 1) to program 'id'",
+        "/* select */ update sync_state.runs set status = 'x'",
+        "-- select\rinsert into sync_state.runs values (1)",
+        "",
+    ],
+)
+def test_on_postgresql_only_one_reading_statement_runs(query: str) -> None:
+    from crmsync.readonly import QueryError, reading_statement
+
+    with pytest.raises(QueryError, match="query refused"):
+        reading_statement(query)
+
+
+def test_on_postgresql_a_reading_statement_runs_as_written() -> None:
+    from crmsync.readonly import reading_statement
+
+    assert reading_statement("select 1;;  ") == "select 1"
+    assert reading_statement("-- the links\nWITH l AS (SELECT 1) SELECT * FROM l") == (
+        "-- the links\nWITH l AS (SELECT 1) SELECT * FROM l"
+    )
+    assert reading_statement("/* a */ values (1), (2)") == "/* a */ values (1), (2)"

@@ -123,10 +123,11 @@ BOTH = ("duckdb", "postgres")
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test with a `world`, once per engine: those its `engines` mark names, else its
-    module's ENGINES, else DuckDB alone. `make test` runs the modules whose subject is the
-    warehouse on both (ENGINES = BOTH: the sync's state, the merge, the models, the CLI that
-    reads them, crash and concurrency recovery); CRMSYNC_E2E_ENGINES=all runs every module
-    on both (`make test-engines`), but those that name DuckDB alone (a test of the file)."""
+    module's ENGINES, else DuckDB alone. `make test` runs two modules on PostgreSQL too
+    (ENGINES = BOTH): the sync itself, and its recovery from kills mid-write, concurrent runs
+    and plans (transactions, advisory locks, scratch schemas), within the suite's time;
+    CRMSYNC_E2E_ENGINES=all runs every module on both (`make test-engines`), but those that
+    name DuckDB alone (a test of the DuckDB file itself)."""
     if "world" in metafunc.fixturenames:
         marked = metafunc.definition.get_closest_marker("engines")
         engines = marked.args if marked else getattr(metafunc.module, "ENGINES", None)
@@ -172,8 +173,10 @@ def synced_demo_postgres(tmp_path_factory: pytest.TempPathFactory, postgres_clus
     """The same on PostgreSQL: the folder (the systems, the local state) and the database the
     first sync wrote, which each `synced` test's database is created from (as a template)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv(ENV, raising=False)  # restored after the sync, which sets it
         url = create_database(postgres_cluster, "synced_demo")
+        patch.setenv(
+            ENV, url
+        )  # as the sync sets it; gone again afterwards (delenv of nothing restores nothing)
         folder = _first_sync(tmp_path_factory.mktemp("synced-demo-pg"), url)
     return folder, "synced_demo"
 

@@ -15,12 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import BOTH, World
+from tests.e2e.conftest import World
 
 CRMSYNC = Path(sys.executable).parent / "crmsync"  # what `make sync` installs: .venv/bin/crmsync
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ run=(\d{8}T\d{6}Z-[0-9a-f]{6}) ")
-
-ENGINES = BOTH  # the warehouse is what this module's subject rests on
 
 
 def _cli(world: World, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 
 import crmsync.run
-from tests.e2e.conftest import BOTH, World
-
-ENGINES = BOTH  # the warehouse is what this module's subject rests on
+from tests.e2e.conftest import World
 
 
 @pytest.fixture

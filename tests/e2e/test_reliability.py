@@ -24,7 +24,7 @@ MAPPINGS = {
     "products": "products",
 }
 
-ENGINES = BOTH  # the warehouse is what this module's subject rests on
+ENGINES = BOTH  # make test runs this module on PostgreSQL too (tests/e2e/conftest.py)
 
 
 def _edit_both_sides(world: World) -> dict[str, str]:

@@ -15,7 +15,7 @@ RESOURCES = {
     "products": "products",
 }
 
-ENGINES = BOTH  # the warehouse is what this module's subject rests on
+ENGINES = BOTH  # make test runs this module on PostgreSQL too (tests/e2e/conftest.py)
 
 
 def _by_keap_ref(records: list[dict]) -> dict[str, list[dict]]:

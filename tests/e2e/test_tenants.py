@@ -310,8 +310,25 @@ warehouse = {{ env = "WAREHOUSE_URL" }}
         answered = _crmsync(tmp_path, env, "sql", "--all-tenants", "--format", "json", query)
         assert answered.returncode == 0, answered.stderr
         assert [row["tenant"] for row in json.loads(answered.stdout)] == ["acme", "beta-co"]
-        refused = _crmsync(tmp_path, env, "sql", "--all-tenants", "delete from acme_sync_state.runs")
-        assert refused.returncode == 1 and "query refused" in refused.stderr, refused.stderr
+        for write in ("delete from acme_sync_state.runs",  # not a reading statement
+                      # one that starts as one: the read-only transaction refuses it
+                      "with gone as (delete from acme_sync_state.runs returning 1) select count(*) from gone"):  # fmt: skip
+            refused = _crmsync(tmp_path, env, "sql", "--all-tenants", write)
+            assert refused.returncode == 1 and "query refused: crmsync sql only reads" in refused.stderr, (
+                refused.stderr
+            )
+        kept = _crmsync(
+            tmp_path, env, "sql", "--tenant", "acme", "select count(*) as runs from sync_state.runs"
+        )
+        assert kept.returncode == 0 and kept.stdout.splitlines()[1] != "0", kept.stdout + kept.stderr
+
+        # the retention finds a tenant's personal data in its own schemas
+        aged = _crmsync(tmp_path, env, "retention", "--tenant", "acme", "--days", "0")
+        assert aged.returncode == 0, aged.stderr
+        operations = next(
+            line for line in aged.stdout.splitlines() if line.startswith("sync_state.operations")
+        )
+        assert int(operations.split("\t")[2]) > 0, aged.stdout
 
         planned = _crmsync(
             tmp_path, env, "plan", "--tenant", "acme", "--json", "--vars", '{"create_in_keap": true}'
