@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 class StateBusy(Exception):
@@ -107,7 +108,7 @@ def exclusive(db_path: Path, command: str, wait_s: float = DEFAULT_WAIT_S) -> It
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "started": started}).encode(), 0)
         try:
-            with _warehouse_lock(command):
+            with _warehouse_lock(command, wait_s):
                 yield
         finally:
             os.ftruncate(fd, 0)
@@ -120,12 +121,37 @@ def exclusive(db_path: Path, command: str, wait_s: float = DEFAULT_WAIT_S) -> It
 WAREHOUSE_LOCK = "crmsync: one writer at a time"
 
 
+def _advisory(con: Any, function: str, key: str, wait_s: float) -> bool:
+    """`function` (pg_try_advisory_lock, or its _shared form) on `key`, tried for up to `wait_s` s."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        row = con.execute(f"select {function}(hashtext(?))", [key]).fetchone()
+        if row and row[0]:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _busy(command: str) -> StateBusy:
+    from support import warehouse
+
+    where = warehouse.parts(warehouse.url() or "")
+    scope = warehouse.prefix()
+    schemas = f" (schemas {scope}*)" if scope else ""
+    return StateBusy(
+        f"another crmsync is using the PostgreSQL warehouse {where['database']} on {where['host']}:"
+        f"{where['port']}{schemas} (its advisory lock is held); `{command}`: try again when it ends"
+    )
+
+
 @contextmanager
-def _warehouse_lock(command: str) -> Iterator[None]:
+def _warehouse_lock(command: str, wait_s: float = DEFAULT_WAIT_S) -> Iterator[None]:
     """On a PostgreSQL warehouse (CRMSYNC_WAREHOUSE), a writer also holds a session advisory
-    lock of the database (of its schemas, for a tenant) for its whole run, in a connection of its own: crmsync on another
-    machine, whose lock file this one cannot see, waits for nothing and is refused at once.
-    The server releases it when the connection ends, however the process ends."""
+    lock of its schemas for its whole run, in a connection of its own: crmsync on another
+    machine, whose lock file this one cannot see, is refused (after `wait_s` seconds, for a
+    plan that copies the schemas meanwhile: warehouse_reading). The server releases the
+    lock when the connection ends, however the process ends."""
     from support import warehouse
 
     url = warehouse.url()
@@ -134,17 +160,19 @@ def _warehouse_lock(command: str) -> Iterator[None]:
         return
     with warehouse.PostgresConnection(url) as con:
         # one per set of schemas: tenants of one warehouse (their own prefixes) do not wait for each other
-        scope = warehouse.prefix()
-        row = con.execute("select pg_try_advisory_lock(hashtext(?))", [WAREHOUSE_LOCK + scope]).fetchone()
-        if not (row and row[0]):
-            where = warehouse.parts(url)
-            schemas = f" (schemas {scope}*)" if scope else ""
-            raise StateBusy(
-                f"another crmsync is writing to the PostgreSQL warehouse {where['database']} on "
-                f"{where['host']}:{where['port']}{schemas} (its advisory lock is held); `{command}` waits for "
-                "nothing: try again when it ends"
-            )
+        if not _advisory(con, "pg_try_advisory_lock", WAREHOUSE_LOCK + warehouse.prefix(), wait_s):
+            raise _busy(command)
         yield
+
+
+def warehouse_reading(con: Any, command: str, wait_s: float = DEFAULT_WAIT_S) -> None:
+    """On `con`, the writers' advisory lock of its schemas taken shared, until `con` ends (a
+    plan's copy of the schemas: no writer on any machine meanwhile), or StateBusy after
+    `wait_s` seconds."""
+    from support import warehouse
+
+    if not _advisory(con, "pg_try_advisory_lock_shared", WAREHOUSE_LOCK + warehouse.prefix(), wait_s):
+        raise _busy(command)
 
 
 @contextmanager

@@ -420,33 +420,41 @@ def scratch_copy(settings: Settings, purpose: str = "plan") -> Iterator[Settings
 @contextmanager
 def _scratch_schemas(settings: Settings, purpose: str) -> Iterator[Settings]:
     """scratch_copy on PostgreSQL: the raw schemas and sync_state copied on the server into
-    schemas of a prefix of their own (`plan_1a2b3c_raw_keap`, ...: support.warehouse), from
-    one snapshot, while no crmsync writes; the steps then run on those (CRMSYNC_SCHEMA_PREFIX),
-    with a local state folder of their own; everything under the prefix is dropped at the end."""
+    schemas of a prefix of their own (`crmsync_plan_1a2b3c4d_raw_keap`, ...: support.warehouse),
+    from one snapshot, while no crmsync writes on any machine (warehouse_reading); the steps
+    then run on those (CRMSYNC_SCHEMA_PREFIX), with a local state folder of their own;
+    everything under the prefix is dropped at the end. A connection held for the whole plan
+    holds an advisory lock named after the prefix: scratch schemas whose lock nobody holds
+    (a plan killed hard) are dropped by the next plan (support.warehouse.drop_stale_scratch)."""
     import os
     import uuid
 
+    from crmsync.lock import warehouse_reading
     from support import warehouse
 
     assert settings.warehouse
     tenant_prefix = warehouse.prefix()
-    scratch_prefix = f"{purpose}_{uuid.uuid4().hex[:8]}_"
+    scratch_prefix = f"{warehouse.SCRATCH}{purpose}_{uuid.uuid4().hex[:8]}_"
     folder = Path(tempfile.mkdtemp(prefix=f"{purpose}-", dir=settings.state_dir))  # 0700
-    try:
-        with (
-            shared(settings.db_path, settings.wait_s),
-            warehouse.PostgresConnection(settings.warehouse) as con,
-        ):
-            warehouse.copy_schemas(
-                con, ("raw_keap", "raw_customcrm", "sync_state"), tenant_prefix, scratch_prefix
-            )
-        os.environ[warehouse.PREFIX_ENV] = scratch_prefix + tenant_prefix
-        yield dataclasses.replace(settings, db_path=folder / settings.db_path.name)
-    finally:
-        os.environ[warehouse.PREFIX_ENV] = tenant_prefix
-        with suppress(*warehouse_errors()), warehouse.PostgresConnection(settings.warehouse) as con:
-            warehouse.drop_schemas(con, scratch_prefix)
-        shutil.rmtree(folder, ignore_errors=True)
+    with warehouse.PostgresConnection(settings.warehouse) as holder:
+        holder.execute("select pg_advisory_lock(hashtext(?))", [warehouse.SCRATCH + scratch_prefix])
+        try:
+            warehouse.drop_stale_scratch(holder)
+            with (
+                shared(settings.db_path, settings.wait_s),
+                warehouse.PostgresConnection(settings.warehouse) as con,
+            ):
+                warehouse_reading(con, purpose, settings.wait_s)
+                warehouse.copy_schemas(
+                    con, ("raw_keap", "raw_customcrm", "sync_state"), tenant_prefix, scratch_prefix
+                )
+            os.environ[warehouse.PREFIX_ENV] = scratch_prefix + tenant_prefix
+            yield dataclasses.replace(settings, db_path=folder / settings.db_path.name)
+        finally:
+            os.environ[warehouse.PREFIX_ENV] = tenant_prefix
+            with suppress(*warehouse_errors()):
+                warehouse.drop_schemas(holder, scratch_prefix)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _private_copy(source: Path, target: Path) -> None:

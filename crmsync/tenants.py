@@ -286,9 +286,10 @@ def load(path: Path | None = None) -> dict[str, Tenant]:
                     "in words joined by one '-' or '_', starting with a letter, at most 27 characters "
                     "(its schemas' names, and dlt's, are made from it)"
                 )
-            if prefix.startswith("pg_"):
+            if prefix.startswith(("pg_", "crmsync_")):
                 raise ConfigurationError(
-                    f"{path}: tenant {name!r}, warehouse: PostgreSQL keeps the schemas pg_* for itself: rename it"
+                    f"{path}: tenant {name!r}, warehouse: the schemas pg_* are PostgreSQL's own and "
+                    "crmsync_* crmsync's (its functions, plans' scratch copies): rename it"
                 )
             if prefix in prefixes:
                 raise ConfigurationError(

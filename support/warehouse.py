@@ -6,8 +6,8 @@ Both connections answer the same calls: `execute(sql, params)` with `?` placehol
 then `fetchone`, `fetchall` and `description`. On PostgreSQL the connection runs in
 autocommit, so `begin` ... `commit` in the SQL are the transaction, as on DuckDB; its
 session's time zone is UTC, as DuckDB's is here; its search path starts with `main`, as
-DuckDB's default schema is; and JSON comes back as text, as DuckDB gives it. The SQL the Python modules send is written to run on both (`is_postgres` where
-it cannot be)."""
+DuckDB's default schema is; and JSON comes back as text, as DuckDB gives it. The SQL the
+Python modules send is written to run on both (`is_postgres` where it cannot be)."""
 
 from __future__ import annotations
 
@@ -23,27 +23,23 @@ import duckdb
 
 ENV = "CRMSYNC_WAREHOUSE"
 
-# The schemas the sync's SQL names. On PostgreSQL a prefix (CRMSYNC_SCHEMA_PREFIX, e.g.
-# `plan_1a2b3c_`) moves all of them at once: `crmsync plan` works in a scratch copy of them
-# (crmsync.run.scratch_copy). The connection maps the names the SQL says to the prefixed
-# ones; dbt (generate_schema_name, the sources) and dlt (the datasets) read the prefix too.
+# The schemas the sync's SQL names. On PostgreSQL a prefix (CRMSYNC_SCHEMA_PREFIX) moves all
+# of them at once: a tenant's own (`acme_`: crmsync.tenants), a plan's scratch copy
+# (`plan_1a2b3c4d_`, before a tenant's: crmsync.run.scratch_copy). The connection maps the
+# names the SQL says to the prefixed ones; dbt (generate_schema_name, the sources) and dlt
+# (the datasets) read the prefix too.
 SCHEMAS = ("raw_keap", "raw_customcrm", "staging", "intermediate", "main", "reference", "sync_state")
 PREFIX_ENV = "CRMSYNC_SCHEMA_PREFIX"
+_NAMES = "|".join(SCHEMAS)
 _SCHEMA_NAMES = re.compile(
-    r"""(?<![\w."])("""
-    + "|".join(SCHEMAS)
-    + r")(?=\.)"  # main.link_contacts
-    + r"|'((?:"
-    + "|".join(SCHEMAS)
-    + r")(?:_staging)?)'"  # table_schema = 'main'
-    + r"|(?<=create schema if not exists )("
-    + "|".join(SCHEMAS)
-    + r")\b"  # the state's DDL
+    rf"""(?<![\w."])({_NAMES})(?=\.)"""  # main.link_contacts
+    rf"|'((?:{_NAMES})(?:_staging)?)'"  # table_schema = 'main', 'raw_keap_staging'
+    rf"|(?<=create schema if not exists )({_NAMES})\b"  # the state's DDL
 )
 
 
 def prefix() -> str:
-    """The schemas' prefix on PostgreSQL ('' but in a plan's scratch copy)."""
+    """The schemas' prefix on PostgreSQL ('' but for a tenant's schemas or a plan's copy)."""
     return os.environ.get(PREFIX_ENV, "") if url() else ""
 
 
@@ -262,6 +258,34 @@ def copy_schemas(con: PostgresConnection, names: Sequence[str], from_prefix: str
     except BaseException:
         con.execute("rollback")
         raise
+
+
+# what a plan's (or the docs') scratch schemas start with: crmsync_plan_1a2b3c4d_... (no tenant's
+# name may start with it: crmsync.tenants)
+SCRATCH = "crmsync_"
+_SCRATCH_PREFIX = re.compile(rf"^({SCRATCH}(?:plan|docs)_[0-9a-f]{{8}}_)")
+
+
+def drop_stale_scratch(con: PostgresConnection) -> list[str]:
+    """The scratch schemas of plans that ended without dropping them (killed hard): those whose
+    advisory lock (taken by each plan for its whole run, on its prefix) nobody holds. Returns
+    the prefixes dropped."""
+    found = {
+        matched.group(1)
+        for (schema,) in con.execute("select nspname from pg_namespace").fetchall()
+        if (matched := _SCRATCH_PREFIX.match(schema))
+    }
+    dropped = []
+    for stale in sorted(found):
+        key = [SCRATCH + stale]
+        row = con.execute("select pg_try_advisory_lock(hashtext(?))", key).fetchone()
+        if row and row[0]:
+            try:
+                drop_schemas(con, stale)
+                dropped.append(stale)
+            finally:
+                con.execute("select pg_advisory_unlock(hashtext(?))", key)
+    return dropped
 
 
 def drop_schemas(con: PostgresConnection, with_prefix: str) -> None:

@@ -274,7 +274,8 @@ def test_a_tenant_on_a_warehouse_has_schemas_of_its_own_and_never_the_operators_
                 f'warehouse = {{ env = "WAREHOUSE_URL" }}\nstate = "{name}.duckdb"\n')  # fmt: skip
 
     for names, message in ((("acme-co", "acme_co"), "would share the schemas acme_co_*"),
-                           (("pg",), "PostgreSQL keeps the schemas pg_* for itself")):  # fmt: skip
+                           (("pg",), "the schemas pg_* are PostgreSQL's own"),
+                           (("crmsync-plan",), "crmsync_* crmsync's")):  # fmt: skip
         (folder / "tenants.toml").write_text("".join(on_warehouse(name) for name in names))
         with pytest.raises(ConfigurationError, match=re.escape(message)):
             load()

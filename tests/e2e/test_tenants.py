@@ -41,6 +41,22 @@ def _linked(state: Path) -> dict[str, set[str]]:
         }
 
 
+def _second_account(sandboxes: Sandboxes, tmp_path: Path) -> Sandboxes:
+    """Two accounts of demo data, acme's in `sandboxes` (8 per kind) and beta's in sandboxes
+    of their own (6 per kind, started: the caller stops them), Customcrm unpaced in both."""
+    beta = Sandboxes(tmp_path / "sandbox-beta").start()
+    try:
+        sandboxes.seed_demo(size=8, seed=3)
+        beta.seed_demo(size=6, seed=5)
+        for boxes in (sandboxes, beta):
+            with crm_http(boxes) as crm:
+                admin(crm, boxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
+    except BaseException:
+        beta.stop()
+        raise
+    return beta
+
+
 def _crmsync(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "crmsync.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600, check=False)  # fmt: skip
@@ -49,13 +65,8 @@ def _crmsync(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Completed
 def test_all_tenants_sync_each_account_into_its_own_state_and_a_failing_one_stops_none(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
-    beta = Sandboxes(tmp_path / "sandbox-beta").start()
+    beta = _second_account(sandboxes, tmp_path)
     try:
-        sandboxes.seed_demo(size=8, seed=3)
-        beta.seed_demo(size=6, seed=5)
-        for boxes in (sandboxes, beta):
-            with crm_http(boxes) as crm:
-                admin(crm, boxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
         (tmp_path / "acme-crm.token").write_text(sandboxes.customcrm.credentials.token + "\n")
         (tmp_path / "tenants.toml").write_text(f"""
 [tenants.acme]
@@ -245,13 +256,8 @@ def test_tenants_on_one_postgresql_warehouse_keep_schemas_of_their_own_and_views
     them; a plan of one leaves nothing behind."""
     import psycopg2
 
-    beta = Sandboxes(tmp_path / "sandbox-beta").start()
+    beta = _second_account(sandboxes, tmp_path)
     try:
-        sandboxes.seed_demo(size=8, seed=3)
-        beta.seed_demo(size=6, seed=5)
-        for boxes in (sandboxes, beta):
-            with crm_http(boxes) as crm:
-                admin(crm, boxes.customcrm_root, "/_sandbox/config", {"limits": "off"})
         entries = []
         for name, boxes in (("acme", sandboxes), ("beta-co", beta)):
             key = name.upper().replace("-", "_")
@@ -286,7 +292,7 @@ warehouse = {{ env = "WAREHOUSE_URL" }}
         assert not (tmp_path / "data" / "tenants" / "acme.duckdb").exists()  # no DuckDB file: the warehouse
         with psycopg2.connect(warehouse) as con, con.cursor() as cursor:
             cursor.execute("select nspname from pg_namespace where nspname like any(array['acme%', 'beta%', 'all%',"
-                           " 'plan%', 'main', 'sync_state'])")  # fmt: skip
+                           " 'crmsync_plan%', 'main', 'sync_state'])")  # fmt: skip
             schemas = {row[0] for row in cursor.fetchall()}
             cursor.execute("select tenant, count(*) from all_tenants.link_contacts where link_status = 'linked' "
                            "group by tenant order by tenant")  # fmt: skip
@@ -330,13 +336,23 @@ warehouse = {{ env = "WAREHOUSE_URL" }}
         )
         assert int(operations.split("\t")[2]) > 0, aged.stdout
 
-        planned = _crmsync(
-            tmp_path, env, "plan", "--tenant", "acme", "--json", "--vars", '{"create_in_keap": true}'
-        )
-        assert planned.returncode in (0, 2), planned.stderr
-        with psycopg2.connect(warehouse) as con, con.cursor() as cursor:
-            cursor.execute("select count(*) from pg_namespace where nspname like 'plan%'")
-            assert cursor.fetchone() == (0,)  # the plan's scratch schemas are gone
+        # a plan killed hard left its scratch copy behind; another plan is running now
+        live = psycopg2.connect(warehouse)
+        live.autocommit = True
+        with live.cursor() as cursor:
+            cursor.execute("create schema crmsync_plan_deadbeef_acme_raw_keap")
+            cursor.execute("create schema crmsync_plan_cafecafe_acme_raw_keap")
+            cursor.execute("select pg_advisory_lock(hashtext('crmsync_crmsync_plan_cafecafe_'))")
+        try:
+            planned = _crmsync(tmp_path, env, "plan", "--tenant", "acme", "--json", "--vars",
+                               '{"create_in_keap": true}')  # fmt: skip
+            assert planned.returncode in (0, 2), planned.stderr
+            with psycopg2.connect(warehouse) as con, con.cursor() as cursor:
+                cursor.execute("select nspname from pg_namespace where nspname like 'crmsync_plan%'")
+                # this plan's copy and the dead plan's are gone; the live one's is not touched
+                assert cursor.fetchall() == [("crmsync_plan_cafecafe_acme_raw_keap",)]
+        finally:
+            live.close()
         again = _crmsync(tmp_path, env, "sync", "--tenant", "acme", "--json")
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["quiet_since"], again.stdout  # the plan touched nothing it reads
