@@ -131,8 +131,7 @@ def extract(
 ) -> list[ExtractReport]:
     """Read what changed in both systems and merge it into the raw datasets: in the DuckDB
     file, or (`warehouse`, a postgresql:// URL) in that PostgreSQL database's schemas of
-    the same names. The sync runs on DuckDB alone so far: a warehouse is the ingest's
-    (issue 18's first step: tests/pipelines/test_ingest_postgres.py)."""
+    the same names (with a tenant's or a plan's prefix: support.warehouse.prefix)."""
     options = options or IngestOptions()
     reports = []
     keap_report = ExtractReport("keap")

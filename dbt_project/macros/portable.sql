@@ -369,19 +369,7 @@ exception when others then
     return null;
 end $$;
 
--- DuckDB's try_cast(x as integer): a whole number in range, a fraction rounded
-create or replace function crmsync_support.try_integer(value text) returns integer
-language plpgsql immutable as $$
-begin
-    if value is null or value !~ '^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$' then
-        return null;
-    end if;
-    return cast(round(cast(value as numeric)) as integer);
-exception when others then
-    return null;
-end $$;
-
--- DuckDB's try_cast(x as bigint)
+-- DuckDB's try_cast(x as bigint): a whole number in range, a fraction rounded
 create or replace function crmsync_support.try_bigint(value text) returns bigint
 language plpgsql immutable as $$
 begin
@@ -392,6 +380,13 @@ begin
 exception when others then
     return null;
 end $$;
+
+-- DuckDB's try_cast(x as integer): try_bigint's number, if it fits
+create or replace function crmsync_support.try_integer(value text) returns integer
+language sql immutable as $$
+    select case when n between -2147483648 and 2147483647 then cast(n as integer) end
+    from (select crmsync_support.try_bigint(value) as n) as parsed
+$$;
 
 -- RFC 7396: the patch's keys replace the target's, a null removes one, objects merge deeply
 create or replace function crmsync_support.json_merge_patch(target json, patch json) returns json

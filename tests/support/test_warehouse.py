@@ -1,0 +1,42 @@
+"""support/warehouse.py without a server: the placeholders, the schemas' prefix, the URL's parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.warehouse import ENV, PREFIX_ENV, _pyformat, parts, physical, tls
+
+
+def test_question_marks_become_psycopg2_placeholders_and_percent_signs_stay_literal() -> None:
+    assert _pyformat("select '?%', x like 'a%' from t where a = ? and b = ?::varchar[] and \"q?\" = 1") == (
+        "select '?%%', x like 'a%%' from t where a = %s and b = %s::varchar[] and \"q?\" = 1"
+    )
+
+
+def test_a_prefix_moves_every_schema_the_sql_names_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    sql = (
+        "create schema if not exists sync_state; insert into sync_state.links select * from main.x "
+        "where table_schema in ('main', 'raw_keap_staging') and \"main\".y = 1 and domain.main = 2 "
+        "and mapping = 'contacts'"
+    )
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setenv(PREFIX_ENV, "acme_")
+    assert physical(sql) == sql  # the DuckDB file: never a prefix
+    monkeypatch.setenv(ENV, "postgresql://u@127.0.0.1/w")
+    assert physical(sql) == (
+        "create schema if not exists acme_sync_state; insert into acme_sync_state.links select * from acme_main.x "
+        "where table_schema in ('acme_main', 'acme_raw_keap_staging') and \"main\".y = 1 and domain.main = 2 "
+        "and mapping = 'contacts'"
+    )
+    monkeypatch.setenv(PREFIX_ENV, "")
+    assert physical(sql) == sql
+
+
+def test_the_urls_parts_for_dbt_and_its_tls_settings() -> None:
+    url = (
+        "postgresql://crm%40sync:p%2Fw@db.example:6543/analytics?sslmode=verify-full&sslrootcert=/ca.pem&x=1"
+    )
+    assert parts(url) == {"host": "db.example", "port": "6543", "user": "crm@sync", "password": "p/w",
+                          "database": "analytics"}  # fmt: skip
+    assert tls(url) == {"sslmode": "verify-full", "sslrootcert": "/ca.pem"}
+    assert tls("postgresql://u@127.0.0.1/w") == {}
