@@ -1010,7 +1010,12 @@ def docs(obj: Context, serve: bool, port: int) -> None:
 
     settings = obj.settings
     site = build_site(settings)
-    say(f"dbt docs built in {site} from a copy of {settings.db_path}")
+    built_from = (
+        f"the warehouse {redact(settings.warehouse)}"
+        if settings.warehouse
+        else f"a copy of {settings.db_path}"
+    )
+    say(f"dbt docs built in {site} from {built_from}")
     if serve:
         serve_site(site, port, lambda url: say(f"dbt docs at {url} (Ctrl-C stops)"))
 

@@ -10,6 +10,7 @@ import shutil
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from crmsync.settings import Settings
@@ -23,14 +24,18 @@ class DocsError(Exception):
 
 def build_site(settings: Settings) -> Path:
     """Generate the site from a snapshot of the DuckDB file (crmsync.run.scratch_copy) into
-    `<state>/docs/` (private, like the rest of the state folder); returns that folder."""
+    `<state>/docs/` (private, like the rest of the state folder); returns that folder. On a
+    PostgreSQL warehouse, from the warehouse itself: `dbt docs generate` only reads its
+    catalog, holds no lock a sync needs, and so describes the real schemas and the models
+    as the last sync built them (a scratch copy has neither)."""
     from crmsync.dataflow import write_docs
     from crmsync.dbt import run_dbt, target_dir
     from crmsync.run import scratch_copy
     from reverse_etl.state import ensure_state
 
     site = settings.state_dir / "docs"
-    with scratch_copy(settings, "docs") as snapshot:
+    source = nullcontext(settings) if settings.warehouse else scratch_copy(settings, "docs")
+    with source as snapshot:
         ensure_state(snapshot.db_path)
         write_docs(snapshot.db_path)
         generated = run_dbt(["docs", "generate"], snapshot.db_path)

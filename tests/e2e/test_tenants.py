@@ -328,6 +328,15 @@ warehouse = {{ env = "WAREHOUSE_URL" }}
         )
         assert kept.returncode == 0 and kept.stdout.splitlines()[1] != "0", kept.stdout + kept.stderr
 
+        # the docs describe a tenant's own schemas, as its last sync built them
+        documented = _crmsync(tmp_path, env, "docs", "--tenant", "acme", "--no-serve")
+        assert documented.returncode == 0, documented.stderr
+        catalog = json.loads(
+            (tmp_path / "data" / "tenants" / "acme.state" / "docs" / "catalog.json").read_text()
+        )
+        described = {node["metadata"]["schema"] for node in catalog["nodes"].values()}
+        assert {"acme_main", "acme_intermediate", "acme_staging"} <= described, described
+
         # the retention finds a tenant's personal data in its own schemas
         aged = _crmsync(tmp_path, env, "retention", "--tenant", "acme", "--days", "0")
         assert aged.returncode == 0, aged.stderr
