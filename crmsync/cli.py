@@ -877,15 +877,9 @@ def sql(
         from crmsync.tenant_runs import VIEWS_SCHEMA
         from support import warehouse
 
-        before = warehouse.url(), os.environ.pop(warehouse.PREFIX_ENV, None)
-        warehouse.use(on_warehouse)
-        try:
+        with warehouse.using(on_warehouse):  # no tenant's prefix: the views are all of them
             found = run_query(settings.db_path, query, timeout=timeout, limit=limit, wait_s=settings.wait_s,
                               search_path=VIEWS_SCHEMA)  # fmt: skip
-        finally:
-            warehouse.use(before[0])
-            if before[1] is not None:
-                os.environ[warehouse.PREFIX_ENV] = before[1]
     else:
         found = run_query(settings.db_path, query, timeout=timeout, memory_limit=memory_limit, limit=limit,
                           wait_s=settings.wait_s, tenants=tenants)  # fmt: skip

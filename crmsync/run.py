@@ -426,7 +426,6 @@ def _scratch_schemas(settings: Settings, purpose: str) -> Iterator[Settings]:
     everything under the prefix is dropped at the end. A connection held for the whole plan
     holds an advisory lock named after the prefix: scratch schemas whose lock nobody holds
     (a plan killed hard) are dropped by the next plan (support.warehouse.drop_stale_scratch)."""
-    import os
     import uuid
 
     from crmsync.lock import warehouse_reading
@@ -448,10 +447,9 @@ def _scratch_schemas(settings: Settings, purpose: str) -> Iterator[Settings]:
                 warehouse.copy_schemas(
                     con, ("raw_keap", "raw_customcrm", "sync_state"), tenant_prefix, scratch_prefix
                 )
-            os.environ[warehouse.PREFIX_ENV] = scratch_prefix + tenant_prefix
-            yield dataclasses.replace(settings, db_path=folder / settings.db_path.name)
+            with warehouse.using(settings.warehouse, scratch_prefix + tenant_prefix):
+                yield dataclasses.replace(settings, db_path=folder / settings.db_path.name)
         finally:
-            os.environ[warehouse.PREFIX_ENV] = tenant_prefix
             with suppress(*warehouse_errors()):
                 warehouse.drop_schemas(holder, scratch_prefix)
             shutil.rmtree(folder, ignore_errors=True)

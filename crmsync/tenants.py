@@ -341,24 +341,12 @@ def apply(name: str, secrets: bool = True, environ: MutableMapping[str, str] | N
 
 
 @contextmanager
-def reading_as(chosen: Tenant, environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
+def reading_as(chosen: Tenant) -> Iterator[None]:
     """This process reads as the tenant for the block (crmsync status --all-tenants): its
     warehouse and schemas, or none for its DuckDB file; no secret but the warehouse's URL
     is read. The process's own values are back afterwards."""
-    environ = os.environ if environ is None else environ
-    names = ("CRMSYNC_WAREHOUSE", "CRMSYNC_SCHEMA_PREFIX")
-    before = {name: environ.get(name) for name in names}
-    found = chosen.environment(referenced(environ), secrets=False)
-    try:
-        for name in names:
-            if found.get(name):
-                environ[name] = found[name]
-            else:
-                environ.pop(name, None)
+    from support.warehouse import using
+
+    found = chosen.environment(referenced(dict(os.environ)), secrets=False)
+    with using(found["CRMSYNC_WAREHOUSE"] or None, found["CRMSYNC_SCHEMA_PREFIX"]):
         yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                environ.pop(name, None)
-            else:
-                environ[name] = value

@@ -68,6 +68,26 @@ def use(warehouse: str | None) -> None:
         os.environ.pop(ENV, None)
 
 
+@contextmanager
+def using(warehouse: str | None, schema_prefix: str = "") -> Iterator[None]:
+    """This process's steps on `warehouse` (None: the DuckDB file) and its schemas with
+    `schema_prefix`, for the block; the process's own values are back afterwards."""
+    before = {name: os.environ.get(name) for name in (ENV, PREFIX_ENV)}
+    try:
+        for name, value in ((ENV, warehouse), (PREFIX_ENV, schema_prefix)):
+            if value:
+                os.environ[name] = value
+            else:
+                os.environ.pop(name, None)
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 
 

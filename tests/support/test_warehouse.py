@@ -40,3 +40,20 @@ def test_the_urls_parts_for_dbt_and_its_tls_settings() -> None:
                           "database": "analytics"}  # fmt: skip
     assert tls(url) == {"sslmode": "verify-full", "sslrootcert": "/ca.pem"}
     assert tls("postgresql://u@127.0.0.1/w") == {}
+
+
+def test_using_a_warehouse_for_a_block_gives_the_process_its_own_values_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from support.warehouse import using
+
+    monkeypatch.setenv(ENV, "postgresql://operator@127.0.0.1/op")
+    monkeypatch.delenv(PREFIX_ENV, raising=False)
+    with using("postgresql://tenant@127.0.0.1/w", "acme_"):
+        assert (os.environ[ENV], os.environ[PREFIX_ENV]) == ("postgresql://tenant@127.0.0.1/w", "acme_")
+        with using(None):
+            assert ENV not in os.environ and PREFIX_ENV not in os.environ
+        assert os.environ[PREFIX_ENV] == "acme_"
+    assert os.environ[ENV] == "postgresql://operator@127.0.0.1/op" and PREFIX_ENV not in os.environ
