@@ -43,13 +43,20 @@ def target_dir(db_path: Path) -> Path:
 def _target() -> list[str]:
     """The profile's target: `default` (the DuckDB file), or `postgres` with its connection
     from CRMSYNC_WAREHOUSE (the environment profiles.yml reads; the session's time zone UTC,
-    as the models' dates and times assume)."""
+    as the models' dates and times assume).
+
+    The planner settings are the ones that fit a build: every model is a few big joins
+    over tables without indexes, where PostgreSQL's JIT compiles for longer than the query
+    runs (1.6 s of a 1.7 s model at 3,000 records per kind) and a nested loop is never the
+    cheaper plan, only the one a poor row estimate picks: through the chains of CTEs over
+    JSON-derived keys the estimates fall to a row or two, and the loop rescans a join once
+    per row (bench/RESULTS.md, issue 18)."""
     url = warehouse.url()
     if url is None:
         return []
     for name, value in warehouse.parts(url).items():
         os.environ[f"CRMSYNC_PG_{name.upper()}"] = value
-    os.environ["PGOPTIONS"] = "-c timezone=UTC"
+    os.environ["PGOPTIONS"] = "-c timezone=UTC -c jit=off -c enable_nestloop=off"
     # the URL's TLS settings, which the profile has no key for: libpq reads them from here
     for name, value in warehouse.tls(url).items():
         os.environ[f"PG{name.upper()}"] = value

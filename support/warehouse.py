@@ -135,8 +135,9 @@ class PostgresConnection:
         import psycopg2.extensions
         import psycopg2.extras
 
-        # unqualified names find the marts, as on DuckDB, whose default schema is main
-        options = "-c timezone=UTC -c search_path=main,public" + (
+        # unqualified names find the marts, as on DuckDB, whose default schema is main; no
+        # JIT, which compiles for longer than these queries over the marts run (crmsync/dbt.py)
+        options = "-c timezone=UTC -c search_path=main,public -c jit=off" + (
             " -c default_transaction_read_only=on" if read_only else ""
         )
         self._con = psycopg2.connect(warehouse, options=options, connect_timeout=10, keepalives=1,

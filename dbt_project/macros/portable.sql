@@ -453,3 +453,56 @@ select pg_advisory_unlock(hashtext('crmsync_support'))
         cast({{ field }} as {{ type }})
     {%- endif -%}
 {%- endmacro %}
+
+
+{#- Fresh planner statistics on PostgreSQL. A table that dlt just loaded or dbt just
+    created has none until autovacuum's next pass, a minute or more later: the planner then
+    guesses a few rows for a table of thousands, and picks nested loops that rescan a join
+    once per row (the matching models' natural keys went quadratic in the unlinked records,
+    bench/RESULTS.md, issue 18). So the sources are analyzed before a build
+    (`analyze_sources`, on-run-start) and every table or incremental model right after it
+    is built (`analyze_built`, a post-hook of every model and seed). DuckDB keeps its
+    statistics as it writes: both are no-ops there. -#}
+{% macro analyze_sources() -%}
+    {{ return(adapter.dispatch('analyze_sources', 'crmsync')()) }}
+{%- endmacro %}
+
+{% macro default__analyze_sources() -%}
+    select 1
+{%- endmacro %}
+
+{% macro postgres__analyze_sources() -%}
+    {%- set names = [] -%}
+    {%- if execute -%}
+        {%- for node in graph.sources.values() -%}
+            {%- do names.append(node.schema ~ '.' ~ node.identifier) -%}
+        {%- endfor -%}
+    {%- endif -%}
+do $$
+declare
+    name text;
+begin
+    foreach name in array array[{% for name in names %}'{{ name }}'{{ ", " if not loop.last }}{% endfor %}]::text[] loop
+        -- a source not loaded yet (a first run before any extract) has nothing to analyze
+        if to_regclass(name) is not null then
+            execute 'analyze ' || name;
+        end if;
+    end loop;
+end $$
+{%- endmacro %}
+
+{% macro analyze_built() -%}
+    {{ return(adapter.dispatch('analyze_built', 'crmsync')()) }}
+{%- endmacro %}
+
+{% macro default__analyze_built() -%}
+    select 1
+{%- endmacro %}
+
+{% macro postgres__analyze_built() -%}
+    {%- if config.get('materialized') in ('table', 'incremental', 'seed') -%}
+    analyze {{ this }}
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}

@@ -10,6 +10,7 @@ import yaml
 
 from crmsync.dbt import PROJECT_DIR, build, run_dbt, target_dir
 from reverse_etl.state import ensure_state
+from support.warehouse import ENV
 
 
 def _declared_unit_tests() -> set[str]:
@@ -28,7 +29,15 @@ def _unit_test_results(result: object) -> dict[str, str]:
     }
 
 
-def test_every_unit_test_runs_and_passes_and_the_sync_build_leaves_them_out(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_every_unit_test_runs_and_passes_and_the_sync_build_leaves_them_out(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On both engines: the postgres__ macros must give the fixtures' expected rows too."""
+    if engine == "postgres":
+        monkeypatch.setenv(ENV, request.getfixturevalue("warehouse"))
+    else:
+        monkeypatch.delenv(ENV, raising=False)
     declared = _declared_unit_tests()
     assert len(declared) >= 10
     db = tmp_path / "unit.duckdb"
