@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help sync test test-engines lint typecheck sandbox extract plan status docs bench bench-paced clean lock postgres
+.PHONY: help sync test lint typecheck sandbox extract plan status docs bench bench-paced clean lock postgres
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,14 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 sync: $(STAMP) ## run the sync (the bundled sandboxes with demo data when no endpoint is configured)
 	$(BIN)/crmsync sync
 
-test: $(STAMP) ## lint, type-check and run the whole test suite
+test: $(STAMP) ## lint, type-check and run the whole test suite (the end-to-end tests on DuckDB and on a throwaway PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
-
-test-engines: $(STAMP) ## the whole end-to-end suite on DuckDB and on PostgreSQL (make test runs the warehouse's modules on both)
-	CRMSYNC_E2E_ENGINES=all $(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15 tests/e2e
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

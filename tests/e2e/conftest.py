@@ -122,18 +122,29 @@ BOTH = ("duckdb", "postgres")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test with a `world`, once per engine: those its `engines` mark names, else its
-    module's ENGINES, else DuckDB alone. `make test` runs two modules on PostgreSQL too
-    (ENGINES = BOTH): the sync itself, and its recovery from kills mid-write, concurrent runs
-    and plans (transactions, advisory locks, scratch schemas), within the suite's time;
-    CRMSYNC_E2E_ENGINES=all runs every module on both (`make test-engines`), but those that
-    name DuckDB alone (a test of the DuckDB file itself)."""
+    """Every test with a `world`, once per engine: on the DuckDB file and on PostgreSQL (a
+    database of its own in the tests' throwaway cluster), unless its `engines` mark or its
+    module's ENGINES names fewer (a test of the DuckDB file itself). CRMSYNC_E2E_ENGINES
+    (`duckdb` or `postgres`) narrows a developer's run to one engine; `make test` sets none."""
     if "world" in metafunc.fixturenames:
         marked = metafunc.definition.get_closest_marker("engines")
-        engines = marked.args if marked else getattr(metafunc.module, "ENGINES", None)
-        if engines is None:
-            engines = BOTH if os.environ.get("CRMSYNC_E2E_ENGINES") == "all" else ("duckdb",)
+        engines = marked.args if marked else getattr(metafunc.module, "ENGINES", BOTH)
         metafunc.parametrize("engine", engines, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """CRMSYNC_E2E_ENGINES=duckdb (or postgres): the other engine's tests deselected."""
+    only = os.environ.get("CRMSYNC_E2E_ENGINES")
+    if not only:
+        return
+    if only not in BOTH:
+        raise pytest.UsageError(f"CRMSYNC_E2E_ENGINES={only!r}: duckdb or postgres, or unset for both")
+    kept, dropped = [], []
+    for item in items:
+        engine = getattr(item, "callspec", None) and item.callspec.params.get("engine")
+        (dropped if engine and engine != only else kept).append(item)
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import admin
-from tests.e2e.conftest import BOTH, World
+from tests.e2e.conftest import World
 
 MAPPINGS = {
     "customers": "companies",
@@ -23,8 +23,6 @@ MAPPINGS = {
     "orders": "opportunities",
     "products": "products",
 }
-
-ENGINES = BOTH  # make test runs this module on PostgreSQL too (tests/e2e/conftest.py)
 
 
 def _edit_both_sides(world: World) -> dict[str, str]:

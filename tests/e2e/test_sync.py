@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import BOTH, World
+from tests.e2e.conftest import World
 
 RESOURCES = {
     "customers": "companies",
@@ -14,8 +14,6 @@ RESOURCES = {
     "orders": "opportunities",
     "products": "products",
 }
-
-ENGINES = BOTH  # make test runs this module on PostgreSQL too (tests/e2e/conftest.py)
 
 
 def _by_keap_ref(records: list[dict]) -> dict[str, list[dict]]:
