@@ -46,11 +46,13 @@ def _target() -> list[str]:
     as the models' dates and times assume).
 
     The planner settings are the ones that fit a build: every model is a few big joins
-    over tables without indexes, where PostgreSQL's JIT compiles for longer than the query
-    runs (1.6 s of a 1.7 s model at 3,000 records per kind) and a nested loop is never the
-    cheaper plan, only the one a poor row estimate picks: through the chains of CTEs over
-    JSON-derived keys the estimates fall to a row or two, and the loop rescans a join once
-    per row (bench/RESULTS.md, issue 18)."""
+    over tables without indexes, where a nested loop is never the cheaper plan, only the one
+    a poor row estimate picks: through the chains of CTEs over JSON-derived keys the
+    estimates fall to a row or two, and the loop rescans a join once per row (quadratic in
+    the unlinked records; bench/RESULTS.md, issue 18). The two settings go together: with
+    nested loops off, a plan that still needs one (a join on an inequality) is costed about
+    1e10 higher, past the JIT's threshold, and the JIT then compiled for longer than the
+    query ran (1.6 s of a 1.7 s model at 3,000 records per kind)."""
     url = warehouse.url()
     if url is None:
         return []

@@ -3,6 +3,7 @@ stopped by the tests themselves, each on its own fresh data folder."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,35 @@ import pytest
 
 from sandbox.bundle import Sandboxes
 from tests.postgres import cluster, create_database
+
+# the fixtures that give a test PostgreSQL, when it has no `engine` parameter
+POSTGRES_FIXTURES = {"postgres_cluster", "warehouse", "synced_demo_postgres"}
+
+
+def engine_of(item: pytest.Item) -> str | None:
+    """The warehouse a test runs on: its `engine` parameter, else postgres when it asks for
+    a PostgreSQL fixture, else None (a test of no warehouse, or of the DuckDB file alone)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "engine" in callspec.params:
+        return str(callspec.params["engine"])
+    return "postgres" if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())) else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """CRMSYNC_E2E_ENGINES=duckdb (or postgres): the other engine's tests deselected, across
+    the suite (`make test` sets none: every test runs)."""
+    only = os.environ.get("CRMSYNC_E2E_ENGINES")
+    if not only:
+        return
+    if only not in ("duckdb", "postgres"):
+        raise pytest.UsageError(f"CRMSYNC_E2E_ENGINES={only!r}: duckdb or postgres, or unset for both")
+    kept, dropped = [], []
+    for item in items:
+        engine = engine_of(item)
+        (dropped if engine is not None and engine != only else kept).append(item)
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
 
 REPO = Path(__file__).resolve().parents[1]
 

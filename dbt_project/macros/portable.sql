@@ -468,24 +468,23 @@ select pg_advisory_unlock(hashtext('crmsync_support'))
 {%- endmacro %}
 
 {% macro default__analyze_sources() -%}
-    select 1
 {%- endmacro %}
 
 {% macro postgres__analyze_sources() -%}
     {%- set names = [] -%}
     {%- if execute -%}
         {%- for node in graph.sources.values() -%}
-            {%- do names.append(node.schema ~ '.' ~ node.identifier) -%}
+            {%- do names.append("array['" ~ node.schema ~ "', '" ~ node.identifier ~ "']") -%}
         {%- endfor -%}
     {%- endif -%}
 do $$
 declare
-    name text;
+    name text[];
 begin
-    foreach name in array array[{% for name in names %}'{{ name }}'{{ ", " if not loop.last }}{% endfor %}]::text[] loop
+    foreach name slice 1 in array array[{{ names | join(', ') }}]::text[][] loop
         -- a source not loaded yet (a first run before any extract) has nothing to analyze
-        if to_regclass(name) is not null then
-            execute 'analyze ' || name;
+        if to_regclass(format('%I.%I', name[1], name[2])) is not null then
+            execute format('analyze %I.%I', name[1], name[2]);
         end if;
     end loop;
 end $$
@@ -495,14 +494,12 @@ end $$
     {{ return(adapter.dispatch('analyze_built', 'crmsync')()) }}
 {%- endmacro %}
 
+{#- empty: dbt runs no statement for a hook that renders to nothing -#}
 {% macro default__analyze_built() -%}
-    select 1
 {%- endmacro %}
 
 {% macro postgres__analyze_built() -%}
     {%- if config.get('materialized') in ('table', 'incremental', 'seed') -%}
     analyze {{ this }}
-    {%- else -%}
-    select 1
     {%- endif -%}
 {%- endmacro %}

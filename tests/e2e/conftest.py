@@ -4,7 +4,6 @@ throwaway cluster): see pytest_generate_tests for which tests run on which."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,26 +124,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test with a `world`, once per engine: on the DuckDB file and on PostgreSQL (a
     database of its own in the tests' throwaway cluster), unless its `engines` mark or its
     module's ENGINES names fewer (a test of the DuckDB file itself). CRMSYNC_E2E_ENGINES
-    (`duckdb` or `postgres`) narrows a developer's run to one engine; `make test` sets none."""
+    (`duckdb` or `postgres`) narrows a developer's run to one engine (tests/conftest.py);
+    `make test` sets none."""
     if "world" in metafunc.fixturenames:
         marked = metafunc.definition.get_closest_marker("engines")
         engines = marked.args if marked else getattr(metafunc.module, "ENGINES", BOTH)
         metafunc.parametrize("engine", engines, indirect=True)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """CRMSYNC_E2E_ENGINES=duckdb (or postgres): the other engine's tests deselected."""
-    only = os.environ.get("CRMSYNC_E2E_ENGINES")
-    if not only:
-        return
-    if only not in BOTH:
-        raise pytest.UsageError(f"CRMSYNC_E2E_ENGINES={only!r}: duckdb or postgres, or unset for both")
-    kept, dropped = [], []
-    for item in items:
-        engine = getattr(item, "callspec", None) and item.callspec.params.get("engine")
-        (dropped if engine and engine != only else kept).append(item)
-    config.hook.pytest_deselected(items=dropped)
-    items[:] = kept
 
 
 @pytest.fixture
