@@ -26,6 +26,7 @@ sync: $(STAMP) ## run the sync (the bundled sandboxes with demo data when no end
 	$(BIN)/crmsync sync
 
 test: $(STAMP) ## lint, type-check and run the whole test suite (the end-to-end tests on DuckDB and on a throwaway PostgreSQL)
+	./.ci/install-postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -64,6 +65,7 @@ bench-paced: $(BENCH_STAMP) ## + the runs at the published limits (1,000 Keap wr
 	$(BIN)/python -m bench.run --paced
 
 postgres: $(STAMP) ## a throwaway PostgreSQL cluster in the foreground, as the tests start theirs (Ctrl-C removes it)
+	./.ci/install-postgres
 	$(BIN)/python -m tests.postgres
 
 lock: ## re-pin every dependency into constraints.txt (needs network to PyPI)

@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL cluster for the tests: `initdb` into a temporary folder, a server on
 a free loopback port, stopped and removed afterwards. The server runs as the `postgres`
 user when the tests run as root (initdb and postgres refuse root), else as the tests' own
-user. PostgreSQL's programs come from Debian's packages (`.ci/run` installs them when they
+user. PostgreSQL's programs come from Debian's packages (`make test` installs them when they
 are missing)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def bin_dir() -> Path:
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).resolve().parent
-    raise RuntimeError("PostgreSQL is not installed: `.ci/run` installs it (apt-get install postgresql)")
+    raise RuntimeError("PostgreSQL is not installed: `make test` installs it (.ci/install-postgres)")
 
 
 def _free_port() -> int:
