@@ -61,14 +61,18 @@
             and synced_at > (select coalesce(max(base_watermark), '-infinity'::timestamptz) from {{ this }})
     )
 
+    -- bases_moved by a join, not `in (select ...)` under the `or`: PostgreSQL runs that as a
+    -- scan of the list per pair once the list outgrows work_mem (after a large push)
     select keyed.*
     from keyed
     left join merged_before
         on merged_before.pair_key = keyed.pair_key
+    left join bases_moved
+        on bases_moved.keap_id = keyed.keap_id
     where merged_before.pair_key is null
         or merged_before.pair_hash <> keyed.pair_hash
         or not merged_before.is_settled
-        or keyed.keap_id in (select keap_id from bases_moved)
+        or bases_moved.keap_id is not null
     {%- else %}
     {{ keyed_pairs(paired_model) }}
     {%- endif %}

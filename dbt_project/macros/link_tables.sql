@@ -93,7 +93,11 @@
     customcrm_only as (
         select customcrm_side.record_id as customcrm_id
         from customcrm_side
-        where customcrm_side.record_id not in (select customcrm_id from keap_rows where customcrm_id is not null)
+        -- not exists, not `not in`: an anti-join on both engines (PostgreSQL runs a `not in`
+        -- whose list outgrows work_mem as a scan of the list per row, macros/matching.sql)
+        where not exists (
+            select 1 from keap_rows where keap_rows.customcrm_id = customcrm_side.record_id
+        )
     ),
 
     all_rows as (

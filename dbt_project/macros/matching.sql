@@ -57,14 +57,19 @@
         where claims = 1
     ),
 
+    -- the open records less those linked: `not exists`, an anti-join on both engines, where
+    -- PostgreSQL runs a `not in` whose list outgrows work_mem as a scan of the list per row
+    -- (hours at 100,000 records; the ids are never null, so the two mean the same)
     keap_open_1 as (
         select * from keap_open_0
-        where keap_id not in (select keap_id from by_external_ref)
+        where not exists (select 1 from by_external_ref where by_external_ref.keap_id = keap_open_0.keap_id)
     ),
 
     customcrm_open_1 as (
         select * from customcrm_open_0
-        where customcrm_id not in (select customcrm_id from by_external_ref)
+        where not exists (
+            select 1 from by_external_ref where by_external_ref.customcrm_id = customcrm_open_0.customcrm_id
+        )
     ),
 
     {%- for key in natural_keys %}
@@ -123,12 +128,16 @@
 
     keap_open_{{ n + 1 }} as (
         select * from keap_open_{{ n }}
-        where keap_id not in (select keap_id from by_key_{{ n }})
+        where not exists (
+            select 1 from by_key_{{ n }} where by_key_{{ n }}.keap_id = keap_open_{{ n }}.keap_id
+        )
     ),
 
     customcrm_open_{{ n + 1 }} as (
         select * from customcrm_open_{{ n }}
-        where customcrm_id not in (select customcrm_id from by_key_{{ n }})
+        where not exists (
+            select 1 from by_key_{{ n }} where by_key_{{ n }}.customcrm_id = customcrm_open_{{ n }}.customcrm_id
+        )
     ),
     {%- endfor %}
 
@@ -218,16 +227,24 @@
     select cast(null as varchar), customcrm.{{ customcrm_id_column }}, 'create_in_keap'
     from {{ ref(customcrm_model) }} as customcrm
     where not customcrm.is_deleted
-        and customcrm.{{ customcrm_id_column }} not in (
-            select customcrm_id from {{ ref('int_' ~ mapping ~ '__matched') }} where customcrm_id is not null
+        -- anti-joins (`not exists`; see match_records for why not `not in`)
+        and not exists (
+            select 1 from {{ ref('int_' ~ mapping ~ '__matched') }} as matched
+            where matched.customcrm_id = customcrm.{{ customcrm_id_column }}
         )
-        and customcrm.{{ customcrm_id_column }} not in (
-            select customcrm_id from {{ ref('stg_sync_state__links') }} where mapping = '{{ mapping }}'
+        and not exists (
+            select 1 from {{ ref('stg_sync_state__links') }} as links
+            where links.mapping = '{{ mapping }}' and links.customcrm_id = customcrm.{{ customcrm_id_column }}
         )
         -- a candidate of an ambiguous match group waits for review, as the group's Keap records do
-        and customcrm.{{ customcrm_id_column }} not in (
-            select unnest(customcrm_candidates) from {{ ref('int_' ~ mapping ~ '__matched') }}
-            where link_rule = 'ambiguous' and customcrm_candidates is not null
+        and not exists (
+            select 1
+            from (
+                select unnest(customcrm_candidates) as candidate_id
+                from {{ ref('int_' ~ mapping ~ '__matched') }}
+                where link_rule = 'ambiguous' and customcrm_candidates is not null
+            ) as candidates
+            where candidates.candidate_id = customcrm.{{ customcrm_id_column }}
         )
     {%- endif %}
 {% endmacro %}
