@@ -57,9 +57,7 @@ def run(size: int, explain: list[str] | None = None) -> None:
         os.environ[ENV] = create_database(url)
         try:
             with sandboxes(work / "sandbox", size) as boxes:
-                env = {**os.environ, "CRMSYNC_DB": str(db), "KEAP_API_URL": boxes.keap_url,
-                       "KEAP_API_KEY": boxes.keap_key, "CUSTOMCRM_API_URL": boxes.customcrm_url,
-                       "CUSTOMCRM_API_TOKEN": boxes.customcrm_token}  # fmt: skip
+                env = boxes.env(db)
                 started = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "crmsync.cli", "extract"], env=env, check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -58,6 +58,11 @@ class RunningSandboxes:
             answer.raise_for_status()
             return answer.json()
 
+    def env(self, db: Path) -> dict[str, str]:
+        """The environment of a `crmsync` process configured for these sandboxes and `db`."""
+        return {**os.environ, "CRMSYNC_DB": str(db), "KEAP_API_URL": self.keap_url, "KEAP_API_KEY": self.keap_key,
+                "CUSTOMCRM_API_URL": self.customcrm_url, "CUSTOMCRM_API_TOKEN": self.customcrm_token}  # fmt: skip
+
     def reset_stats(self) -> None:
         self.admin("keap", "/_sandbox/stats/reset", {})
         self.admin("customcrm", "/_sandbox/stats/reset", {})

@@ -251,9 +251,7 @@ def _lane(
         work = Path(tmp)
         # Customcrm's limits off: the bench's own polling of the edited contact must not slow the sync
         with sandboxes(work / "sandbox", 25, keap_limits="published", customcrm_limits="off") as boxes:
-            env = {**os.environ, "CRMSYNC_DB": str(work / "crmsync.duckdb"), "KEAP_API_URL": boxes.keap_url,
-                   "KEAP_API_KEY": boxes.keap_key, "CUSTOMCRM_API_URL": boxes.customcrm_url,
-                   "CUSTOMCRM_API_TOKEN": boxes.customcrm_token}  # fmt: skip
+            env = boxes.env(work / "crmsync.duckdb")
             for _ in range(4):  # linked and quiet
                 if json.loads(crmsync(env, "sync", "--json").stdout).get("quiet_since"):
                     break

@@ -82,8 +82,7 @@ def sync_process(boxes: RunningSandboxes, db: Path, paced: bool = True) -> dict[
     """One `crmsync sync --json` in a process of its own (`paced` False: the Keap client's
     own pacing lifted too): its answer, wall time and peak resident memory. The warehouse
     is this process's CRMSYNC_WAREHOUSE, if any."""
-    env = {**os.environ, "CRMSYNC_DB": str(db), "KEAP_API_URL": boxes.keap_url, "KEAP_API_KEY": boxes.keap_key,
-           "CUSTOMCRM_API_URL": boxes.customcrm_url, "CUSTOMCRM_API_TOKEN": boxes.customcrm_token}  # fmt: skip
+    env = boxes.env(db)
     command = (
         [sys.executable, "-m", "crmsync.cli", "sync", "--json"] if paced else [sys.executable, "-c", UNPACED]
     )
