@@ -286,6 +286,7 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
                     f"  {counts.resource:<14} {counts.records:>8} records {counts.pages:>5} pages"
                     f"{f'  {counts.rejected} rejected' if counts.rejected else ''}"
                     f"{f'  {counts.deleted} deleted' if counts.deleted else ''}"
+                    f"{f'  {counts.cleaned} without NUL characters' if counts.cleaned else ''}"
                 )
         if any(c.rejected for c in report.resources.values()) and code == EXIT_OK:
             code = EXIT_REJECTED

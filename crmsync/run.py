@@ -187,6 +187,22 @@ def blocked_mappings(reports: list[ExtractReport]) -> dict[str, str]:
     return blocked
 
 
+def cleaned_notes(reports: list[ExtractReport]) -> list[str]:
+    """One line per resource whose records were loaded without the NUL characters they had."""
+    lines = []
+    for report in reports:
+        for counts in report.resources.values():
+            if counts.cleaned:
+                more = counts.cleaned - len(counts.cleaned_fields)
+                named = "; ".join(counts.cleaned_fields) + (f"; and {more} more" if more > 0 else "")
+                lines.append(
+                    f"{report.system}.{counts.resource}: NUL characters dropped from {counts.cleaned} "
+                    f"record{'s' if counts.cleaned != 1 else ''} ({named}): the warehouse cannot hold "
+                    "them; the records sync without them"
+                )
+    return lines
+
+
 def run_sync(
     settings: Settings,
     found: Endpoints,
@@ -273,6 +289,9 @@ def _run_sync(
         found.customcrm.clock.reset()
         with phase("extract"):
             reports = run_extract(settings, found, ingest or IngestOptions(), progress)
+        for cleaned in cleaned_notes(reports):
+            notes.append(cleaned)
+            on_note(cleaned)
         # each server's clock against ours, from the extract's answers: the merge compares
         # update times on one clock
         record_clocks(db_path, run_id, clock_readings(found))

@@ -5,7 +5,8 @@ API sent it in `payload` (JSON text, nested arrays intact, no key added or lost)
 timestamp as text, that timestamp parsed to UTC in `_cursor`, and when it was
 extracted. Records that cannot be loaded (no id, an unparseable timestamp) go
 to `ingest_rejections` with the resource, the page and the field, and the run
-goes on.
+goes on. NUL characters are dropped from the payload (`payload_text`): PostgreSQL
+cannot hold them; the run names the records and fields that had one.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class ResourceReport:
     rejected: int = 0
     deleted: int = 0
     error: str | None = None
+    cleaned: int = 0  # records loaded without the NUL characters they had (see payload_text)
+    cleaned_fields: list[str] = field(default_factory=list)  # `id: field, field`, the first few
 
 
 @dataclass
@@ -158,15 +161,68 @@ ProgressCallback = Callable[[str, str, int, int], None]
 """(system, resource, pages so far, records so far)"""
 
 
+NUL = "\x00"
+CLEANED_SHOWN = 5  # records named per resource in a run's note
+
+
+def without_nul(value: Any, path: str = "") -> tuple[Any, list[str]]:
+    """The value with every NUL character dropped from its strings (keys too), and where
+    there were some (`field`, `addresses.0.line1`). Both APIs may send one (JSON's
+    `\\u0000`); PostgreSQL cannot hold it in text, nor turn that escape into text, so a
+    record carrying one would stop every build there. It is dropped on either engine, so
+    the two read the same, and the run says where."""
+    if isinstance(value, str):
+        return (value.replace(NUL, ""), [path or "(value)"]) if NUL in value else (value, [])
+    if isinstance(value, dict):
+        found: list[str] = []
+        cleaned: dict[str, Any] = {}
+        for key, item in value.items():
+            name = key.replace(NUL, "") if isinstance(key, str) else key
+            if name != key:
+                found.append(f"{path}.{name}" if path else str(name))
+            cleaned[name], inner = without_nul(item, f"{path}.{name}" if path else str(name))
+            found += inner
+        return (cleaned, found) if found else (value, [])
+    if isinstance(value, list):
+        found = []
+        items = []
+        for index, item in enumerate(value):
+            item, inner = without_nul(item, f"{path}.{index}" if path else str(index))
+            items.append(item)
+            found += inner
+        return (items, found) if found else (value, [])
+    return value, []
+
+
+def payload_text(record: dict[str, Any]) -> tuple[str, list[str]]:
+    """The record as JSON text for `payload`, without NUL characters, and the fields that had one."""
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    if "\\u0000" not in text:  # json.dumps always escapes a NUL: the common case is one scan
+        return text, []
+    cleaned, fields = without_nul(record)
+    if not fields:  # the six characters `\u0000` typed as text, not a NUL
+        return text, []
+    return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":")), fields
+
+
 def raw_row(
-    record: dict[str, Any], id_field: str, cursor_field: str | None, extracted_at: datetime
+    record: dict[str, Any],
+    id_field: str,
+    cursor_field: str | None,
+    extracted_at: datetime,
+    counts: ResourceReport | None = None,
 ) -> dict[str, Any]:
     stamp = record.get(cursor_field) if cursor_field else None
+    payload, cleaned = payload_text(record)
+    if cleaned and counts is not None:
+        counts.cleaned += 1
+        if len(counts.cleaned_fields) < CLEANED_SHOWN:
+            counts.cleaned_fields.append(f"{record[id_field]}: {', '.join(dict.fromkeys(cleaned))}")
     return {
         "id": str(record[id_field]),
         "updated_at": stamp,
         "_cursor": parse_time(stamp),
-        "payload": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+        "payload": payload,
         "_extracted_at": extracted_at,
     }
 
@@ -177,6 +233,8 @@ def check_record(record: Any, id_field: str, cursor_field: str | None) -> tuple[
         return "(record)", f"not an object: {type(record).__name__}"
     if record.get(id_field) in (None, ""):
         return id_field, "missing id"
+    if NUL in str(record[id_field]):
+        return id_field, "a NUL character in the id"
     if cursor_field and record.get(cursor_field) and parse_time(record[cursor_field]) is None:
         return cursor_field, f"unparseable timestamp {record[cursor_field]!r}"
     return None
@@ -211,7 +269,8 @@ def rejection(
 ) -> Any:
     record_id = record.get("id") or record.get("Id") if isinstance(record, dict) else None
     row = {
-        "id": str(record_id or f"{resource}/page {page}/item {index}"),
+        # as repr writes a NUL (`\x00`): PostgreSQL's text cannot hold one
+        "id": str(record_id or f"{resource}/page {page}/item {index}").replace(NUL, "\\x00"),
         "resource": resource,
         "page": page,
         "field": field_name,
@@ -249,8 +308,10 @@ def read_page(
             counts.rejected += 1
             rejected.append(rejection(resource, page, index, *problem, item, extracted_at))
             continue
-        row = raw_row(item, id_field, cursor_field, extracted_at)
-        is_new = not cursor.already_loaded(row["id"], row["updated_at"])
+        is_new = not cursor.already_loaded(
+            str(item[id_field]), item.get(cursor_field) if cursor_field else None
+        )
+        row = raw_row(item, id_field, cursor_field, extracted_at, counts if is_new else None)
         if is_new:
             cursor.observe(row["id"], row["updated_at"], row["_cursor"])
         found.append(PageRecord(item, row, is_new))

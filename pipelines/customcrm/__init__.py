@@ -27,6 +27,7 @@ from pipelines.common import (
     read_page,
     to_table,
     walk_failed,
+    without_nul,
 )
 from pipelines.customcrm.helpers import is_tombstone, read_changes
 from pipelines.customcrm.settings import CURSOR_FIELD, ID_FIELD, RESOURCES
@@ -48,7 +49,7 @@ def _tombstone(resource: str, record: dict[str, Any], extracted_at: datetime) ->
         "id": str(record[ID_FIELD]),
         "deleted_at": parse_time(record.get("DeletedAt")),
         "updated_at": parse_time(record.get(CURSOR_FIELD)),
-        "external_refs": json.dumps(record.get("ExternalRefs") or {}, ensure_ascii=False),
+        "external_refs": json.dumps(without_nul(record.get("ExternalRefs") or {})[0], ensure_ascii=False),
         "_extracted_at": extracted_at,
     }
     return to_table("tombstones", row, TOMBSTONE_COLUMNS, ["resource", "id"])

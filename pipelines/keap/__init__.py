@@ -111,7 +111,11 @@ def _stages(client: KeapClient, report: ExtractReport, stop: Stop) -> Any:
             for items in client.pages(STAGES.name):
                 counts.pages += 1
                 counts.records += len(items)
-                yield [raw_row(item, "id", "updated_time", extracted_at) for item in items if item.get("id")]
+                yield [
+                    raw_row(item, "id", "updated_time", extracted_at, counts)
+                    for item in items
+                    if item.get("id")
+                ]
         except FatalError:
             raise
         except QuotaExhausted as exc:

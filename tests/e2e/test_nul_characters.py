@@ -1,0 +1,60 @@
+"""A NUL character in a value: both APIs send it (JSON's `\\u0000`), PostgreSQL cannot hold
+it in text (its `->>` refuses the escape), so the ingest drops it on either engine; the
+record syncs without it and says so, and nothing is written again for it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import World
+
+
+def _linked(world: World, mapping: str) -> list[tuple[str, str]]:
+    return world.sql(
+        f"select keap_id, customcrm_id from sync_state.links where mapping = '{mapping}' order by keap_id"
+    )
+
+
+@pytest.mark.synced
+def test_a_nul_character_in_either_system_is_dropped_and_the_record_syncs(world: World) -> None:
+    (keap_a, crm_a), (keap_b, crm_b) = _linked(world, "contacts")[:2]
+    company_keap, company_crm = _linked(world, "customers")[0]
+    assert (
+        world.keap.patch(
+            f"/contacts/{keap_a}", params={"update_mask": "job_title"}, json={"job_title": "Night\x00shift"}
+        ).status_code
+        == 200
+    )
+    assert world.crm.patch(f"/contacts/{crm_b}", json={"Title": "Day\x00shift"}).status_code == 200
+    assert (
+        world.crm.patch(
+            f"/customers/{company_crm}", json={"Description": "\x00Hello\x00 world\x00"}
+        ).status_code
+        == 200
+    )
+    assert world.keap.get(f"/contacts/{keap_a}").json()["job_title"] == "Night\x00shift"  # the API kept it
+
+    outcome = world.sync()
+    assert outcome.status == "ok", outcome.error or outcome.problems
+    cleaned = {
+        (report.system, counts.resource): counts.cleaned
+        for report in outcome.extract
+        for counts in report.resources.values()
+        if counts.cleaned
+    }
+    assert cleaned == {("keap", "contacts"): 1, ("customcrm", "contacts"): 1, ("customcrm", "customers"): 1}
+    assert world.crm.get(f"/contacts/{crm_a}").json()["Title"] == "Nightshift"
+    assert world.keap.get(f"/contacts/{keap_b}").json()["job_title"] == "Dayshift"
+    assert (
+        world.keap.get(f"/companies/{company_keap}", params={"fields": "notes"}).json()["notes"]
+        == "Hello world"
+    )
+    # the raw rows hold the records without it, and the models read them
+    (payload,) = world.sql(f"select payload from raw_keap.contacts where id = '{keap_a}'")[0]
+    assert "\\u0000" not in payload and "Nightshift" in payload
+
+    world.served()
+    again = world.sync(rebuild=True)  # the sides still differ by the NUL: no write comes of it
+    assert again.status == "ok", again.error or again.problems
+    keap, crm = world.served()
+    assert keap["writes"] == crm["writes"] == 0
