@@ -18,6 +18,9 @@ from tests.postgres import cluster, create_database
 POSTGRES_FIXTURES = {"postgres_cluster", "warehouse", "synced_demo_postgres"}
 
 
+ENGINES = ("duckdb", "postgres")  # the warehouses a test may run on (tests/e2e/conftest.py)
+
+
 def engine_of(item: pytest.Item) -> str | None:
     """The warehouse a test runs on: its `engine` parameter, else postgres when it asks for
     a PostgreSQL fixture, else None (a test of no warehouse, or of the DuckDB file alone)."""
@@ -33,7 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     only = os.environ.get("CRMSYNC_E2E_ENGINES")
     if not only:
         return
-    if only not in ("duckdb", "postgres"):
+    if only not in ENGINES:
         raise pytest.UsageError(f"CRMSYNC_E2E_ENGINES={only!r}: duckdb or postgres, or unset for both")
     kept, dropped = [], []
     for item in items:

@@ -19,7 +19,7 @@ from crmsync.run import Endpoints, SyncOutcome, run_sync
 from crmsync.settings import Settings
 from sandbox.bundle import Sandboxes
 from support.warehouse import ENV, connect
-from tests.conftest import admin, crm_http, keap_http
+from tests.conftest import ENGINES, admin, crm_http, keap_http
 from tests.postgres import create_database
 
 
@@ -117,9 +117,6 @@ class World:
 DEMO = {"size": 25, "seed": 11}
 
 
-BOTH = ("duckdb", "postgres")
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test with a `world`, once per engine: on the DuckDB file and on PostgreSQL (a
     database of its own in the tests' throwaway cluster), unless its `engines` mark or its
@@ -128,7 +125,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     `make test` sets none."""
     if "world" in metafunc.fixturenames:
         marked = metafunc.definition.get_closest_marker("engines")
-        engines = marked.args if marked else getattr(metafunc.module, "ENGINES", BOTH)
+        engines = marked.args if marked else getattr(metafunc.module, "ENGINES", ENGINES)
         metafunc.parametrize("engine", engines, indirect=True)
 
 
