@@ -14,6 +14,8 @@
     │                       stop reading that resource, keep what was read
     └── FatalError          stop the run with one clear line
         ├── AuthError       401, 403, a refused OAuth refresh
+        ├── RunDeadline     the run's deadline passed
+        ├── WriterLockLost  the PostgreSQL warehouse's writer lock was lost mid-run
         └── TokenEndpointUnavailable  Keap's OAuth token endpoint kept failing (5xx,
                             429, no answer): try again later, the grant is fine
 
@@ -127,6 +129,11 @@ class AuthError(FatalError):
 
 class RunDeadline(FatalError):
     """The run's deadline passed (CRMSYNC_RUN_DEADLINE_MINUTES): it stops where it is."""
+
+
+class WriterLockLost(FatalError):
+    """The writers' lock on the PostgreSQL warehouse is no longer held (its connection
+    ended): another crmsync may be writing, so nothing more is sent."""
 
 
 class TokenEndpointUnavailable(FatalError):

@@ -29,6 +29,7 @@ from connectors.errors import (
     RetryableError,
     RunDeadline,
     TransportFailure,
+    WriterLockLost,
     error_for_response,
     safe_url,
 )
@@ -216,12 +217,23 @@ class ApiClient:
         self._local = threading.local()  # per thread: when its last request went out
         self.clock = ServerClock()  # the server's clock against ours, from every answer's Date
         self.deadline: float | None = None  # time.monotonic() past which no request is sent
+        # asked before each request: why this run may no longer write (a lost writer lock), or None
+        self.guard: Callable[[], str | None] | None = None
 
     def _check_deadline(self, method: str, path: str, record_id: str | None) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise RunDeadline(
                 "the run's deadline passed (CRMSYNC_RUN_DEADLINE_MINUTES): it stopped before "
                 "this request; the next run goes on from here",
+                system=self.system,
+                method=method.upper(),
+                url=safe_url(self.http.build_request(method, path).url),
+                record_id=record_id,
+            )
+        lost = self.guard() if self.guard is not None else None
+        if lost is not None:
+            raise WriterLockLost(
+                lost,
                 system=self.system,
                 method=method.upper(),
                 url=safe_url(self.http.build_request(method, path).url),

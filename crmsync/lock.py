@@ -20,9 +20,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,61 @@ def _busy(command: str) -> StateBusy:
     )
 
 
+CHECK_EVERY_S = 1.0  # how often a running writer asks the server whether it still holds its lock
+
+
+@dataclass
+class _Held:
+    con: Any  # the connection whose session holds the lock
+    key: str
+    checked: float = 0.0  # time.monotonic() of the last check
+    lost: str | None = None  # why it is no longer held: once lost, lost for the rest of the run
+    # the push's lanes ask from several threads; one cursor answers them one at a time
+    asking: threading.Lock = field(default_factory=threading.Lock)
+
+
+_HELD: _Held | None = None  # this process's writer lock on a PostgreSQL warehouse, while held
+
+
+def lost_writer_lock() -> str | None:
+    """Why this process may no longer write to the PostgreSQL warehouse, or None while it
+    holds the writers' lock it took (or took none: the DuckDB file's lock is the kernel's,
+    held until the process ends). A session lock is lost only with its session: a server
+    restart, a terminated backend, a network that dropped the connection. Another crmsync
+    may then take it and write beside this run, so the clients ask before each request
+    (here at most once a second) and the run asks between its steps."""
+    held = _HELD
+    if held is None:
+        return None
+    with held.asking:
+        now = time.monotonic()
+        if held.lost is None and now - held.checked >= CHECK_EVERY_S:
+            held.checked = now
+            held.lost = _why_lost(held)
+        return held.lost
+
+
+def _why_lost(held: _Held) -> str | None:
+    try:
+        # a bigint advisory key is (classid, objid) = (high, low) 32 bits; hashtext is an int4
+        row = held.con.execute(
+            """select count(*) from pg_locks
+               where locktype = 'advisory' and pid = pg_backend_pid() and granted and objsubid = 1
+                 and objid::bigint = (hashtext(?)::bigint & 4294967295)""",
+            [held.key],
+        ).fetchone()
+        still = bool(row and row[0])
+        why = None if still else "the server no longer lists it"
+    except Exception as exc:  # the connection is gone: so is the lock
+        why = f"its connection ended: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+    if why is None:
+        return None
+    return (
+        f"the PostgreSQL warehouse's writer lock was lost ({why}): another crmsync may be "
+        "writing, so this run stopped before its next request; run it again"
+    )
+
+
 @contextmanager
 def _warehouse_lock(command: str, wait_s: float = DEFAULT_WAIT_S) -> Iterator[None]:
     """On a PostgreSQL warehouse (CRMSYNC_WAREHOUSE), a writer also holds a session advisory
@@ -160,9 +217,15 @@ def _warehouse_lock(command: str, wait_s: float = DEFAULT_WAIT_S) -> Iterator[No
         return
     with warehouse.PostgresConnection(url) as con:
         # one per set of schemas: tenants of one warehouse (their own prefixes) do not wait for each other
-        if not _advisory(con, "pg_try_advisory_lock", WAREHOUSE_LOCK + warehouse.prefix(), wait_s):
+        key = WAREHOUSE_LOCK + warehouse.prefix()
+        if not _advisory(con, "pg_try_advisory_lock", key, wait_s):
             raise _busy(command)
-        yield
+        global _HELD
+        _HELD = _Held(con, key, checked=time.monotonic())
+        try:
+            yield
+        finally:
+            _HELD = None
 
 
 def warehouse_reading(con: Any, command: str, wait_s: float = DEFAULT_WAIT_S) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.customcrm import CustomcrmClient, customcrm_client
-from connectors.errors import redact
+from connectors.errors import WriterLockLost, redact
 from connectors.keap import KeapClient, keap_client
 from connectors.tokens import TokenStore
 from crmsync.dbt import RAN_SHORT, target_dir
@@ -27,7 +27,7 @@ from crmsync.dbt import build as dbt_build
 from crmsync.failures import failure_line
 from crmsync.filemodes import secure_state
 from crmsync.fingerprint import input_fingerprint
-from crmsync.lock import shared
+from crmsync.lock import lost_writer_lock, shared
 from crmsync.settings import ConfigurationError, Settings
 from pipelines.common import ExtractReport, ProgressCallback
 from pipelines.ingest import IngestOptions, extract
@@ -256,6 +256,8 @@ def _run_sync(
     notes: list[str] = []
     deadline = time.monotonic() + settings.run_deadline_s  # no request is sent past it
     found.keap.deadline = found.customcrm.deadline = deadline
+    # a lost writer lock on PostgreSQL stops the run before its next request and between steps
+    found.keap.guard = found.customcrm.guard = lost_writer_lock
     started = False
     result = PushResult()
     pushing: Pusher | None = None
@@ -271,6 +273,9 @@ def _run_sync(
 
     @contextmanager
     def phase(name: str) -> Iterator[None]:
+        lost = lost_writer_lock()
+        if lost is not None:
+            raise WriterLockLost(lost, system="warehouse")
         if name != "fingerprint":
             on_phase(name)
         started = time.perf_counter()
