@@ -18,6 +18,7 @@ Analysts who need more open the file themselves, with a sync not running (README
 On a PostgreSQL warehouse (CRMSYNC_WAREHOUSE) the query runs alone (one statement: none
 can end the transaction and start another) in a read-only transaction, rolled back at
 the end, with the same time limit (the statement cancelled); the memory is the server's.
+With `--limit`, through a cursor on the server: no row past the limit is computed or sent.
 """
 
 from __future__ import annotations
@@ -246,6 +247,11 @@ def run_query(
             elif warehouse.is_postgres(con):
                 query = reading_statement(query)
                 con.execute(f"set local statement_timeout = {int(timeout * 1000)}")
+                if limit is not None and not re.match(r"\s*show\b", query, re.I):
+                    # through a cursor on the server: rows past the limit are never computed nor
+                    # sent (a plain execute would bring the whole result into this process first)
+                    con.execute(f"declare crmsync_sql no scroll cursor for {query}")
+                    query = f"fetch forward {limit + 1} from crmsync_sql"
             cursor = con.execute(query)
             columns = [d[0] for d in cursor.description or []]
             types = [str(d[1]) for d in cursor.description or []]

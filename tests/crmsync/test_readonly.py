@@ -16,6 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from crmsync.cli import main
+from crmsync.readonly import QueryError, run_query
+from support.warehouse import ENV
 
 SECRET = "refresh-token-that-must-stay-in-its-file"
 
@@ -198,3 +200,21 @@ def test_on_postgresql_a_reading_statement_runs_as_written() -> None:
         "-- the links\nWITH l AS (SELECT 1) SELECT * FROM l"
     )
     assert reading_statement("/* a */ values (1), (2)") == "/* a */ values (1), (2)"
+
+
+def test_on_postgresql_a_limited_query_computes_no_row_past_the_limit(
+    warehouse: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Through a cursor on the server: the division by zero waits in row 11, which a plain
+    execute (the whole result brought into this process) would reach."""
+    monkeypatch.setenv(ENV, warehouse)
+    query = "select g from generate_series(1, 100) as g where 1 / (case when g > 10 then 0 else 1 end) = 1"
+    found = run_query(tmp_path / "unused.duckdb", query, limit=3)
+    assert (found.columns, found.rows, found.more) == (["g"], [(1,), (2,), (3,)], True)
+    assert run_query(tmp_path / "unused.duckdb", query, limit=9).rows[-1] == (9,)  # asks for the 10th
+    with pytest.raises(QueryError, match="division by zero"):
+        run_query(tmp_path / "unused.duckdb", query, limit=10)  # its 11th row is reached
+    assert run_query(tmp_path / "unused.duckdb", "values (1), (2)", limit=5).more is False
+    with pytest.raises(QueryError, match="division by zero"):
+        run_query(tmp_path / "unused.duckdb", query)  # no limit: every row, as asked
+    assert run_query(tmp_path / "unused.duckdb", "show timezone", limit=1).rows == [("UTC",)]
