@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from crmsync.lock import DEFAULT_WAIT_S, shared
 from support import warehouse
@@ -241,18 +241,24 @@ def run_query(
         timer = threading.Timer(timeout, stop)
         timer.daemon = True
         timer.start()
+        cursor: Any  # DuckDB's connection, or the warehouse's PostgresConnection
         try:
             if tenants is not None:
                 refuse_unless_reading(con, query)
+                cursor = con.execute(query)
             elif warehouse.is_postgres(con):
-                query = reading_statement(query)
+                # a tenant's schema names prefixed, not its literals (warehouse.physical_query)
+                postgres = cast(warehouse.PostgresConnection, con)
+                query = warehouse.physical_query(reading_statement(query))
                 con.execute(f"set local statement_timeout = {int(timeout * 1000)}")
                 if limit is not None and not re.match(r"\s*show\b", query, re.I):
                     # through a cursor on the server: rows past the limit are never computed nor
                     # sent (a plain execute would bring the whole result into this process first)
-                    con.execute(f"declare crmsync_sql no scroll cursor for {query}")
+                    postgres.execute(f"declare crmsync_sql no scroll cursor for {query}", prefixed=True)
                     query = f"fetch forward {limit + 1} from crmsync_sql"
-            cursor = con.execute(query)
+                cursor = postgres.execute(query, prefixed=True)
+            else:
+                cursor = con.execute(query)
             columns = [d[0] for d in cursor.description or []]
             types = [str(d[1]) for d in cursor.description or []]
             rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit + 1)

@@ -54,6 +54,30 @@ def physical(sql: str) -> str:
     )
 
 
+_SCHEMA_DOT = re.compile(rf"""(?<![\w."])({_NAMES})(?=\.)""")
+# what a query writes as it is: literals ('', E'' and $$ strings), quoted names, comments
+_AS_WRITTEN = re.compile(
+    r"""[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$""",
+    re.S,
+)
+
+
+def physical_query(sql: str) -> str:
+    """An analyst's query (`crmsync sql --tenant`) with the schema names it qualifies its
+    tables by (`sync_state.runs`) prefixed, and nothing else: unlike `physical`, no text in
+    its literals, quoted names or comments changes (`where city = 'main'` stays)."""
+    found = prefix()
+    if not found:
+        return sql
+    parts, position = [], 0
+    for match in _AS_WRITTEN.finditer(sql):
+        parts.append(_SCHEMA_DOT.sub(lambda m: found + m.group(1), sql[position : match.start()]))
+        parts.append(match.group(0))
+        position = match.end()
+    parts.append(_SCHEMA_DOT.sub(lambda m: found + m.group(1), sql[position:]))
+    return "".join(parts)
+
+
 def url() -> str | None:
     """The PostgreSQL warehouse's URL, or None for the DuckDB file."""
     return os.environ.get(ENV) or None
@@ -147,8 +171,12 @@ class PostgresConnection:
         psycopg2.extras.register_default_jsonb(self._con, loads=lambda text: text)
         self._cursor = self._con.cursor()
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> PostgresConnection:
-        sql = physical(sql)
+    def execute(
+        self, sql: str, params: Sequence[Any] | None = None, prefixed: bool = False
+    ) -> PostgresConnection:
+        """`sql` with the schemas' prefix applied (`physical`), unless `prefixed` says it is."""
+        if not prefixed:
+            sql = physical(sql)
         if params is None:
             self._cursor.execute(sql)
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from support.warehouse import ENV, PREFIX_ENV, _pyformat, parts, physical, tls
+from support.warehouse import ENV, PREFIX_ENV, _pyformat, parts, physical, physical_query, tls
 
 
 def test_question_marks_become_psycopg2_placeholders_and_percent_signs_stay_literal() -> None:
@@ -30,6 +30,28 @@ def test_a_prefix_moves_every_schema_the_sql_names_and_nothing_else(monkeypatch:
     )
     monkeypatch.setenv(PREFIX_ENV, "")
     assert physical(sql) == sql
+
+
+def test_an_analysts_query_gets_its_schema_names_prefixed_and_never_its_literals_or_comments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    query = (
+        "select r.run_id, 'main.x' as a, E'it\\'s main.y' as b, $$sync_state.runs$$ as c, \"main\".t\n"
+        "from sync_state.runs as r join main.link_contacts using (run_id) -- main.z\n"
+        "where r.status = 'main' and note = 'o''main.q' /* raw_keap.contacts */ and x = staging.f(1)"
+    )
+    monkeypatch.setenv(PREFIX_ENV, "acme_")
+    monkeypatch.delenv(ENV, raising=False)
+    assert physical_query(query) == query  # the DuckDB file: never a prefix
+    monkeypatch.setenv(ENV, "postgresql://u@127.0.0.1/w")
+    assert physical_query(query) == (
+        "select r.run_id, 'main.x' as a, E'it\\'s main.y' as b, $$sync_state.runs$$ as c, \"main\".t\n"
+        "from acme_sync_state.runs as r join acme_main.link_contacts using (run_id) -- main.z\n"
+        "where r.status = 'main' and note = 'o''main.q' /* raw_keap.contacts */ and x = acme_staging.f(1)"
+    )
+    # what the sync's own SQL gets (physical): its catalog literals too
+    assert physical("where table_schema = 'main'") == "where table_schema = 'acme_main'"
+    assert physical_query("where table_schema = 'main'") == "where table_schema = 'main'"
 
 
 def test_the_urls_parts_for_dbt_and_its_tls_settings() -> None:
