@@ -42,6 +42,21 @@ def _first_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def tenant_line(line: str, tenant: str, auth_system: str | None = None) -> str:
+    """A failure line of tenant `tenant`'s run, with the settings it names as the keys of the
+    tenant's entry that hold them (KEAP_REFRESH_TOKEN: keap_refresh_token of tenant 'acme')."""
+    from crmsync.tenants import SETTING_KEYS
+
+    if auth_system:
+        line = line.replace(f"the {auth_system.upper()}_* settings",
+                            f"the {auth_system}_* keys of tenant {tenant!r} in the tenants file")  # fmt: skip
+    names = re.compile(r"\b(" + "|".join(sorted(SETTING_KEYS, key=len, reverse=True)) + r")\b")
+    line, named = names.subn(lambda m: SETTING_KEYS[m.group(1)], line)
+    return line + (
+        f" ({'key' if named == 1 else 'keys'} of tenant {tenant!r} in the tenants file)" if named else ""
+    )
+
+
 def locked_file_line(db_path: Path, message: str) -> str:
     holder = re.search(r"held in (.+?) \(PID (\d+)\)", message)
     who = f" ({holder.group(1)}, pid {holder.group(2)})" if holder else ""
@@ -58,9 +73,8 @@ def failure_line(error: BaseException, db_path: Path) -> str:
     if isinstance(cause, ApiError | DbtError):
         line = _first_line(str(cause), 1000)
         tenant = os.environ.get("CRMSYNC_TENANT")
-        if tenant and isinstance(cause, AuthError):  # the tenant's entry holds them, not the environment
-            line = line.replace(f"the {cause.system.upper()}_* settings",
-                                f"the {cause.system}_* keys of tenant {tenant!r} in the tenants file")  # fmt: skip
+        if tenant:  # the tenant's entry holds them, not the environment
+            return tenant_line(line, tenant, cause.system if isinstance(cause, AuthError) else None)
         return line
     if isinstance(cause, duckdb.Error):
         return f"the DuckDB file {db_path}: {_first_line(str(cause))}"

@@ -77,6 +77,8 @@ OPTIONS = {
     "duckdb_memory_limit": "CRMSYNC_DUCKDB_MEMORY_LIMIT",
     "duckdb_threads": "CRMSYNC_DUCKDB_THREADS",
 }
+# the settings' names, and the key of a tenant's entry that holds each (a failure line names the key)
+SETTING_KEYS = {name: key for keys in (ADDRESSES, PLAIN, SECRETS, OPTIONS) for key, name in keys.items()}
 # where a tenant's data is when not in its DuckDB file: a reference (the URL holds a password),
 # read even by the commands that read no secret (they read the state there)
 WAREHOUSE = {"warehouse": "CRMSYNC_WAREHOUSE"}

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from connectors.errors import AuthError, RunDeadline
+from crmsync.failures import failure_line
 from crmsync.settings import ConfigurationError, Settings
 from crmsync.tenants import apply, load
 
@@ -279,3 +281,30 @@ def test_a_tenant_on_a_warehouse_has_schemas_of_its_own_and_never_the_operators_
         (folder / "tenants.toml").write_text("".join(on_warehouse(name) for name in names))
         with pytest.raises(ConfigurationError, match=re.escape(message)):
             load()
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (AuthError("Keap refused the OAuth refresh; re-authorize and set KEAP_REFRESH_TOKEN", system="keap"),
+         "Keap refused the OAuth refresh; re-authorize and set keap_refresh_token [keap] (key of tenant 'acme' "
+         "in the tenants file)"),
+        (AuthError("Keap refused the OAuth client; check KEAP_CLIENT_ID and KEAP_CLIENT_SECRET, or re-authorize "
+                   "and set KEAP_REFRESH_TOKEN", system="keap"),
+         "Keap refused the OAuth client; check keap_client_id and keap_client_secret, or re-authorize and set "
+         "keap_refresh_token [keap] (keys of tenant 'acme' in the tenants file)"),
+        (AuthError("customcrm refused the credentials (401); check the CUSTOMCRM_* settings", system="customcrm"),
+         "customcrm refused the credentials (401); check the customcrm_* keys of tenant 'acme' in the tenants "
+         "file [customcrm]"),
+        (RunDeadline("the run's deadline passed (CRMSYNC_RUN_DEADLINE_MINUTES): it stopped", system="keap"),
+         "the run's deadline passed (run_deadline_minutes): it stopped [keap] (key of tenant 'acme' in the "
+         "tenants file)"),
+    ],
+)  # fmt: skip
+def test_a_tenants_failure_line_names_the_keys_of_its_entry_not_the_environment(
+    error: Exception, line: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CRMSYNC_TENANT", "acme")
+    assert failure_line(error, tmp_path / "x.duckdb") == line
+    monkeypatch.delenv("CRMSYNC_TENANT")
+    assert failure_line(error, tmp_path / "x.duckdb") == str(error)  # not a tenant's run: as raised
