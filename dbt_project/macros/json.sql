@@ -4,8 +4,15 @@
     {{ return(adapter.dispatch('json_text', 'crmsync')(column, path)) }}
 {%- endmacro %}
 
+{#- A column whose name ends in `_doc` is a parsed document (raw_records' payload_doc, an
+    item of it: jsonb on PostgreSQL), read as it is; any other is JSON text or json, parsed
+    for the read. -#}
 {% macro default__json_text(column, path) -%}
+    {%- if column.endswith('_doc') -%}
+    ({{ column }} #>> '{{ "{" ~ path.split('.') | join(",") ~ "}" }}')
+    {%- else -%}
     json_extract_path_text(cast({{ column }} as json), {{ "'" ~ path.split('.') | join("', '") ~ "'" }})
+    {%- endif -%}
 {%- endmacro %}
 
 {% macro duckdb__json_text(column, path) -%}
@@ -26,7 +33,20 @@
 {%- endmacro %}
 
 {% macro postgres__json_array_item(column, array_name, slot) -%}
+    {%- if column.endswith('_doc') -%}
+    {#- a parsed document (raw_records): its jsonb array, read without parsing the payload again -#}
+    (
+        select items.item
+        from jsonb_array_elements(
+            case when jsonb_typeof({{ column }} -> '{{ array_name }}') = 'array' then {{ column }} -> '{{ array_name }}' end
+        ) with ordinality as items(item, position)
+        where (items.item ->> 'field') = '{{ slot }}'
+        order by items.position
+        limit 1
+    )
+    {%- else -%}
     {{ json_array_item_by('cast(' ~ column ~ " as json) -> '" ~ array_name ~ "'", "'" ~ slot ~ "'") }}
+    {%- endif -%}
 {%- endmacro %}
 
 

@@ -1,7 +1,7 @@
 with
 
 source as (
-    {{ raw_or_empty('raw_customcrm', 'customers', raw_record_columns()) }}
+    {{ raw_records('raw_customcrm', 'customers') }}
 ),
 
 tombstones as (
@@ -11,21 +11,21 @@ tombstones as (
 records as (
     select
         id as customcrm_customer_id,
-        {{ canon_text(json_text('payload', 'Name')) }} as name,
-        {{ canon_text(json_text('payload', 'Description')) }} as description,
-        {{ canon_text(json_text('payload', 'Website')) }} as website,
-        {{ canon_email(json_text('payload', 'Email')) }} as email,
-        {{ canon_text(json_text('payload', 'Phone')) }} as phone,
-        {{ canon_text(json_text('payload', 'Fax')) }} as fax,
-        {{ canon_text(json_text('payload', 'StreetAddress1')) }} as street_address1,
-        {{ canon_text(json_text('payload', 'StreetAddress2')) }} as street_address2,
-        {{ canon_text(json_text('payload', 'City')) }} as city,
-        {{ canon_text(json_text('payload', 'ZipCode')) }} as zip_code,
-        upper({{ canon_text(json_text('payload', 'Country')) }}) as country,
-        {{ canon_text(json_text('payload', 'OrgNumber')) }} as org_number,
-        {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
-        {{ try_cast_to(json_text('payload', 'Version'), 'integer') }} as version,
-        {{ try_cast_to(json_text('payload', 'UpdatedAt'), 'timestamptz') }} as updated_at,
+        {{ canon_text(json_text('payload_doc', 'Name')) }} as name,
+        {{ canon_text(json_text('payload_doc', 'Description')) }} as description,
+        {{ canon_text(json_text('payload_doc', 'Website')) }} as website,
+        {{ canon_email(json_text('payload_doc', 'Email')) }} as email,
+        {{ canon_text(json_text('payload_doc', 'Phone')) }} as phone,
+        {{ canon_text(json_text('payload_doc', 'Fax')) }} as fax,
+        {{ canon_text(json_text('payload_doc', 'StreetAddress1')) }} as street_address1,
+        {{ canon_text(json_text('payload_doc', 'StreetAddress2')) }} as street_address2,
+        {{ canon_text(json_text('payload_doc', 'City')) }} as city,
+        {{ canon_text(json_text('payload_doc', 'ZipCode')) }} as zip_code,
+        upper({{ canon_text(json_text('payload_doc', 'Country')) }}) as country,
+        {{ canon_text(json_text('payload_doc', 'OrgNumber')) }} as org_number,
+        {{ canon_text(json_text('payload_doc', 'ExternalRefs.keap')) }} as keap_ref,
+        {{ try_cast_to(json_text('payload_doc', 'Version'), 'integer') }} as version,
+        {{ try_cast_to(json_text('payload_doc', 'UpdatedAt'), 'timestamptz') }} as updated_at,
         cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source

@@ -1,7 +1,7 @@
 with
 
 source as (
-    {{ raw_or_empty('raw_customcrm', 'orders', raw_record_columns()) }}
+    {{ raw_records('raw_customcrm', 'orders') }}
 ),
 
 tombstones as (
@@ -11,18 +11,18 @@ tombstones as (
 records as (
     select
         id as customcrm_order_id,
-        {{ canon_text(json_text('payload', 'Title')) }} as title,
-        {{ canon_text(json_text('payload', 'ContactId')) }} as customcrm_contact_id,
-        {{ canon_text(json_text('payload', 'CustomerId')) }} as customcrm_customer_id,
-        lower({{ canon_text(json_text('payload', 'Status')) }}) as status,
-        {{ canon_text(json_text('payload', 'Stage')) }} as stage,
-        {{ canon_money(canon_text(json_text('payload', 'Amount'))) }} as amount,
-        upper({{ canon_text(json_text('payload', 'Currency')) }}) as currency,
-        {{ canon_date(canon_text(json_text('payload', 'CloseDate'))) }} as close_date,
-        {{ canon_text(json_text('payload', 'Description')) }} as description,
-        {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
-        {{ try_cast_to(json_text('payload', 'Version'), 'integer') }} as version,
-        {{ try_cast_to(json_text('payload', 'UpdatedAt'), 'timestamptz') }} as updated_at,
+        {{ canon_text(json_text('payload_doc', 'Title')) }} as title,
+        {{ canon_text(json_text('payload_doc', 'ContactId')) }} as customcrm_contact_id,
+        {{ canon_text(json_text('payload_doc', 'CustomerId')) }} as customcrm_customer_id,
+        lower({{ canon_text(json_text('payload_doc', 'Status')) }}) as status,
+        {{ canon_text(json_text('payload_doc', 'Stage')) }} as stage,
+        {{ canon_money(canon_text(json_text('payload_doc', 'Amount'))) }} as amount,
+        upper({{ canon_text(json_text('payload_doc', 'Currency')) }}) as currency,
+        {{ canon_date(canon_text(json_text('payload_doc', 'CloseDate'))) }} as close_date,
+        {{ canon_text(json_text('payload_doc', 'Description')) }} as description,
+        {{ canon_text(json_text('payload_doc', 'ExternalRefs.keap')) }} as keap_ref,
+        {{ try_cast_to(json_text('payload_doc', 'Version'), 'integer') }} as version,
+        {{ try_cast_to(json_text('payload_doc', 'UpdatedAt'), 'timestamptz') }} as updated_at,
         cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source

@@ -1,7 +1,7 @@
 with
 
 source as (
-    {{ raw_or_empty('raw_customcrm', 'products', raw_record_columns()) }}
+    {{ raw_records('raw_customcrm', 'products') }}
 ),
 
 tombstones as (
@@ -11,16 +11,16 @@ tombstones as (
 records as (
     select
         id as customcrm_product_id,
-        {{ canon_text(json_text('payload', 'Name')) }} as name,
-        {{ canon_text(json_text('payload', 'Sku')) }} as sku,
-        {{ canon_text(json_text('payload', 'Description')) }} as description,
-        {{ canon_text(json_text('payload', 'ShortDescription')) }} as short_description,
-        {{ canon_money(canon_text(json_text('payload', 'Price'))) }} as price,
-        upper({{ canon_text(json_text('payload', 'Currency')) }}) as currency,
-        {{ canon_boolean(json_text('payload', 'Active')) }} as active,
-        {{ canon_text(json_text('payload', 'ExternalRefs.keap')) }} as keap_ref,
-        {{ try_cast_to(json_text('payload', 'Version'), 'integer') }} as version,
-        {{ try_cast_to(json_text('payload', 'UpdatedAt'), 'timestamptz') }} as updated_at,
+        {{ canon_text(json_text('payload_doc', 'Name')) }} as name,
+        {{ canon_text(json_text('payload_doc', 'Sku')) }} as sku,
+        {{ canon_text(json_text('payload_doc', 'Description')) }} as description,
+        {{ canon_text(json_text('payload_doc', 'ShortDescription')) }} as short_description,
+        {{ canon_money(canon_text(json_text('payload_doc', 'Price'))) }} as price,
+        upper({{ canon_text(json_text('payload_doc', 'Currency')) }}) as currency,
+        {{ canon_boolean(json_text('payload_doc', 'Active')) }} as active,
+        {{ canon_text(json_text('payload_doc', 'ExternalRefs.keap')) }} as keap_ref,
+        {{ try_cast_to(json_text('payload_doc', 'Version'), 'integer') }} as version,
+        {{ try_cast_to(json_text('payload_doc', 'UpdatedAt'), 'timestamptz') }} as updated_at,
         cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source

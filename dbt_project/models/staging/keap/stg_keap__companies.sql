@@ -1,7 +1,7 @@
 with
 
 source as (
-    {{ raw_or_empty('raw_keap', 'companies', raw_record_columns()) }}
+    {{ raw_records('raw_keap', 'companies') }}
 ),
 
 deletions as (
@@ -15,26 +15,26 @@ countries as (
 companies as (
     select
         id as keap_company_id,
-        {{ canon_text(json_text('payload', 'company_name')) }} as name,
-        {{ canon_text(json_text('payload', 'notes')) }} as description,
-        {{ canon_text(json_text('payload', 'website')) }} as website,
-        {{ canon_email(json_text('payload', 'email_address.email')) }} as email,
-        {{ canon_text(json_text('payload', 'phone_number.number')) }} as phone,
-        {{ canon_text(json_text('payload', 'fax_number.number')) }} as fax,
-        {{ canon_text(json_text('payload', 'address.line1')) }} as street_address1,
-        {{ canon_text(json_text('payload', 'address.line2')) }} as street_address2,
-        {{ canon_text(json_text('payload', 'address.locality')) }} as city,
+        {{ canon_text(json_text('payload_doc', 'company_name')) }} as name,
+        {{ canon_text(json_text('payload_doc', 'notes')) }} as description,
+        {{ canon_text(json_text('payload_doc', 'website')) }} as website,
+        {{ canon_email(json_text('payload_doc', 'email_address.email')) }} as email,
+        {{ canon_text(json_text('payload_doc', 'phone_number.number')) }} as phone,
+        {{ canon_text(json_text('payload_doc', 'fax_number.number')) }} as fax,
+        {{ canon_text(json_text('payload_doc', 'address.line1')) }} as street_address1,
+        {{ canon_text(json_text('payload_doc', 'address.line2')) }} as street_address2,
+        {{ canon_text(json_text('payload_doc', 'address.locality')) }} as city,
         coalesce(
-            {{ canon_text(json_text('payload', 'address.postal_code')) }},
-            {{ canon_text(json_text('payload', 'address.zip_code')) }}
+            {{ canon_text(json_text('payload_doc', 'address.postal_code')) }},
+            {{ canon_text(json_text('payload_doc', 'address.zip_code')) }}
         ) as zip_code,
         case
-            when {{ canon_text(json_text('payload', 'address.postal_code')) }} is not null then 'postal_code'
-            when {{ canon_text(json_text('payload', 'address.zip_code')) }} is not null then 'zip_code'
+            when {{ canon_text(json_text('payload_doc', 'address.postal_code')) }} is not null then 'postal_code'
+            when {{ canon_text(json_text('payload_doc', 'address.zip_code')) }} is not null then 'zip_code'
         end as zip_field,
-        upper({{ canon_text(json_text('payload', 'address.country_code')) }}) as country_alpha3,
-        {{ canon_text(json_text('payload', 'address.region_code')) }} as region_code,
-        {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
+        upper({{ canon_text(json_text('payload_doc', 'address.country_code')) }}) as country_alpha3,
+        {{ canon_text(json_text('payload_doc', 'address.region_code')) }} as region_code,
+        {{ keap_timestamp(json_text('payload_doc', 'update_time')) }} as updated_at,
         cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from source

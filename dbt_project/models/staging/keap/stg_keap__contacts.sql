@@ -1,7 +1,7 @@
 with
 
 source as (
-    {{ raw_or_empty('raw_keap', 'contacts', raw_record_columns()) }}
+    {{ raw_records('raw_keap', 'contacts') }}
 ),
 
 deletions as (
@@ -17,37 +17,39 @@ picked as (
     select
         id,
         payload,
+        payload_doc,
         _extracted_at,
-        {{ json_array_item('payload', 'email_addresses', 'EMAIL1') }} as email1,
-        {{ json_array_item('payload', 'phone_numbers', 'PHONE1') }} as phone1,
-        {{ json_array_item('payload', 'addresses', 'BILLING') }} as billing
+        {{ json_array_item('payload_doc', 'email_addresses', 'EMAIL1') }} as email1_doc,
+        {{ json_array_item('payload_doc', 'phone_numbers', 'PHONE1') }} as phone1_doc,
+        {{ json_array_item('payload_doc', 'addresses', 'BILLING') }} as billing_doc
     from source
+    {{ computed_once() }}
 ),
 
 contacts as (
     select
         id as keap_contact_id,
-        {{ canon_text(json_text('payload', 'given_name')) }} as first_name,
-        {{ canon_text(json_text('payload', 'family_name')) }} as last_name,
-        {{ canon_email(json_text('email1', 'email')) }} as email,
-        {{ canon_text(json_text('phone1', 'number')) }} as phone,
-        {{ canon_text(json_text('payload', 'job_title')) }} as title,
-        {{ canon_text(json_text('payload', 'company.id')) }} as keap_company_id,
-        {{ canon_text(json_text('billing', 'line1')) }} as street_address1,
-        {{ canon_text(json_text('billing', 'line2')) }} as street_address2,
-        {{ canon_text(json_text('billing', 'locality')) }} as city,
+        {{ canon_text(json_text('payload_doc', 'given_name')) }} as first_name,
+        {{ canon_text(json_text('payload_doc', 'family_name')) }} as last_name,
+        {{ canon_email(json_text('email1_doc', 'email')) }} as email,
+        {{ canon_text(json_text('phone1_doc', 'number')) }} as phone,
+        {{ canon_text(json_text('payload_doc', 'job_title')) }} as title,
+        {{ canon_text(json_text('payload_doc', 'company.id')) }} as keap_company_id,
+        {{ canon_text(json_text('billing_doc', 'line1')) }} as street_address1,
+        {{ canon_text(json_text('billing_doc', 'line2')) }} as street_address2,
+        {{ canon_text(json_text('billing_doc', 'locality')) }} as city,
         coalesce(
-            {{ canon_text(json_text('billing', 'postal_code')) }},
-            {{ canon_text(json_text('billing', 'zip_code')) }}
+            {{ canon_text(json_text('billing_doc', 'postal_code')) }},
+            {{ canon_text(json_text('billing_doc', 'zip_code')) }}
         ) as zip_code,
         case
-            when {{ canon_text(json_text('billing', 'postal_code')) }} is not null then 'postal_code'
-            when {{ canon_text(json_text('billing', 'zip_code')) }} is not null then 'zip_code'
+            when {{ canon_text(json_text('billing_doc', 'postal_code')) }} is not null then 'postal_code'
+            when {{ canon_text(json_text('billing_doc', 'zip_code')) }} is not null then 'zip_code'
         end as zip_field,
-        upper({{ canon_text(json_text('billing', 'country_code')) }}) as country_alpha3,
-        {{ canon_text(json_text('payload', 'birth_date')) }} as birth_date_text,
-        {{ canon_date("left(" ~ canon_text(json_text('payload', 'birth_date')) ~ ", 10)") }} as birth_date,
-        {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
+        upper({{ canon_text(json_text('billing_doc', 'country_code')) }}) as country_alpha3,
+        {{ canon_text(json_text('payload_doc', 'birth_date')) }} as birth_date_text,
+        {{ canon_date("left(" ~ canon_text(json_text('payload_doc', 'birth_date')) ~ ", 10)") }} as birth_date,
+        {{ keap_timestamp(json_text('payload_doc', 'update_time')) }} as updated_at,
         cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from picked

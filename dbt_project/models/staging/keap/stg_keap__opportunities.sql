@@ -1,7 +1,7 @@
 with
 
 source as (
-    {{ raw_or_empty('raw_keap', 'opportunities', raw_record_columns()) }}
+    {{ raw_records('raw_keap', 'opportunities') }}
 ),
 
 deletions as (
@@ -11,16 +11,16 @@ deletions as (
 opportunities as (
     select
         id as keap_opportunity_id,
-        {{ canon_text(json_text('payload', 'opportunity_title')) }} as title,
-        {{ canon_text(json_text('payload', 'contact.id')) }} as keap_contact_id,
-        {{ canon_text(json_text('payload', 'stage.id')) }} as stage_id,
-        {{ canon_text(json_text('payload', 'stage.name')) }} as stage_name,
-        {{ json_text('payload', 'projected_revenue_high') }} as amount_text,
+        {{ canon_text(json_text('payload_doc', 'opportunity_title')) }} as title,
+        {{ canon_text(json_text('payload_doc', 'contact.id')) }} as keap_contact_id,
+        {{ canon_text(json_text('payload_doc', 'stage.id')) }} as stage_id,
+        {{ canon_text(json_text('payload_doc', 'stage.name')) }} as stage_name,
+        {{ json_text('payload_doc', 'projected_revenue_high') }} as amount_text,
         {{ canon_money(json_get('payload', "'projected_revenue_high'")) }} as amount,
-        {{ canon_text(json_text('payload', 'estimated_close_time')) }} as estimated_close_time_text,
-        {{ keap_timestamp(json_text('payload', 'estimated_close_time')) }} as estimated_close_time,
-        {{ canon_text(json_text('payload', 'opportunity_notes')) }} as description,
-        {{ keap_timestamp(json_text('payload', 'last_updated_time')) }} as updated_at,
+        {{ canon_text(json_text('payload_doc', 'estimated_close_time')) }} as estimated_close_time_text,
+        {{ keap_timestamp(json_text('payload_doc', 'estimated_close_time')) }} as estimated_close_time,
+        {{ canon_text(json_text('payload_doc', 'opportunity_notes')) }} as description,
+        {{ keap_timestamp(json_text('payload_doc', 'last_updated_time')) }} as updated_at,
         cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from source

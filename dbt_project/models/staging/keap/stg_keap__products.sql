@@ -1,7 +1,7 @@
 with
 
 source as (
-    {{ raw_or_empty('raw_keap', 'products', raw_record_columns()) }}
+    {{ raw_records('raw_keap', 'products') }}
 ),
 
 deletions as (
@@ -11,17 +11,17 @@ deletions as (
 products as (
     select
         id as keap_product_id,
-        {{ canon_text(json_text('payload', 'name')) }} as name,
-        {{ canon_text(json_text('payload', 'sku')) }} as sku,
-        {{ canon_text(json_text('payload', 'description')) }} as description,
-        {{ canon_text(json_text('payload', 'short_description')) }} as short_description,
+        {{ canon_text(json_text('payload_doc', 'name')) }} as name,
+        {{ canon_text(json_text('payload_doc', 'sku')) }} as sku,
+        {{ canon_text(json_text('payload_doc', 'description')) }} as description,
+        {{ canon_text(json_text('payload_doc', 'short_description')) }} as short_description,
         -- Keap reads a price back as an object whose amount is in minor units (1250 = 12.50)
-        {{ json_text('payload', 'price.amount') }} as price_text,
-        {{ try_cast_to(try_cast_to(json_text('payload', 'price.amount'), 'bigint'), 'decimal') }} / 100 as price,
-        upper({{ canon_text(json_text('payload', 'price.currency_code')) }}) as currency,
-        {{ json_text('payload', 'active') }} as active_text,
-        {{ canon_boolean(json_text('payload', 'active')) }} as active,
-        {{ keap_timestamp(json_text('payload', 'update_time')) }} as updated_at,
+        {{ json_text('payload_doc', 'price.amount') }} as price_text,
+        {{ try_cast_to(try_cast_to(json_text('payload_doc', 'price.amount'), 'bigint'), 'decimal') }} / 100 as price,
+        upper({{ canon_text(json_text('payload_doc', 'price.currency_code')) }}) as currency,
+        {{ json_text('payload_doc', 'active') }} as active_text,
+        {{ canon_boolean(json_text('payload_doc', 'active')) }} as active,
+        {{ keap_timestamp(json_text('payload_doc', 'update_time')) }} as updated_at,
         cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from source

@@ -1,15 +1,15 @@
 with
 
 source as (
-    {{ raw_or_empty('raw_keap', 'stages', raw_record_columns()) }}
+    {{ raw_records('raw_keap', 'stages') }}
 ),
 
 final as (
     select
         id as stage_id,
-        {{ canon_text(json_text('payload', 'name')) }} as stage_name,
-        cast({{ json_text('payload', 'order') }} as integer) as stage_order,
-        {{ try_cast_to(json_text('payload', 'probability'), 'integer') }} as stage_probability
+        {{ canon_text(json_text('payload_doc', 'name')) }} as stage_name,
+        cast({{ json_text('payload_doc', 'order') }} as integer) as stage_order,
+        {{ try_cast_to(json_text('payload_doc', 'probability'), 'integer') }} as stage_probability
     from source
 )
 
