@@ -251,7 +251,7 @@ def run_query(
                 postgres = cast(warehouse.PostgresConnection, con)
                 query = warehouse.physical_query(reading_statement(query))
                 con.execute(f"set local statement_timeout = {int(timeout * 1000)}")
-                if limit is not None and not re.match(r"\s*show\b", query, re.I):
+                if limit is not None and first_word(query) != "show":  # SHOW cannot be a cursor's
                     # through a cursor on the server: rows past the limit are never computed nor
                     # sent (a plain execute would bring the whole result into this process first)
                     postgres.execute(f"declare crmsync_sql no scroll cursor for {query}", prefixed=True)
@@ -274,6 +274,12 @@ def run_query(
 READING_WORDS = ("select", "with", "values", "table", "show")
 
 
+def first_word(query: str) -> str:
+    """The statement's first word, lower-cased, past any comments ('' when there is none)."""
+    words = re.sub(r"--[^\r\n]*|/\*.*?\*/", " ", query, flags=re.S).split()
+    return words[0].lower() if words else ""
+
+
 def reading_statement(query: str) -> str:
     """`query` if it is one statement that only reads, without its trailing semicolons; else a
     QueryError. PostgreSQL separates statements by `;` alone, so a query with no `;` but
@@ -287,8 +293,7 @@ def reading_statement(query: str) -> str:
             "query refused: crmsync sql runs one statement on PostgreSQL, and no ';' inside it "
             f"(not even in a quoted text); {MORE}"
         )
-    words = re.sub(r"--[^\r\n]*|/\*.*?\*/", " ", text, flags=re.S).split()
-    if not words or words[0].lower() not in READING_WORDS:
+    if first_word(text) not in READING_WORDS:
         raise QueryError(
             f"query refused: crmsync sql only reads (a statement that starts with "
             f"{', '.join(w.upper() for w in READING_WORDS)}); {MORE}"

@@ -218,3 +218,6 @@ def test_on_postgresql_a_limited_query_computes_no_row_past_the_limit(
     with pytest.raises(QueryError, match="division by zero"):
         run_query(tmp_path / "unused.duckdb", query)  # no limit: every row, as asked
     assert run_query(tmp_path / "unused.duckdb", "show timezone", limit=1).rows == [("UTC",)]
+    assert run_query(tmp_path / "unused.duckdb", "/* which */ -- zone\nSHOW timezone", limit=1).rows == [
+        ("UTC",)
+    ]
