@@ -270,6 +270,9 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
 
     settings = obj.settings
     with exclusive(settings.db_path, "extract", settings.wait_s), open_endpoints(settings) as found:
+        from crmsync.lock import lost_writer_lock
+
+        found.keap.guard = found.customcrm.guard = lost_writer_lock  # as a sync's (crmsync.run)
         if not quiet:
             say(f"extracting from {found.description} into {settings.db_path}", err=True)
         with extract_progress(quiet) as display:
