@@ -27,7 +27,7 @@ from connectors.errors import FatalError, redact
 from crmsync.filemodes import private_umask, secure_state
 from crmsync.hooks import HooksProblem
 from crmsync.hooks.cli import hooks
-from crmsync.lock import StateBusy, exclusive
+from crmsync.lock import StateBusy, exclusive, lost_writer_lock
 from crmsync.options import dbt_vars
 from crmsync.readonly import DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT_S, QueryError
 from crmsync.report import say
@@ -270,8 +270,6 @@ def extract(obj: Context, full: bool, full_every: int, quiet: bool) -> None:
 
     settings = obj.settings
     with exclusive(settings.db_path, "extract", settings.wait_s), open_endpoints(settings) as found:
-        from crmsync.lock import lost_writer_lock
-
         found.keap.guard = found.customcrm.guard = lost_writer_lock  # as a sync's (crmsync.run)
         if not quiet:
             say(f"extracting from {found.description} into {settings.db_path}", err=True)
