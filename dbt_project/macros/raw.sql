@@ -39,21 +39,40 @@
     jsonb: json_text on the text would parse the whole payload again for every field it
     reads (fifteen times per contact), which made a build there four times DuckDB's at
     30,000 records; `offset 0` keeps the planner from copying the cast into every read.
-    jsonb prints a number as PostgreSQL's numeric does (1e2 as 100); the APIs send plain
-    decimals. `payload` stays the text as the API sent it, for what is read as written. -#}
+    jsonb prints a number as PostgreSQL's numeric does (1e2 as 100, where DuckDB reads the
+    text as written): the mapped numbers go through canon_money and casts, which read both.
+    `payload` stays the text as loaded, for what is read as written (keap_payload). -#}
 {% macro raw_records(source_name, table_name) -%}
     {{ return(adapter.dispatch('raw_records', 'crmsync')(source_name, table_name)) }}
 {%- endmacro %}
 
 {% macro default__raw_records(source_name, table_name) -%}
-    select raw.*, raw.payload as payload_doc
+    {#- as on PostgreSQL, a NUL left in a payload loaded before the ingest dropped them is
+        dropped here (a run of escapes at once: RE2 has no lookbehind) -#}
+    select
+        raw.*,
+        case
+            when strpos(raw.payload, '\u0000') = 0 then raw.payload
+            else regexp_replace(raw.payload, '((?:^|[^\\])(?:\\\\)*)(?:\\u0000)+', '\1', 'g')
+        end as payload_doc
     from (
         {{ raw_or_empty(source_name, table_name, raw_record_columns()) }}
     ) as raw
 {%- endmacro %}
 
 {% macro postgres__raw_records(source_name, table_name) -%}
-    select raw.*, cast(raw.payload as jsonb) as payload_doc
+    {#- a payload loaded before the ingest dropped NUL characters may still hold one (the JSON
+        escape \u0000, which jsonb refuses in the whole document, read or not): dropped here,
+        unless its backslash is itself escaped (the six characters written as text) -#}
+    select
+        raw.*,
+        cast(
+            case
+                when strpos(raw.payload, '\u0000') = 0 then raw.payload
+                else regexp_replace(raw.payload, '(?<!\\)((?:\\\\)*)\\u0000', '\1', 'g')
+            end
+            as jsonb
+        ) as payload_doc
     from (
         {{ raw_or_empty(source_name, table_name, raw_record_columns()) }}
     ) as raw

@@ -29,6 +29,7 @@ from pipelines.common import (
     Cursor,
     ExtractReport,
     ProgressCallback,
+    check_record,
     raw_row,
     raw_rows,
     read_page,
@@ -114,7 +115,7 @@ def _stages(client: KeapClient, report: ExtractReport, stop: Stop) -> Any:
                 yield [
                     raw_row(item, "id", "updated_time", extracted_at, counts)
                     for item in items
-                    if item.get("id")
+                    if item.get("id") and check_record(item, "id", None) is None  # a NUL in an id
                 ]
         except FatalError:
             raise

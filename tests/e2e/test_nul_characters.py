@@ -4,6 +4,8 @@ record syncs without it and says so, and nothing is written again for it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.e2e.conftest import World
@@ -58,3 +60,24 @@ def test_a_nul_character_in_either_system_is_dropped_and_the_record_syncs(world:
     assert again.status == "ok", again.error or again.problems
     keap, crm = world.served()
     assert keap["writes"] == crm["writes"] == 0
+
+
+@pytest.mark.synced
+def test_a_payload_loaded_with_a_nul_before_the_ingest_dropped_them_builds_and_reads_without_it(
+    world: World,
+) -> None:
+    """A raw row as an older version loaded it: the JSON escape of a NUL in a mapped field and
+    in one nothing reads (which jsonb would refuse for the whole row), beside the six
+    characters `\\u0000` typed as text, which stay."""
+    (keap_id, crm_id), *_ = _linked(world, "contacts")
+    ((text,),) = world.sql("select payload from raw_keap.contacts where id = ?", [keap_id])
+    record = json.loads(text)
+    record["job_title"] = "Night\x00\x00shift C:\\u0000 \\\x00"  # a backslash then a NUL, at the end
+    record["unmapped_note"] = "\x00hidden"
+    old = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    assert old.count("\\u0000") == 5
+    world.sql("update raw_keap.contacts set payload = ? where id = ?", [old, keap_id])
+
+    outcome = world.sync(rebuild=True)
+    assert outcome.status == "ok", outcome.error or outcome.problems
+    assert world.crm.get(f"/contacts/{crm_id}").json()["Title"] == "Nightshift C:\\u0000 \\"
