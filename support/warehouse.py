@@ -54,27 +54,39 @@ def physical(sql: str) -> str:
     )
 
 
-_SCHEMA_DOT = re.compile(rf"""(?<![\w."])({_NAMES})(?=\.)""")
+# a schema name qualifying a table, as PostgreSQL folds an unquoted name (`Sync_State.runs`)
+_SCHEMA_DOT = re.compile(rf"""(?<![\w."$])({_NAMES})(?=\s*\.)""", re.I)
 # what a query writes as it is: literals ('', E'' and $$ strings), quoted names, comments
 _AS_WRITTEN = re.compile(
-    r"""[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\$(\w*)\$.*?\$\1\$""",
+    r"""(?<![\w$])[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/"""
+    r"""|\$(\w*)\$.*?\$\1\$""",
     re.S,
 )
+_QUOTED_SCHEMA = re.compile(rf'"({_NAMES})"')
 
 
 def physical_query(sql: str) -> str:
     """An analyst's query (`crmsync sql --tenant`) with the schema names it qualifies its
-    tables by (`sync_state.runs`) prefixed, and nothing else: unlike `physical`, no text in
-    its literals, quoted names or comments changes (`where city = 'main'` stays)."""
+    tables by prefixed (`sync_state.runs`, `SYNC_STATE.runs`, `"sync_state".runs`), and
+    nothing else: unlike `physical`, no text in its literals or comments changes (`where
+    city = 'main'` stays), nor a quoted name that is not a schema's."""
     found = prefix()
     if not found:
         return sql
+
+    def names(text: str) -> str:
+        return _SCHEMA_DOT.sub(lambda m: found + m.group(1).lower(), text)
+
     parts, position = [], 0
     for match in _AS_WRITTEN.finditer(sql):
-        parts.append(_SCHEMA_DOT.sub(lambda m: found + m.group(1), sql[position : match.start()]))
-        parts.append(match.group(0))
+        parts.append(names(sql[position : match.start()]))
+        token = match.group(0)
+        quoted = _QUOTED_SCHEMA.fullmatch(token)
+        if quoted and re.match(r"\s*\.", sql[match.end() :]):  # a quoted schema name: "main".t
+            token = f'"{found}{quoted.group(1)}"'
+        parts.append(token)
         position = match.end()
-    parts.append(_SCHEMA_DOT.sub(lambda m: found + m.group(1), sql[position:]))
+    parts.append(names(sql[position:]))
     return "".join(parts)
 
 

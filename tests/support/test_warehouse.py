@@ -38,16 +38,18 @@ def test_an_analysts_query_gets_its_schema_names_prefixed_and_never_its_literals
     query = (
         "select r.run_id, 'main.x' as a, E'it\\'s main.y' as b, $$sync_state.runs$$ as c, \"main\".t\n"
         "from sync_state.runs as r join main.link_contacts using (run_id) -- main.z\n"
-        "where r.status = 'main' and note = 'o''main.q' /* raw_keap.contacts */ and x = staging.f(1)"
+        "where r.status = 'main' and note = 'o''main.q' /* raw_keap.contacts */ and x = staging.f(1)\n"
+        'and exists (select 1 from SYNC_STATE.links, "sync_state" . runs, "main", note\'x\\\' main.k)'
     )
     monkeypatch.setenv(PREFIX_ENV, "acme_")
     monkeypatch.delenv(ENV, raising=False)
     assert physical_query(query) == query  # the DuckDB file: never a prefix
     monkeypatch.setenv(ENV, "postgresql://u@127.0.0.1/w")
     assert physical_query(query) == (
-        "select r.run_id, 'main.x' as a, E'it\\'s main.y' as b, $$sync_state.runs$$ as c, \"main\".t\n"
+        "select r.run_id, 'main.x' as a, E'it\\'s main.y' as b, $$sync_state.runs$$ as c, \"acme_main\".t\n"
         "from acme_sync_state.runs as r join acme_main.link_contacts using (run_id) -- main.z\n"
-        "where r.status = 'main' and note = 'o''main.q' /* raw_keap.contacts */ and x = acme_staging.f(1)"
+        "where r.status = 'main' and note = 'o''main.q' /* raw_keap.contacts */ and x = acme_staging.f(1)\n"
+        'and exists (select 1 from acme_sync_state.links, "acme_sync_state" . runs, "main", note\'x\\\' acme_main.k)'
     )
     # what the sync's own SQL gets (physical): its catalog literals too
     assert physical("where table_schema = 'main'") == "where table_schema = 'acme_main'"
