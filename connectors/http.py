@@ -230,6 +230,8 @@ class ApiClient:
                 url=safe_url(self.http.build_request(method, path).url),
                 record_id=record_id,
             )
+
+    def _check_guard(self, method: str, path: str, record_id: str | None) -> None:
         lost = self.guard() if self.guard is not None else None
         if lost is not None:
             raise WriterLockLost(
@@ -272,6 +274,7 @@ class ApiClient:
             if spent is not None:
                 raise spent
             waited = self.pacer.before()
+            self._check_guard(method, path, record_id)  # after the pacer's wait, right before sending
             self._count(endpoint, waited)
             self._local.sent_at = time.monotonic()
             sent = time.time()

@@ -384,6 +384,8 @@ def recorded_conflicts(db_path: Path, run_id: str) -> list[dict[str, Any]]:
 
 
 def _retention(db_path: Path, settings: Settings) -> None:
+    if lost_writer_lock() is not None:  # another crmsync may be writing now: the next run blanks them
+        return
     with suppress(*warehouse_errors()):  # the file locked by another program: the next run blanks it
         retention(db_path, settings.retention_days, apply=True)
 
