@@ -78,7 +78,11 @@ OPTIONS = {
     "duckdb_threads": "CRMSYNC_DUCKDB_THREADS",
 }
 # the settings' names, and the key of a tenant's entry that holds each (a failure line names the key)
-SETTING_KEYS = {name: key for keys in (ADDRESSES, PLAIN, SECRETS, OPTIONS) for key, name in keys.items()}
+# (an option the tenant leaves unset keeps the operator's environment: both are named)
+SETTING_KEYS = {
+    **{name: key for keys in (ADDRESSES, PLAIN, SECRETS) for key, name in keys.items()},
+    **{name: f"options.{key}, else {name}" for key, name in OPTIONS.items()},
+}
 # where a tenant's data is when not in its DuckDB file: a reference (the URL holds a password),
 # read even by the commands that read no secret (they read the state there)
 WAREHOUSE = {"warehouse": "CRMSYNC_WAREHOUSE"}

@@ -297,7 +297,7 @@ def test_a_tenant_on_a_warehouse_has_schemas_of_its_own_and_never_the_operators_
          "customcrm refused the credentials (401); check the customcrm_* keys of tenant 'acme' in the tenants "
          "file [customcrm]"),
         (RunDeadline("the run's deadline passed (CRMSYNC_RUN_DEADLINE_MINUTES): it stopped", system="keap"),
-         "the run's deadline passed (run_deadline_minutes): it stopped [keap] (key of tenant 'acme' in the "
+         "the run's deadline passed (options.run_deadline_minutes, else CRMSYNC_RUN_DEADLINE_MINUTES): it stopped [keap] (key of tenant 'acme' in the "
          "tenants file)"),
     ],
 )  # fmt: skip
