@@ -220,27 +220,23 @@ class ApiClient:
         # asked before each request: why this run may no longer write (a lost writer lock), or None
         self.guard: Callable[[], str | None] | None = None
 
+    def _request_context(self, method: str, path: str, record_id: str | None) -> dict[str, Any]:
+        """What an error raised before sending says about the request it stopped."""
+        url = safe_url(self.http.build_request(method, path).url)
+        return {"system": self.system, "method": method.upper(), "url": url, "record_id": record_id}
+
     def _check_deadline(self, method: str, path: str, record_id: str | None) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise RunDeadline(
                 "the run's deadline passed (CRMSYNC_RUN_DEADLINE_MINUTES): it stopped before "
                 "this request; the next run goes on from here",
-                system=self.system,
-                method=method.upper(),
-                url=safe_url(self.http.build_request(method, path).url),
-                record_id=record_id,
+                **self._request_context(method, path, record_id),
             )
 
     def _check_guard(self, method: str, path: str, record_id: str | None) -> None:
         lost = self.guard() if self.guard is not None else None
         if lost is not None:
-            raise WriterLockLost(
-                lost,
-                system=self.system,
-                method=method.upper(),
-                url=safe_url(self.http.build_request(method, path).url),
-                record_id=record_id,
-            )
+            raise WriterLockLost(lost, **self._request_context(method, path, record_id))
 
     def close(self) -> None:
         self.http.close()
