@@ -42,11 +42,11 @@
     jsonb prints a number as PostgreSQL's numeric does (1e2 as 100, where DuckDB reads the
     text as written): the mapped numbers go through canon_money and casts, which read both.
     `payload` stays the text as loaded, for what is read as written (keap_payload). -#}
-{% macro raw_records(source_name, table_name) -%}
-    {{ return(adapter.dispatch('raw_records', 'crmsync')(source_name, table_name)) }}
+{% macro raw_records(source_name, table_name, unless_parsed=none) -%}
+    {{ return(adapter.dispatch('raw_records', 'crmsync')(source_name, table_name, unless_parsed)) }}
 {%- endmacro %}
 
-{% macro default__raw_records(source_name, table_name) -%}
+{% macro default__raw_records(source_name, table_name, unless_parsed) -%}
     {#- as on PostgreSQL, a NUL left in a payload loaded before the ingest dropped them is
         dropped here (a run of escapes at once: RE2 has no lookbehind) -#}
     select
@@ -56,11 +56,11 @@
             else regexp_replace(raw.payload, '((?:^|[^\\])(?:\\\\)*)(?:\\u0000)+', '\1', 'g')
         end as payload_doc
     from (
-        {{ raw_or_empty(source_name, table_name, raw_record_columns()) }}
+        {{ raw_rows_to_parse(source_name, table_name, unless_parsed) }}
     ) as raw
 {%- endmacro %}
 
-{% macro postgres__raw_records(source_name, table_name) -%}
+{% macro postgres__raw_records(source_name, table_name, unless_parsed) -%}
     {#- a payload loaded before the ingest dropped NUL characters may still hold one (the JSON
         escape \u0000, which jsonb refuses in the whole document, read or not): dropped here,
         unless its backslash is itself escaped (the six characters written as text) -#}
@@ -74,9 +74,34 @@
             as jsonb
         ) as payload_doc
     from (
-        {{ raw_or_empty(source_name, table_name, raw_record_columns()) }}
+        {{ raw_rows_to_parse(source_name, table_name, unless_parsed) }}
     ) as raw
     offset 0
+{%- endmacro %}
+
+
+{#- The raw rows a staging model parses: all of them; or, in an incremental build of a
+    staging table (`unless_parsed`: its id column and the ids whose deletion state moved,
+    macros/incremental_staging.sql), only the rows whose version it has not parsed yet, and
+    those whose deletion state moved. Filtered here, before the payload is parsed. -#}
+{% macro raw_rows_to_parse(source_name, table_name, unless_parsed) -%}
+    {%- if unless_parsed is none or not is_incremental() %}
+    {{ raw_or_empty(source_name, table_name, raw_record_columns()) }}
+    {%- else %}
+    select raw.*
+    from (
+        {{ raw_or_empty(source_name, table_name, raw_record_columns()) }}
+    ) as raw
+    left join {{ this }} as parsed
+        on parsed.{{ unless_parsed.id }} = raw.id
+        and parsed.extracted_at = raw._extracted_at
+    left join (
+        {{ deletion_moved(unless_parsed.id, unless_parsed.resource, unless_parsed.deletions_cte, unless_parsed.deletions_id) }}
+    ) as moved
+        on moved.id = raw.id
+    where parsed.{{ unless_parsed.id }} is null
+        or moved.id is not null
+    {%- endif %}
 {%- endmacro %}
 
 

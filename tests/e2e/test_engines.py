@@ -31,7 +31,8 @@ from tests.e2e.conftest import DEMO, World, _settings
 # what differs by when or by which build it was made, not by what the data says (a Keap
 # record's deleted_at is when an extract noticed it was gone: each engine's extract is its own)
 RUN_COLUMNS = {
-    *("pair_key", "pair_hash", "merged_in_build", "base_watermark", "extracted_at", "_extracted_at"),
+    *("pair_key", "pair_hash", "merged_in_build", "base_watermark", "parsed_in_build", "extracted_at"),
+    "_extracted_at",
     *("deleted_at", "detected_at", "keap_deleted_at"),
 }
 SCHEMAS = ("staging", "intermediate", "main")

@@ -1,7 +1,9 @@
 """The merge is incremental (dbt_project/macros/incremental_merge.sql): a build re-merges only
-the pairs whose record changed, that are not settled, or whose base moved. Whatever it
-skips must not matter: on the same data, an incremental build and a full rebuild must find
-the same pending changes, conflicts, decisions and merged rows."""
+the pairs whose record changed, that are not settled, or whose base moved; and so is the
+staging of records (dbt_project/macros/incremental_staging.sql): a build parses only the raw
+rows it has not parsed yet and the records whose deletion state moved. Whatever they skip
+must not matter: on the same data, an incremental build and a full rebuild must find the
+same staged records, pending changes, conflicts, decisions and merged rows."""
 
 from __future__ import annotations
 
@@ -25,8 +27,12 @@ ENGINES = ("duckdb",)
 BOOKKEEPING = "base_watermark, merged_in_build"
 
 
+def _staging_tables() -> list[str]:
+    return [f"stg_keap__{m.keap.name}" for m in MAPPINGS] + [f"stg_customcrm__{m.name}" for m in MAPPINGS]
+
+
 def _relations() -> dict[str, str]:
-    found = {}
+    found = {name: f"select * exclude (parsed_in_build) from staging.{name}" for name in _staging_tables()}
     for m in MAPPINGS:
         found[f"int_{m.name}__merged"] = (
             f"select * exclude ({BOOKKEEPING}) from intermediate.int_{m.name}__merged"
@@ -64,6 +70,23 @@ def _builds(db: Path) -> dict[str, int]:
         return dict(con.execute(f"select merged_in_build, count(*) from ({union}) group by all").fetchall())
 
 
+def _parsed(db: Path) -> dict[str, set[str]]:
+    """The records each build parsed, over every record staging table (its id, by table)."""
+    found: dict[str, set[str]] = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        for name in _staging_tables():
+            id_column = con.execute(
+                "select column_name from information_schema.columns where table_schema = 'staging' "
+                "and table_name = ? order by ordinal_position limit 1",
+                [name],
+            ).fetchone()[0]
+            for build_id, record in con.execute(
+                f"select parsed_in_build, {id_column} from staging.{name}"
+            ).fetchall():
+                found.setdefault(build_id, set()).add(f"{name}:{record}")
+    return found
+
+
 def _differences(incremental: dict[str, list], full: dict[str, list]) -> dict[str, Any]:
     out = {}
     for name in full:
@@ -79,6 +102,7 @@ def test_an_incremental_build_finds_what_a_full_rebuild_finds(world: World, tmp_
     db = world.settings.db_path
     assert world.sync().status == "ok"  # the first sync's writes read back: every pair settles
     settled = _builds(db)
+    parsed_before = _parsed(db)
     links = {
         m: world.sql(
             f"select keap_id, customcrm_id from sync_state.links where mapping = '{m}' order by keap_id"
@@ -146,6 +170,16 @@ def test_an_incremental_build_finds_what_a_full_rebuild_finds(world: World, tmp_
               ("contacts", keap_same), ("products", created.json()["id"])}  # fmt: skip
     assert edited <= remerged
     assert len(remerged) < sum(len(v) for v in links.values()) / 4, remerged
+    # and its staging parsed the edited and deleted records, not the others
+    parsed_now = _parsed(db)
+    assert plan_build in parsed_now and plan_build not in parsed_before
+    reparsed = parsed_now[plan_build]
+    touched = {f"stg_keap__contacts:{keap_contact}", f"stg_customcrm__products:{crm_product}",
+               f"stg_keap__companies:{keap_company}", f"stg_customcrm__customers:{crm_company}",
+               f"stg_keap__contacts:{keap_same}", f"stg_customcrm__contacts:{crm_same}",
+               f"stg_customcrm__orders:{crm_gone}", f"stg_keap__products:{created.json()['id']}"}  # fmt: skip
+    assert touched <= reparsed, touched - reparsed
+    assert len(reparsed) < sum(len(ids) for ids in parsed_before.values()) / 4, reparsed
 
     # the push moves bases and writes; the read-back's build is incremental again
     outcome = world.sync()

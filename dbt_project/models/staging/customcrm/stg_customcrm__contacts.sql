@@ -1,11 +1,21 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='customcrm_contact_id',
+    on_schema_change='fail',
+    post_hook=["{{ drop_unloaded_records('raw_customcrm', 'contacts', 'customcrm_contact_id') }}"],
+) }}
 
-source as (
-    {{ raw_records('raw_customcrm', 'contacts') }}
-),
+-- macros/incremental_staging.sql: which records a build parses, and why that is enough
+with
 
 tombstones as (
     {{ raw_or_empty('raw_customcrm', 'tombstones', {'resource': 'varchar', 'id': 'varchar', 'deleted_at': 'timestamptz', 'updated_at': 'timestamptz', 'external_refs': 'varchar', '_extracted_at': 'timestamptz'}) }}
+),
+
+source as (
+    -- in an incremental build, only the raw rows not parsed yet (macros/incremental_staging.sql)
+    {{ raw_records('raw_customcrm', 'contacts', unless_parsed('customcrm_contact_id', 'contacts', 'tombstones', 'id')) }}
 ),
 
 records as (
@@ -38,7 +48,8 @@ final as (
             ('birth_date', canon_text(json_text('records.customcrm_payload', 'BirthDate')), 'records.birth_date'),
         ]) }} as unparseable_fields,
         tombstones.deleted_at,
-        tombstones.id is not null as is_deleted
+        tombstones.id is not null as is_deleted,
+        '{{ invocation_id }}' as parsed_in_build
     from records
     left join tombstones
         on tombstones.resource = 'contacts'

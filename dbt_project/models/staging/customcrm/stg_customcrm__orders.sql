@@ -1,11 +1,21 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='customcrm_order_id',
+    on_schema_change='fail',
+    post_hook=["{{ drop_unloaded_records('raw_customcrm', 'orders', 'customcrm_order_id') }}"],
+) }}
 
-source as (
-    {{ raw_records('raw_customcrm', 'orders') }}
-),
+-- macros/incremental_staging.sql: which records a build parses, and why that is enough
+with
 
 tombstones as (
     {{ raw_or_empty('raw_customcrm', 'tombstones', {'resource': 'varchar', 'id': 'varchar', 'deleted_at': 'timestamptz', 'updated_at': 'timestamptz', 'external_refs': 'varchar', '_extracted_at': 'timestamptz'}) }}
+),
+
+source as (
+    -- in an incremental build, only the raw rows not parsed yet (macros/incremental_staging.sql)
+    {{ raw_records('raw_customcrm', 'orders', unless_parsed('customcrm_order_id', 'orders', 'tombstones', 'id')) }}
 ),
 
 records as (
@@ -36,7 +46,8 @@ final as (
             ('close_date', canon_text(json_text('records.customcrm_payload', 'CloseDate')), 'records.close_date'),
         ]) }} as unparseable_fields,
         tombstones.deleted_at,
-        tombstones.id is not null as is_deleted
+        tombstones.id is not null as is_deleted,
+        '{{ invocation_id }}' as parsed_in_build
     from records
     left join tombstones
         on tombstones.resource = 'orders'

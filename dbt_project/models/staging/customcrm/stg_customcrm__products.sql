@@ -1,11 +1,21 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='customcrm_product_id',
+    on_schema_change='fail',
+    post_hook=["{{ drop_unloaded_records('raw_customcrm', 'products', 'customcrm_product_id') }}"],
+) }}
 
-source as (
-    {{ raw_records('raw_customcrm', 'products') }}
-),
+-- macros/incremental_staging.sql: which records a build parses, and why that is enough
+with
 
 tombstones as (
     {{ raw_or_empty('raw_customcrm', 'tombstones', {'resource': 'varchar', 'id': 'varchar', 'deleted_at': 'timestamptz', 'updated_at': 'timestamptz', 'external_refs': 'varchar', '_extracted_at': 'timestamptz'}) }}
+),
+
+source as (
+    -- in an incremental build, only the raw rows not parsed yet (macros/incremental_staging.sql)
+    {{ raw_records('raw_customcrm', 'products', unless_parsed('customcrm_product_id', 'products', 'tombstones', 'id')) }}
 ),
 
 records as (
@@ -34,7 +44,8 @@ final as (
             ('active', canon_text(json_text('records.customcrm_payload', 'Active')), 'records.active'),
         ]) }} as unparseable_fields,
         tombstones.deleted_at,
-        tombstones.id is not null as is_deleted
+        tombstones.id is not null as is_deleted,
+        '{{ invocation_id }}' as parsed_in_build
     from records
     left join tombstones
         on tombstones.resource = 'products'

@@ -1,11 +1,21 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='keap_company_id',
+    on_schema_change='fail',
+    post_hook=["{{ drop_unloaded_records('raw_keap', 'companies', 'keap_company_id') }}"],
+) }}
 
-source as (
-    {{ raw_records('raw_keap', 'companies') }}
-),
+-- macros/incremental_staging.sql: which records a build parses, and why that is enough
+with
 
 deletions as (
     select * from {{ ref('stg_keap__deletions') }}
+),
+
+source as (
+    -- in an incremental build, only the raw rows not parsed yet (macros/incremental_staging.sql)
+    {{ raw_records('raw_keap', 'companies', unless_parsed('keap_company_id', 'companies', 'deletions', 'keap_id')) }}
 ),
 
 countries as (
@@ -62,7 +72,8 @@ final as (
         deletions.deleted_at,
         deletions.keap_id is not null as is_deleted,
         companies.keap_payload,
-        companies.extracted_at
+        companies.extracted_at,
+        '{{ invocation_id }}' as parsed_in_build
     from companies
     left join countries
         on countries.alpha3 = companies.country_alpha3

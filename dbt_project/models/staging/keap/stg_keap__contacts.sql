@@ -1,11 +1,21 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='keap_contact_id',
+    on_schema_change='fail',
+    post_hook=["{{ drop_unloaded_records('raw_keap', 'contacts', 'keap_contact_id') }}"],
+) }}
 
-source as (
-    {{ raw_records('raw_keap', 'contacts') }}
-),
+-- macros/incremental_staging.sql: which records a build parses, and why that is enough
+with
 
 deletions as (
     select * from {{ ref('stg_keap__deletions') }}
+),
+
+source as (
+    -- in an incremental build, only the raw rows not parsed yet (macros/incremental_staging.sql)
+    {{ raw_records('raw_keap', 'contacts', unless_parsed('keap_contact_id', 'contacts', 'deletions', 'keap_id')) }}
 ),
 
 countries as (
@@ -80,7 +90,8 @@ final as (
         deletions.deleted_at,
         deletions.keap_id is not null as is_deleted,
         contacts.keap_payload,
-        contacts.extracted_at
+        contacts.extracted_at,
+        '{{ invocation_id }}' as parsed_in_build
     from contacts
     left join countries
         on countries.alpha3 = contacts.country_alpha3

@@ -1,11 +1,21 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='keap_opportunity_id',
+    on_schema_change='fail',
+    post_hook=["{{ drop_unloaded_records('raw_keap', 'opportunities', 'keap_opportunity_id') }}"],
+) }}
 
-source as (
-    {{ raw_records('raw_keap', 'opportunities') }}
-),
+-- macros/incremental_staging.sql: which records a build parses, and why that is enough
+with
 
 deletions as (
     select * from {{ ref('stg_keap__deletions') }}
+),
+
+source as (
+    -- in an incremental build, only the raw rows not parsed yet (macros/incremental_staging.sql)
+    {{ raw_records('raw_keap', 'opportunities', unless_parsed('keap_opportunity_id', 'opportunities', 'deletions', 'keap_id')) }}
 ),
 
 opportunities as (
@@ -46,7 +56,8 @@ final as (
         deletions.deleted_at,
         deletions.keap_id is not null as is_deleted,
         opportunities.keap_payload,
-        opportunities.extracted_at
+        opportunities.extracted_at,
+        '{{ invocation_id }}' as parsed_in_build
     from opportunities
     left join deletions
         on deletions.resource = 'opportunities'

@@ -1,11 +1,21 @@
-with
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='keap_product_id',
+    on_schema_change='fail',
+    post_hook=["{{ drop_unloaded_records('raw_keap', 'products', 'keap_product_id') }}"],
+) }}
 
-source as (
-    {{ raw_records('raw_keap', 'products') }}
-),
+-- macros/incremental_staging.sql: which records a build parses, and why that is enough
+with
 
 deletions as (
     select * from {{ ref('stg_keap__deletions') }}
+),
+
+source as (
+    -- in an incremental build, only the raw rows not parsed yet (macros/incremental_staging.sql)
+    {{ raw_records('raw_keap', 'products', unless_parsed('keap_product_id', 'products', 'deletions', 'keap_id')) }}
 ),
 
 products as (
@@ -45,7 +55,8 @@ final as (
         deletions.deleted_at,
         deletions.keap_id is not null as is_deleted,
         products.keap_payload,
-        products.extracted_at
+        products.extracted_at,
+        '{{ invocation_id }}' as parsed_in_build
     from products
     left join deletions
         on deletions.resource = 'products'
