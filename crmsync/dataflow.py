@@ -29,7 +29,7 @@ exact **pending changes** each system needs.
 
 | layer | models | what they do |
 |---|---|---|
-| staging | `stg_keap__*`, `stg_customcrm__*`, `stg_sync_state__*` | one per source table: rename, and put every mapped value in one canonical form |
+| staging | `stg_keap__*`, `stg_customcrm__*`, `stg_sync_state__*` | one per source table: rename, and put every mapped value in one canonical form (those of records are incremental tables: each loaded version of a payload is parsed once) |
 | intermediate | `int_<entity>__matched` | the link rules, in order: existing link, ExternalRefs.keap, unique natural key, else create |
 | intermediate | `int_<entity>__paired` | both sides of every pair, property by property |
 | intermediate | `int_<entity>__merged` | the three-way merge per field against the base, over the property table below (`registry/mappings.py`) |
