@@ -85,7 +85,7 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
     keap_titles = _edit_both_sides(world)
     crm_contact = world.crm_all("contacts")[0]
     world.crm.patch(f"/contacts/{crm_contact['Id']}", json={"Title": "Customcrm title"})
-    more = world.keap_all("contacts")[3:6]
+    more = world.keap_all("contacts")[3:7]
     env = {
         **os.environ,
         "KEAP_API_URL": world.boxes.keap_url,
@@ -97,6 +97,9 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
     }
     rng = random.Random(2)
     killed = 0
+    # each kill lands at a random point of a run: first within 18 s, then within the time the
+    # last run that finished by itself took here (faster machines and builds end sooner)
+    run_s = 18.0
     for attempt, record in enumerate(more):
         # an edit before each attempt: no run is a quiet one that ends before its kill
         title = f"Keap title {record['id']} ({attempt})"
@@ -112,11 +115,14 @@ def test_a_sync_killed_at_random_points_converges_on_the_next_runs(world: World,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(6, 18))  # somewhere in extract, dbt or the push
-        if process.poll() is None:
+        started = time.monotonic()
+        try:  # somewhere in extract, dbt or the push
+            process.wait(timeout=rng.uniform(0.25, 0.9) * run_s)
+            run_s = time.monotonic() - started  # it finished first: aim within its time
+        except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             killed += 1
-        process.wait(timeout=60)
+            process.wait(timeout=60)
         world.faults()
     assert killed >= 2
     for _ in range(3):
