@@ -81,9 +81,10 @@
 
 
 {#- The raw rows a staging model parses: all of them; or, in an incremental build of a
-    staging table (`unless_parsed`: its id column and the ids whose deletion state moved,
-    macros/incremental_staging.sql), only the rows whose version it has not parsed yet, and
-    those whose deletion state moved. Filtered here, before the payload is parsed. -#}
+    staging table (`unless_parsed`: its id column, its resource, and the CTE its deletions
+    are read from; macros/incremental_staging.sql), only the rows whose version it has not
+    parsed yet, and those whose deletion state moved. Filtered here, before the payload is
+    parsed. -#}
 {% macro raw_rows_to_parse(source_name, table_name, unless_parsed) -%}
     {%- if unless_parsed is none or not is_incremental() %}
     {{ raw_or_empty(source_name, table_name, raw_record_columns()) }}
