@@ -11,8 +11,9 @@ and the copies' bases are the values both of their sides hold after a first buil
 is what the sync would have written: the copies are as settled as the original.
 
 Then, each `dbt build` the sync runs (models, seeds, data tests) in a process of its own,
-its time and peak memory, its nodes' summed seconds per kind (models, data tests) and
-its slowest nodes:
+its time and peak memory, its nodes' summed seconds per kind (models, data tests), its
+slowest nodes, and whether it ran out of the memory the account's size gives DuckDB and
+was run again at 80% of the machine (`second_attempt`):
 1. a first build (`--full-refresh`, as on a new file or after a project change);
 2. (copies only) the build after the copies' bases were written: they moved, so it
    re-merges every copy's pairs;
@@ -47,7 +48,7 @@ from pathlib import Path
 from crmsync.dbt import build
 started = time.perf_counter()
 result = build(Path(sys.argv[1]), full_refresh=sys.argv[2] == "full")
-print(json.dumps({"ok": result.success, "seconds": time.perf_counter() - started,
+print(json.dumps({"ok": result.success, "note": result.note, "seconds": time.perf_counter() - started,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
 """
 
@@ -173,7 +174,10 @@ def run(source: Path, factor: int) -> None:
                 "step": step, "seconds": round(float(figures["seconds"]), 1),
                 "process_seconds": figures["process_seconds"], "peak_rss_mib": figures["peak_rss_mib"],
                 "ok": figures["ok"], "pairs_merged": remerged(db), "pairs_unsettled": unsettled(db),
-                "node_seconds": node_seconds(nodes), "slowest_nodes": slowest_nodes(nodes), **extra,
+                "node_seconds": node_seconds(nodes), "slowest_nodes": slowest_nodes(nodes),
+                # a build that ran out of the account's estimate and ran again at 80%: the
+                # figures are the second attempt's, and the state keeps 80% for the next builds
+                "second_attempt": figures.get("note") is not None, **extra,
             })  # fmt: skip
 
         figure("first build", full=True)
