@@ -183,6 +183,12 @@ MEMORY_FLOOR_MB = 1024
 MEMORY_PER_RECORD_KB = 1
 MACHINE_SHARE = "80%"
 RAN_SHORT = "memory_ran_short.json"  # in dbt's folder of the state: the size a build ran short at
+# in dbt's folder of the state while a build runs: left by a build that failed or was killed,
+# whose tables may hold rows no test has seen, so the next build is a full one
+UNFINISHED = "build_unfinished"
+# the data tests a build without its tests (`tests=False`) still runs: the tests that see only
+# the rows their own build wrote (macros/tests/unique_in_build.sql) must run in every build
+PER_BUILD_TESTS = "test_name:unique_in_build"
 
 
 UNITS_MB = {"bytes": 2**-20, "KiB": 2**-10, "MiB": 1, "GiB": 2**10, "TiB": 2**20,
@@ -294,7 +300,8 @@ def build(
     full_refresh: bool = False,
 ) -> DbtResult:
     """`dbt build` (models, seeds and their data tests: a failing test stops the sync before
-    any write), or `dbt run` when the tests already passed in this sync.
+    any write), or, when the tests already passed in this sync (`tests=False`), the models
+    with only the tests that see the rows their own build wrote (PER_BUILD_TESTS).
 
     The merge is incremental (macros/incremental_merge.sql): a build re-merges the pairs that
     changed. It is rebuilt whole (`--full-refresh`) when asked, and when the project's files
@@ -307,13 +314,23 @@ def build(
 
     DuckDB's memory: CRMSYNC_DUCKDB_MEMORY_LIMIT when set; else what the account's size
     suggests (memory_limit_for), and when the build runs out of that, the same build again
-    at DuckDB's default (the result's `note` says so)."""
+    at DuckDB's default (the result's `note` says so).
+
+    A build that failed or was killed is followed by a full one: its tables may hold rows
+    that no test saw, and some tests look only at the rows of the build that runs them."""
     signature = models_signature(variables)
-    args = ["build" if tests else "run"] + (["--select", select] if select else [])
-    if full_refresh or built_signatures(db_path) != {signature}:
+    unfinished = target_dir(db_path) / UNFINISHED
+    if tests:
+        args = ["build"] + (["--select", select] if select else [])
+        if not unit_tests:
+            args += ["--exclude-resource-type", "unit_test"]
+    else:
+        args = ["build", "--select", f"{select or 'resource_type:model'} {PER_BUILD_TESTS}",
+                "--indirect-selection", "empty"]  # fmt: skip
+    if full_refresh or built_signatures(db_path) != {signature} or unfinished.exists():
         args.append("--full-refresh")
-    if tests and not unit_tests:
-        args += ["--exclude-resource-type", "unit_test"]
+    unfinished.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    unfinished.touch(mode=0o600)
     dbt_vars = {**(variables or {}), "models_signature": signature}
     lean = memory_limit_for(db_path)
     if lean is None:
@@ -336,4 +353,5 @@ def build(
             limit = os.environ.get("CRMSYNC_DUCKDB_MEMORY_LIMIT", MACHINE_SHARE)
             hint = f" (DuckDB ran out of its memory limit, {limit}: raise CRMSYNC_DUCKDB_MEMORY_LIMIT)"
         raise DbtError(f"dbt {args[0]} failed{hint}: " + "; ".join(result.failures[:5]))
+    unfinished.unlink(missing_ok=True)
     return result

@@ -190,3 +190,60 @@ def test_an_incremental_build_finds_what_a_full_rebuild_finds(world: World, tmp_
         "select count(*) from main.sync_field_decisions where not has_base or base_value is distinct from merged_value"
     )
     assert pending == [(0,)]
+
+
+@pytest.mark.synced
+def test_a_build_tests_the_pairs_it_merged_and_after_a_failure_the_next_is_full(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge's uniqueness test looks only at the rows its own build wrote
+    (macros/tests/unique_in_build.sql), in every build, the read-back's too; a build that
+    failed leaves rows no test passed, so the next build is a full one."""
+    from crmsync import dbt
+
+    db = world.settings.db_path
+    assert world.sync().status == "ok"
+    ((keap_id, _),) = world.sql(
+        "select keap_id, customcrm_id from sync_state.links where mapping = 'customers' order by keap_id limit 1"
+    )
+    # the same Keap company loaded twice, changed (what the raw table's key test refuses, and
+    # the read-back's build does not run): its pair is paired, and merged, twice
+    with duckdb.connect(str(db)) as con:
+        for copy in (1, 2):
+            con.execute(
+                """insert into raw_keap.companies
+                   select * replace (json_merge_patch(payload, '{"notes": "Loaded twice"}') as payload,
+                                     _extracted_at + to_microseconds(?) as _extracted_at)
+                   from raw_keap.companies where id = ? and payload->>'notes' is distinct from 'Loaded twice'""",
+                [copy, keap_id],
+            )
+    args: list[list[str]] = []
+    real = dbt.run_dbt
+
+    def recorded(command, db_path, variables=None, quiet=True):  # type: ignore[no-untyped-def]
+        args.append(list(command))
+        return real(command, db_path, variables, quiet)
+
+    monkeypatch.setattr(dbt, "run_dbt", recorded)
+    with pytest.raises(dbt.DbtError, match=r"unique_in_build_int_customers__merged[\w.]*: Got \d+ results"):
+        dbt.build(db, tests=False)  # as the read-back builds: the models and the per-build tests
+    assert "--full-refresh" not in args[-1]
+    assert (dbt.target_dir(db) / dbt.UNFINISHED).exists()
+
+    with duckdb.connect(str(db)) as con:  # one copy left: a record edited once
+        con.execute(
+            """delete from raw_keap.companies where id = ?
+               and _extracted_at < (select max(_extracted_at) from raw_keap.companies where id = ?)""",
+            [keap_id, keap_id],
+        )
+    dbt.build(db, tests=False)
+    assert "--full-refresh" in args[-1]  # the failed build's rows are rebuilt, and tested, whole
+    assert not (dbt.target_dir(db) / dbt.UNFINISHED).exists()
+    assert world.sql(
+        f"select count(*), count(distinct field) from intermediate.int_customers__merged where keap_id = '{keap_id}'"
+    ) == world.sql(
+        "select count(*), count(*) from intermediate.int_customers__merged "
+        f"where keap_id = (select min(keap_id) from intermediate.int_customers__merged where keap_id <> '{keap_id}')"
+    )
+    dbt.build(db)
+    assert "--full-refresh" not in args[-1]
