@@ -20,6 +20,12 @@
         select * from {{ ref(keap_model) }}
     ),
 
+    -- the record as Keap sent it, where a PATCH body starts from
+    sent as (
+        select * from {{ ref('stg_keap__payloads') }}
+        where resource = '{{ registry_mapping(mapping)['keap_resource'] }}'
+    ),
+
     countries as (
         select * from {{ ref('country_codes') }}
     ),
@@ -83,10 +89,12 @@
                 when merged.merged_value like 'customcrm:%'
                     then merged.field || ' ' || substr(merged.merged_value, 11) || ' has no Keap counterpart yet'
             end as waiting_reason,
-            keap.keap_payload
+            sent.keap_payload
         from merged
         left join keap
             on keap.{{ keap_id_column }} = merged.keap_id
+        left join sent
+            on sent.keap_id = merged.keap_id
         left join countries
             on countries.alpha2 = merged.merged_value
         where merged.winner = 'customcrm'

@@ -41,7 +41,8 @@
     30,000 records; `offset 0` keeps the planner from copying the cast into every read.
     jsonb prints a number as PostgreSQL's numeric does (1e2 as 100, where DuckDB reads the
     text as written): the mapped numbers go through canon_money and casts, which read both.
-    `payload` stays the text as loaded, for what is read as written (keap_payload). -#}
+    `payload` stays the text as loaded, for what is read as it came (stg_keap__payloads,
+    stg_customcrm__payloads). -#}
 {% macro raw_records(source_name, table_name, unless_parsed=none) -%}
     {{ return(adapter.dispatch('raw_records', 'crmsync')(source_name, table_name, unless_parsed)) }}
 {%- endmacro %}

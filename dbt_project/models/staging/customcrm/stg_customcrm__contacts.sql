@@ -36,7 +36,10 @@ records as (
         {{ canon_text(json_text('payload_doc', 'ExternalRefs.keap')) }} as keap_ref,
         {{ try_cast_to(json_text('payload_doc', 'Version'), 'integer') }} as version,
         {{ try_cast_to(json_text('payload_doc', 'UpdatedAt'), 'timestamptz') }} as updated_at,
-        cast(payload as json) as customcrm_payload,
+        -- a value sent that does not parse (macros/canonical.sql)
+        {{ unparseable([
+            ('birth_date', canon_text(json_text('payload_doc', 'BirthDate')), canon_date(canon_text(json_text('payload_doc', 'BirthDate')))),
+        ]) }} as unparseable_fields,
         _extracted_at as extracted_at
     from source
 ),
@@ -44,9 +47,6 @@ records as (
 final as (
     select
         records.*,
-        {{ unparseable([
-            ('birth_date', canon_text(json_text('records.customcrm_payload', 'BirthDate')), 'records.birth_date'),
-        ]) }} as unparseable_fields,
         tombstones.deleted_at,
         tombstones.id is not null as is_deleted,
         '{{ invocation_id }}' as parsed_in_build

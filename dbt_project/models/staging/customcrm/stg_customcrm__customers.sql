@@ -36,7 +36,6 @@ records as (
         {{ canon_text(json_text('payload_doc', 'ExternalRefs.keap')) }} as keap_ref,
         {{ try_cast_to(json_text('payload_doc', 'Version'), 'integer') }} as version,
         {{ try_cast_to(json_text('payload_doc', 'UpdatedAt'), 'timestamptz') }} as updated_at,
-        cast(payload as json) as customcrm_payload,
         _extracted_at as extracted_at
     from source
 ),

@@ -31,7 +31,11 @@ records as (
         {{ canon_text(json_text('payload_doc', 'ExternalRefs.keap')) }} as keap_ref,
         {{ try_cast_to(json_text('payload_doc', 'Version'), 'integer') }} as version,
         {{ try_cast_to(json_text('payload_doc', 'UpdatedAt'), 'timestamptz') }} as updated_at,
-        cast(payload as json) as customcrm_payload,
+        -- a value sent that does not parse (macros/canonical.sql)
+        {{ unparseable([
+            ('price', canon_text(json_text('payload_doc', 'Price')), canon_money(canon_text(json_text('payload_doc', 'Price')))),
+            ('active', canon_text(json_text('payload_doc', 'Active')), canon_boolean(json_text('payload_doc', 'Active'))),
+        ]) }} as unparseable_fields,
         _extracted_at as extracted_at
     from source
 ),
@@ -39,10 +43,6 @@ records as (
 final as (
     select
         records.*,
-        {{ unparseable([
-            ('price', canon_text(json_text('records.customcrm_payload', 'Price')), 'records.price'),
-            ('active', canon_text(json_text('records.customcrm_payload', 'Active')), 'records.active'),
-        ]) }} as unparseable_fields,
         tombstones.deleted_at,
         tombstones.id is not null as is_deleted,
         '{{ invocation_id }}' as parsed_in_build

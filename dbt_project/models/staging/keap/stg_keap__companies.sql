@@ -45,7 +45,6 @@ companies as (
         upper({{ canon_text(json_text('payload_doc', 'address.country_code')) }}) as country_alpha3,
         {{ canon_text(json_text('payload_doc', 'address.region_code')) }} as region_code,
         {{ keap_timestamp(json_text('payload_doc', 'update_time')) }} as updated_at,
-        cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from source
 ),
@@ -71,7 +70,6 @@ final as (
         {{ unparseable([('country', 'companies.country_alpha3', 'countries.alpha2')]) }} as unparseable_fields,
         deletions.deleted_at,
         deletions.keap_id is not null as is_deleted,
-        companies.keap_payload,
         companies.extracted_at,
         '{{ invocation_id }}' as parsed_in_build
     from companies

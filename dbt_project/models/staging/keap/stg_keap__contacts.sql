@@ -60,7 +60,6 @@ contacts as (
         {{ canon_text(json_text('payload_doc', 'birth_date')) }} as birth_date_text,
         {{ canon_date("left(" ~ canon_text(json_text('payload_doc', 'birth_date')) ~ ", 10)") }} as birth_date,
         {{ keap_timestamp(json_text('payload_doc', 'update_time')) }} as updated_at,
-        cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from picked
 ),
@@ -89,7 +88,6 @@ final as (
         ]) }} as unparseable_fields,
         deletions.deleted_at,
         deletions.keap_id is not null as is_deleted,
-        contacts.keap_payload,
         contacts.extracted_at,
         '{{ invocation_id }}' as parsed_in_build
     from contacts

@@ -31,7 +31,6 @@ opportunities as (
         {{ keap_timestamp(json_text('payload_doc', 'estimated_close_time')) }} as estimated_close_time,
         {{ canon_text(json_text('payload_doc', 'opportunity_notes')) }} as description,
         {{ keap_timestamp(json_text('payload_doc', 'last_updated_time')) }} as updated_at,
-        cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from source
 ),
@@ -55,7 +54,6 @@ final as (
         ]) }} as unparseable_fields,
         deletions.deleted_at,
         deletions.keap_id is not null as is_deleted,
-        opportunities.keap_payload,
         opportunities.extracted_at,
         '{{ invocation_id }}' as parsed_in_build
     from opportunities

@@ -32,7 +32,6 @@ products as (
         {{ json_text('payload_doc', 'active') }} as active_text,
         {{ canon_boolean(json_text('payload_doc', 'active')) }} as active,
         {{ keap_timestamp(json_text('payload_doc', 'update_time')) }} as updated_at,
-        cast(payload as json) as keap_payload,
         _extracted_at as extracted_at
     from source
 ),
@@ -54,7 +53,6 @@ final as (
         ]) }} as unparseable_fields,
         deletions.deleted_at,
         deletions.keap_id is not null as is_deleted,
-        products.keap_payload,
         products.extracted_at,
         '{{ invocation_id }}' as parsed_in_build
     from products
