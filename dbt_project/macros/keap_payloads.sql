@@ -89,7 +89,7 @@
                 when merged.merged_value like 'customcrm:%'
                     then merged.field || ' ' || substr(merged.merged_value, 11) || ' has no Keap counterpart yet'
             end as waiting_reason,
-            sent.keap_payload
+            cast(sent.keap_payload as json) as keap_payload
         from merged
         left join keap
             on keap.{{ keap_id_column }} = merged.keap_id

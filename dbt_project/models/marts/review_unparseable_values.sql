@@ -10,7 +10,7 @@ records as (
     {%- for name in registry_mappings() %}
     {%- set m = registry_mapping(name) %}
     select 'keap' as system, '{{ m.keap_resource }}' as resource, staged.keap_{{ m.keap_singular }}_id as record_id,
-        staged.unparseable_fields, sent.keap_payload as record
+        staged.unparseable_fields, cast(sent.keap_payload as json) as record
     from {{ ref('stg_keap__' ~ m.keap_resource) }} as staged
     join {{ ref('stg_keap__payloads') }} as sent
         on sent.resource = '{{ m.keap_resource }}'
@@ -18,7 +18,7 @@ records as (
     where staged.unparseable_fields <> {{ empty_text_list() }}
     union all
     select 'customcrm', '{{ m.customcrm_resource }}', staged.customcrm_{{ m.customcrm_singular }}_id,
-        staged.unparseable_fields, sent.customcrm_payload
+        staged.unparseable_fields, cast(sent.customcrm_payload as json)
     from {{ ref('stg_customcrm__' ~ m.customcrm_resource) }} as staged
     join {{ ref('stg_customcrm__payloads') }} as sent
         on sent.resource = '{{ m.customcrm_resource }}'
