@@ -102,6 +102,23 @@ def admin(client: httpx.Client, root: str, path: str, body: dict | None = None) 
     return response.json()
 
 
+@pytest.fixture
+def dbt_commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The dbt commands the test's builds run (crmsync.dbt.run_dbt's arguments), in order;
+    each still runs."""
+    from crmsync import dbt
+
+    commands: list[list[str]] = []
+    real = dbt.run_dbt
+
+    def recorded(args, db_path, variables=None, quiet=True):  # type: ignore[no-untyped-def]
+        commands.append(list(args))
+        return real(args, db_path, variables, quiet)
+
+    monkeypatch.setattr(dbt, "run_dbt", recorded)
+    return commands
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[str]:
     """A throwaway PostgreSQL cluster per test process (tests/postgres.py): its URL."""

@@ -212,25 +212,19 @@ def test_a_build_past_the_memory_the_size_suggested_runs_again_at_the_default(
     assert dbt.memory_limit_for(db) == "1024MB"
 
 
-def test_a_build_that_fails_for_another_reason_is_not_run_again(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_build_that_fails_for_another_reason_is_not_run_again(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch, dbt_commands: list[list[str]]
+) -> None:
     import pytest
 
     from crmsync import dbt
 
     monkeypatch.delenv("CRMSYNC_DUCKDB_MEMORY_LIMIT", raising=False)
-    runs: list[list[str]] = []
-    real = dbt.run_dbt
-
-    def counted(args, db_path, variables=None, quiet=True):  # type: ignore[no-untyped-def]
-        runs.append(list(args))
-        return real(args, db_path, variables, quiet)
-
-    monkeypatch.setattr(dbt, "run_dbt", counted)
     db = tmp_path / "crmsync.duckdb"
     ensure_state(db)
     with pytest.raises(dbt.DbtError, match="nope"):  # a per-mapping var naming no mapping stops the build
         dbt.build(db, {"conflict_policy": {"nope": "keap"}}, tests=False)
-    assert len(runs) == 1
+    assert len(dbt_commands) == 1
     assert not (dbt.target_dir(db) / dbt.RAN_SHORT).exists()
 
 

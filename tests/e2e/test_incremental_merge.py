@@ -194,7 +194,7 @@ def test_an_incremental_build_finds_what_a_full_rebuild_finds(world: World, tmp_
 
 @pytest.mark.synced
 def test_a_build_tests_the_pairs_it_merged_and_after_a_failure_the_next_is_full(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, dbt_commands: list[list[str]]
 ) -> None:
     """The merge's uniqueness test looks only at the rows its own build wrote
     (macros/tests/unique_in_build.sql), in every build, the read-back's too; a build that
@@ -217,14 +217,7 @@ def test_a_build_tests_the_pairs_it_merged_and_after_a_failure_the_next_is_full(
                    from raw_keap.companies where id = ? and payload->>'notes' is distinct from 'Loaded twice'""",
                 [copy, keap_id],
             )
-    args: list[list[str]] = []
-    real = dbt.run_dbt
-
-    def recorded(command, db_path, variables=None, quiet=True):  # type: ignore[no-untyped-def]
-        args.append(list(command))
-        return real(command, db_path, variables, quiet)
-
-    monkeypatch.setattr(dbt, "run_dbt", recorded)
+    args = dbt_commands
     with pytest.raises(dbt.DbtError, match=r"unique_in_build_int_customers__merged[\w.]*: Got \d+ results"):
         dbt.build(db, tests=False)  # as the read-back builds: the models and the per-build tests
     assert "--full-refresh" not in args[-1]
