@@ -188,7 +188,7 @@ RAN_SHORT = "memory_ran_short.json"  # in dbt's folder of the state: the size a 
 UNFINISHED = "build_unfinished"
 # the data tests a build without its tests (`tests=False`) still runs: the tests that see only
 # the rows their own build wrote (macros/tests/unique_in_build.sql) must run in every build
-PER_BUILD_TESTS = "test_name:unique_in_build"
+PER_BUILD_TESTS = "test_name:unique_in_build test_name:one_flagged_in_build"
 
 
 UNITS_MB = {"bytes": 2**-20, "KiB": 2**-10, "MiB": 1, "GiB": 2**10, "TiB": 2**20,

@@ -44,14 +44,19 @@
         {{ keyed_pairs(paired_model) }}
     ),
 
+    -- each pair merged before, from its first row: a filter, not a grouping of every row
     merged_before as (
-        select
-            pair_key,
-            {{ any_value_of('pair_hash') }} as pair_hash,
-            bool_and(has_base and keap_value is not distinct from customcrm_value
-                and base_value is not distinct from keap_value) as is_settled
+        select pair_key, pair_hash
         from {{ this }}
-        group by pair_key
+        where is_first_of_pair
+    ),
+
+    -- the pairs with a field that differs between the sides or from its base, or has none
+    unsettled as (
+        select distinct pair_key
+        from {{ this }}
+        where not (has_base and keap_value is not distinct from customcrm_value
+            and base_value is not distinct from keap_value)
     ),
 
     bases_moved as (
@@ -67,11 +72,13 @@
     from keyed
     left join merged_before
         on merged_before.pair_key = keyed.pair_key
+    left join unsettled
+        on unsettled.pair_key = keyed.pair_key
     left join bases_moved
         on bases_moved.keap_id = keyed.keap_id
     where merged_before.pair_key is null
         or merged_before.pair_hash <> keyed.pair_hash
-        or not merged_before.is_settled
+        or unsettled.pair_key is not null
         or bases_moved.keap_id is not null
     {%- else %}
     {{ keyed_pairs(paired_model) }}

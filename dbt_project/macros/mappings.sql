@@ -53,12 +53,18 @@
 
 
 {#- One row per pair and mapped field (`paired`: rows of keyed_pairs, macros/incremental_merge.sql):
-    the two values in canonical text, side by side.
+    the two values in canonical text, side by side, and on one row of each pair
+    `is_first_of_pair` (the row an incremental build reads the pair's hash from).
     Derived fields (an order's Status, which follows its stage) are not merged on their own,
     and a field whose value does not parse on either side (`*_unparseable_fields`) is left
     out: nothing is written for it and its base stays, until the value is fixed. -#}
 {% macro unpivot_fields(mapping, paired, fields) %}
+    {%- set left_out = [] %}
     {%- for f in fields | rejectattr('direction', 'equalto', 'derived') %}
+    {%- set unparseable -%}
+        ({{ list_has('coalesce(keap_unparseable_fields, ' ~ empty_text_list() ~ ')', "'" ~ f.field ~ "'") }}
+            or {{ list_has('coalesce(customcrm_unparseable_fields, ' ~ empty_text_list() ~ ')', "'" ~ f.field ~ "'") }})
+    {%- endset %}
     select
         '{{ mapping }}' as mapping,
         keap_id,
@@ -76,11 +82,18 @@
         '{{ f.compare_as }}' as compare_as,
         '{{ f.direction }}' as direction,
         {{ canonical_text('keap_' ~ f.field, f.compare_as) }} as keap_value,
-        {{ canonical_text('customcrm_' ~ f.field, f.compare_as) }} as customcrm_value
+        {{ canonical_text('customcrm_' ~ f.field, f.compare_as) }} as customcrm_value,
+        -- the pair's first row: every field before this one is left out (a case, which
+        -- stops at the first field kept: most pairs leave none out)
+        {% if left_out -%}
+        case {% for earlier in left_out %}when not {{ earlier }} then false {% endfor %}else true end
+        {%- else -%}
+        true
+        {%- endif %} as is_first_of_pair
     from {{ paired }}
-    where not {{ list_has('coalesce(keap_unparseable_fields, ' ~ empty_text_list() ~ ')', "'" ~ f.field ~ "'") }}
-        and not {{ list_has('coalesce(customcrm_unparseable_fields, ' ~ empty_text_list() ~ ')', "'" ~ f.field ~ "'") }}
+    where not {{ unparseable }}
     {{ "union all" if not loop.last }}
+    {%- do left_out.append(unparseable) %}
     {%- endfor %}
 {% endmacro %}
 
