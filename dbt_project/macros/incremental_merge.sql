@@ -25,13 +25,12 @@
 {%- endmacro %}
 
 
-{#- The paired model's rows with pair_key and pair_hash, the hash of the whole row. -#}
-{% macro keyed_pairs(paired_model) -%}
-    select
-        {{ pair_key('record.keap_id', 'record.customcrm_id') }} as pair_key,
-        {{ row_hash('record') }} as pair_hash,
-        record.*
-    from {{ ref(paired_model) }} as record
+{#- The last columns of a paired model (int_<mapping>__paired): pair_key, and pair_hash, the
+    hash of the whole row (`relation_alias`: the row without these two). Computed once, in
+    the paired model, and read by the merge and its post-hook. -#}
+{% macro pair_columns(relation_alias) -%}
+    {{ pair_key(relation_alias ~ '.keap_id', relation_alias ~ '.customcrm_id') }} as pair_key,
+    {{ row_hash(relation_alias) }} as pair_hash
 {%- endmacro %}
 
 
@@ -41,7 +40,7 @@
     {%- set paired_model = 'int_' ~ mapping ~ '__paired' %}
     {%- if is_incremental() %}
     with keyed as (
-        {{ keyed_pairs(paired_model) }}
+        select * from {{ ref(paired_model) }}
     ),
 
     -- each pair merged before, from its first row: a filter, not a grouping of every row
@@ -81,7 +80,7 @@
         or unsettled.pair_key is not null
         or bases_moved.keap_id is not null
     {%- else %}
-    {{ keyed_pairs(paired_model) }}
+    select * from {{ ref(paired_model) }}
     {%- endif %}
 {%- endmacro %}
 
@@ -91,7 +90,7 @@
     delete from {{ this }}
     where not exists (
         select 1
-        from ({{ keyed_pairs('int_' ~ mapping ~ '__paired') }}) as current_pairs
+        from {{ ref('int_' ~ mapping ~ '__paired') }} as current_pairs
         where current_pairs.pair_key = {{ this }}.pair_key
             and current_pairs.pair_hash = {{ this }}.pair_hash
     )

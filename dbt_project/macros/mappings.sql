@@ -52,7 +52,7 @@
 {% endmacro %}
 
 
-{#- One row per pair and mapped field (`paired`: rows of keyed_pairs, macros/incremental_merge.sql):
+{#- One row per pair and mapped field (`paired`: rows of a paired model, with pair_key and pair_hash):
     the two values in canonical text, side by side, and on one row of each pair
     `is_first_of_pair` (the row an incremental build reads the pair's hash from).
     Derived fields (an order's Status, which follows its stage) are not merged on their own,

@@ -26,4 +26,9 @@ final as (
     ') }}
 )
 
-select * from final
+-- the pair as one value and a hash of the whole row, which the merge compares
+-- (macros/incremental_merge.sql)
+select
+    final.*,
+    {{ pair_columns('final') }}
+from final

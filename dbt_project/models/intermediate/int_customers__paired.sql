@@ -10,4 +10,9 @@ final as (
     {{ paired_joins('customers') }}
 )
 
-select * from final
+-- the pair as one value and a hash of the whole row, which the merge compares
+-- (macros/incremental_merge.sql)
+select
+    final.*,
+    {{ pair_columns('final') }}
+from final
