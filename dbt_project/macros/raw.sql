@@ -49,12 +49,16 @@
 
 {% macro default__raw_records(source_name, table_name, unless_parsed) -%}
     {#- as on PostgreSQL, a NUL left in a payload loaded before the ingest dropped them is
-        dropped here (a run of escapes at once: RE2 has no lookbehind) -#}
+        dropped here, unless its backslash is itself escaped (the six characters written as
+        text). RE2 has no lookbehind, so without a regular expression: each escaped backslash
+        (`\\`, read from the left as JSON reads it) set aside as a character JSON text cannot
+        hold raw (U+0001), every `\u0000` left is a NUL's escape and goes, and the backslashes
+        come back. -#}
     select
         raw.*,
         case
             when strpos(raw.payload, '\u0000') = 0 then raw.payload
-            else regexp_replace(raw.payload, '((?:^|[^\\])(?:\\\\)*)(?:\\u0000)+', '\1', 'g')
+            else replace(replace(replace(raw.payload, '\\', chr(1)), '\u0000', ''), chr(1), '\\')
         end as payload_doc
     from (
         {{ raw_rows_to_parse(source_name, table_name, unless_parsed) }}

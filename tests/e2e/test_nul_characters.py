@@ -72,12 +72,14 @@ def test_a_payload_loaded_with_a_nul_before_the_ingest_dropped_them_builds_and_r
     (keap_id, crm_id), *_ = _linked(world, "contacts")
     ((text,),) = world.sql("select payload from raw_keap.contacts where id = ?", [keap_id])
     record = json.loads(text)
-    record["job_title"] = "Night\x00\x00shift C:\\u0000 \\\x00"  # a backslash then a NUL, at the end
+    # a NUL, a backslash, a NUL (in JSON: a NUL's escape right after an escaped backslash,
+    # itself right after a NUL's escape); a backslash then a NUL, at the end
+    record["job_title"] = "Night\x00\x00shift C:\\u0000 \x00\\\x00x \\\x00"
     record["unmapped_note"] = "\x00hidden"
     old = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    assert old.count("\\u0000") == 5
+    assert old.count("\\u0000") == 7
     world.sql("update raw_keap.contacts set payload = ? where id = ?", [old, keap_id])
 
     outcome = world.sync(rebuild=True)
     assert outcome.status == "ok", outcome.error or outcome.problems
-    assert world.crm.get(f"/contacts/{crm_id}").json()["Title"] == "Nightshift C:\\u0000 \\"
+    assert world.crm.get(f"/contacts/{crm_id}").json()["Title"] == "Nightshift C:\\u0000 \\x \\"
