@@ -187,7 +187,8 @@ RAN_SHORT = "memory_ran_short.json"  # in dbt's folder of the state: the size a 
 # whose tables may hold rows no test has seen, so the next build is a full one
 UNFINISHED = "build_unfinished"
 # the data tests a build without its tests (`tests=False`) still runs: the tests that see only
-# the rows their own build wrote (macros/tests/unique_in_build.sql) must run in every build
+# the rows their own build wrote (macros/tests/unique_in_build.sql, one_flagged_in_build.sql)
+# must run in every build
 PER_BUILD_TESTS = "test_name:unique_in_build test_name:one_flagged_in_build"
 
 
