@@ -28,6 +28,32 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#- The whole of stg_keap__payloads and stg_customcrm__payloads: each record of `system`
+    (keap or customcrm) as the system sent it (resource, <system>_id, <system>_payload), a
+    view over the raw tables of the registry's resources, in JSON text. -#}
+{% macro payloads_view(system) -%}
+with
+
+{% for name in registry_mappings() -%}
+{%- set resource = registry_mapping(name)[system ~ '_resource'] -%}
+raw_{{ resource }} as (
+    {{ raw_or_empty('raw_' ~ system, resource, raw_record_columns()) }}
+),
+
+{% endfor -%}
+
+final as (
+    {%- for name in registry_mappings() %}
+    {%- set resource = registry_mapping(name)[system ~ '_resource'] %}
+    select '{{ resource }}' as resource, id as {{ system }}_id, payload as {{ system }}_payload
+    from raw_{{ resource }}
+    {{ "union all" if not loop.last }}
+    {%- endfor %}
+)
+
+select * from final
+{%- endmacro %}
+
 {% macro raw_record_columns() -%}
     {{ return({'id': 'varchar', 'updated_at': 'varchar', '_cursor': 'timestamptz', 'payload': 'varchar', '_extracted_at': 'timestamptz'}) }}
 {%- endmacro %}
