@@ -73,37 +73,36 @@ select * from final
     {{ return(adapter.dispatch('raw_records', 'crmsync')(source_name, table_name, unless_parsed)) }}
 {%- endmacro %}
 
+
+{#- A payload's JSON text without the escapes of NUL characters (`\u0000`) that one loaded
+    before the ingest dropped them may still hold: jsonb refuses a NUL anywhere in the
+    document, read or not, and none may reach either system. An escape whose backslash is
+    itself escaped (the six characters written as text) stays. The same on both engines,
+    without a regular expression (RE2, DuckDB's, has no lookbehind): each escaped backslash
+    (`\\`, read from the left as JSON reads it) is set aside as a character JSON text cannot
+    hold raw (U+0001), every `\u0000` left is a NUL's escape and goes, and the backslashes
+    come back. -#}
+{% macro drop_nul_escapes(payload) -%}
+    case
+        when strpos({{ payload }}, '\u0000') = 0 then {{ payload }}
+        else replace(replace(replace({{ payload }}, '\\', chr(1)), '\u0000', ''), chr(1), '\\')
+    end
+{%- endmacro %}
+
+
 {% macro default__raw_records(source_name, table_name, unless_parsed) -%}
-    {#- as on PostgreSQL, a NUL left in a payload loaded before the ingest dropped them is
-        dropped here, unless its backslash is itself escaped (the six characters written as
-        text). RE2 has no lookbehind, so without a regular expression: each escaped backslash
-        (`\\`, read from the left as JSON reads it) set aside as a character JSON text cannot
-        hold raw (U+0001), every `\u0000` left is a NUL's escape and goes, and the backslashes
-        come back. -#}
     select
         raw.*,
-        case
-            when strpos(raw.payload, '\u0000') = 0 then raw.payload
-            else replace(replace(replace(raw.payload, '\\', chr(1)), '\u0000', ''), chr(1), '\\')
-        end as payload_doc
+        {{ drop_nul_escapes('raw.payload') }} as payload_doc
     from (
         {{ raw_rows_to_parse(source_name, table_name, unless_parsed) }}
     ) as raw
 {%- endmacro %}
 
 {% macro postgres__raw_records(source_name, table_name, unless_parsed) -%}
-    {#- a payload loaded before the ingest dropped NUL characters may still hold one (the JSON
-        escape \u0000, which jsonb refuses in the whole document, read or not): dropped here,
-        unless its backslash is itself escaped (the six characters written as text) -#}
     select
         raw.*,
-        cast(
-            case
-                when strpos(raw.payload, '\u0000') = 0 then raw.payload
-                else regexp_replace(raw.payload, '(?<!\\)((?:\\\\)*)\\u0000', '\1', 'g')
-            end
-            as jsonb
-        ) as payload_doc
+        cast({{ drop_nul_escapes('raw.payload') }} as jsonb) as payload_doc
     from (
         {{ raw_rows_to_parse(source_name, table_name, unless_parsed) }}
     ) as raw
