@@ -39,8 +39,11 @@
 {% macro pairs_to_merge(mapping) -%}
     {%- set paired_model = 'int_' ~ mapping ~ '__paired' %}
     {%- if is_incremental() %}
+    -- the keys first, the whole rows last: the three joins below hash and carry only these
+    -- columns, and only the pairs chosen are read whole (none when nothing changed)
     with keyed as (
-        select * from {{ ref(paired_model) }}
+        select pair_key, pair_hash, keap_id
+        from {{ ref(paired_model) }}
     ),
 
     -- each pair merged before, from its first row: a filter, not a grouping of every row
@@ -63,22 +66,28 @@
         from {{ ref('stg_sync_state__base_values') }}
         where mapping = '{{ mapping }}'
             and synced_at > (select coalesce(max(base_watermark), '-infinity'::timestamptz) from {{ this }})
-    )
+    ),
 
     -- bases_moved by a join, not `in (select ...)` under the `or`: PostgreSQL runs that as a
     -- scan of the list per pair once the list outgrows work_mem (after a large push)
-    select keyed.*
-    from keyed
-    left join merged_before
-        on merged_before.pair_key = keyed.pair_key
-    left join unsettled
-        on unsettled.pair_key = keyed.pair_key
-    left join bases_moved
-        on bases_moved.keap_id = keyed.keap_id
-    where merged_before.pair_key is null
-        or merged_before.pair_hash <> keyed.pair_hash
-        or unsettled.pair_key is not null
-        or bases_moved.keap_id is not null
+    chosen as (
+        select keyed.pair_key
+        from keyed
+        left join merged_before
+            on merged_before.pair_key = keyed.pair_key
+        left join unsettled
+            on unsettled.pair_key = keyed.pair_key
+        left join bases_moved
+            on bases_moved.keap_id = keyed.keap_id
+        where merged_before.pair_key is null
+            or merged_before.pair_hash <> keyed.pair_hash
+            or unsettled.pair_key is not null
+            or bases_moved.keap_id is not null
+    )
+
+    select paired.*
+    from {{ ref(paired_model) }} as paired
+    where paired.pair_key in (select chosen.pair_key from chosen)
     {%- else %}
     select * from {{ ref(paired_model) }}
     {%- endif %}
